@@ -1,0 +1,98 @@
+//! Subcommands. Each module holds one subcommand's clap arguments and its glue.
+
+mod info;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Record, replay and browse ioctl traces of the Linux dxgkrnl driver (/dev/dxg).
+///
+/// dxtrace captures every ioctl a program makes on /dev/dxg (the device through which
+/// WSL2 programs reach a GPU on the Windows host over VMBus) and every VMBus message the
+/// driver exchanges with the host, stores them in a .dxtrace file, replays them against
+/// the real driver or an emulator, and shows them in a browser. /dev/kvm is supported as
+/// a second device. Capturing /dev/dxg needs a WSL2 kernel; everything else (the emulator,
+/// replay, analysis, the web UI) runs on any Linux machine.
+#[derive(Debug, Parser)]
+#[command(name = "dxtrace", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show a trace's header, record counts, time span, processes, drops and integrity.
+    Info(info::InfoArgs),
+    /// Capture ioctls (and VMBus messages where possible) with the eBPF probe.
+    #[command(disable_help_flag = true)]
+    Record(util::NotBuilt),
+    /// Re-execute a trace against the emulator or a real device and report divergences.
+    #[command(disable_help_flag = true)]
+    Replay(util::NotBuilt),
+    /// Cut a trace down to what one call needs to replay.
+    #[command(disable_help_flag = true)]
+    Trim(util::NotBuilt),
+    /// Run the dxg emulator: in-process scenarios to a trace, or a FUSE /dev/dxg.
+    #[command(disable_help_flag = true)]
+    Emulate(util::NotBuilt),
+    /// Run a client scenario against a device path.
+    #[command(disable_help_flag = true)]
+    Workload(util::NotBuilt),
+    /// Serve the web UI over a set of traces.
+    #[command(disable_help_flag = true)]
+    Serve(util::NotBuilt),
+    /// Statistics per ioctl, process, thread and VMBus command.
+    #[command(disable_help_flag = true)]
+    Stats(util::NotBuilt),
+    /// Export a trace as Parquet, Perfetto JSON or JSON lines.
+    #[command(disable_help_flag = true)]
+    Export(util::NotBuilt),
+    /// Print a device's ioctl table (dxg or kvm).
+    #[command(disable_help_flag = true)]
+    Schema(util::NotBuilt),
+    /// Check what capture can do on this machine and how to fix what is missing.
+    #[command(disable_help_flag = true)]
+    Doctor(util::NotBuilt),
+    /// Record the emulator scenarios and serve the UI over them.
+    #[command(disable_help_flag = true)]
+    Demo(util::NotBuilt),
+}
+
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Info(a) => info::run(a),
+        Command::Record(_) => util::not_built("record", 5),
+        Command::Replay(_) => util::not_built("replay", 6),
+        Command::Trim(_) => util::not_built("trim", 6),
+        Command::Emulate(_) => util::not_built("emulate", 4),
+        Command::Workload(_) => util::not_built("workload", 4),
+        Command::Serve(_) => util::not_built("serve", 7),
+        Command::Stats(_) => util::not_built("stats", 8),
+        Command::Export(_) => util::not_built("export", 8),
+        Command::Schema(_) => util::not_built("schema", 3),
+        Command::Doctor(_) => util::not_built("doctor", 5),
+        Command::Demo(_) => util::not_built("demo", 7),
+    }
+}

@@ -1,0 +1,1 @@
+//! dxtrace end-to-end tests.

@@ -1,0 +1,127 @@
+//! Encode/decode throughput of the `.dxtrace` format for ioctl records with 64-byte and
+//! 4-KiB payloads: records/s, MB/s, bytes per record. Run: `cargo bench -p traces`.
+//!
+//! Besides criterion's per-iteration timing, `main` prints a one-core summary table
+//! (encode = MessagePack + zstd level 1 + CRC32C into frames; decode = CRC + zstd +
+//! MessagePack back to records) and, as the same-run baseline, the raw read of the file
+//! bytes.
+
+use std::time::Instant;
+
+use criterion::{Criterion, Throughput};
+use traces::*;
+
+fn record(i: u64, payload: usize) -> Record {
+    let mut data = vec![0u8; payload];
+    // Realistic-ish content: small integers and handles, mostly zeros, some noise.
+    for (j, b) in data.iter_mut().enumerate() {
+        *b = match j % 16 {
+            0..=3 => (i as u8).wrapping_mul(7),
+            4 => 0x40,
+            8..=9 => (j as u8) ^ (i as u8),
+            _ => 0,
+        };
+    }
+    Record::Ioctl(IoctlRecord {
+        id: i,
+        ts_enter: 1_000_000 + i * 1500,
+        ts_exit: 1_000_000 + i * 1500 + 800 + (i % 13) * 40,
+        pid: 4242,
+        tid: 4242 + (i % 4) as u32,
+        fd: 3,
+        dev: (10 << 8) | 125,
+        cmd: 0xC0384734,
+        arg: 0x7ffd_1234_0000 + (i % 64) * 64,
+        ret: 0,
+        buffers: vec![Buffer {
+            addr: 0x7ffd_1234_0000,
+            role: BufferRole::StructIn,
+            path: String::new(),
+            len: payload as u64,
+            flags: 0,
+            data,
+        }],
+    })
+}
+
+fn encode_file(path: &std::path::Path, recs: &[Record], threads: usize) -> WriteSummary {
+    let opts = WriterOptions {
+        threads,
+        ..WriterOptions::default()
+    };
+    let mut w = Writer::create(path, &Header::default(), opts).unwrap();
+    for r in recs {
+        w.push(r).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+fn decode_file(path: &std::path::Path, threads: usize) -> u64 {
+    let r = Reader::open(path).unwrap();
+    r.map_frames(threads, |_, res| res.unwrap().len() as u64)
+        .into_iter()
+        .sum()
+}
+
+fn summary_table() {
+    let dir = tempfile::tempdir().unwrap();
+    println!();
+    println!(
+        "| payload | records | encode rec/s (1 core) | encode MB/s | decode rec/s (1 core) | decode MB/s | decode rec/s (2 threads) | bytes/record on disk | raw read MB/s (baseline) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (payload, n) in [(64usize, 2_000_000u64), (4096, 100_000)] {
+        let recs: Vec<Record> = (0..n).map(|i| record(i, payload)).collect();
+        let path = dir.path().join(format!("bench-{payload}.dxtrace"));
+        let t = Instant::now();
+        let s = encode_file(&path, &recs, 1);
+        let enc = t.elapsed().as_secs_f64();
+        drop(recs);
+        let t = Instant::now();
+        let got = decode_file(&path, 1);
+        let dec = t.elapsed().as_secs_f64();
+        assert_eq!(got, n);
+        let t = Instant::now();
+        let got2 = decode_file(&path, 2);
+        let dec2 = t.elapsed().as_secs_f64();
+        assert_eq!(got2, n);
+        let t = Instant::now();
+        let bytes = std::fs::read(&path).unwrap();
+        let raw = t.elapsed().as_secs_f64();
+        let mb = s.raw_bytes as f64 / 1e6;
+        println!(
+            "| {payload} B | {n} | {:.2}M | {:.0} | {:.2}M | {:.0} | {:.2}M | {:.1} | {:.0} |",
+            n as f64 / enc / 1e6,
+            mb / enc,
+            n as f64 / dec / 1e6,
+            mb / dec,
+            n as f64 / dec2 / 1e6,
+            s.file_bytes as f64 / n as f64,
+            bytes.len() as f64 / 1e6 / raw,
+        );
+    }
+    println!("(MB/s are of uncompressed MessagePack block bytes)");
+}
+
+fn criterion_benches(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = c.benchmark_group("ioctl-64B");
+    let recs: Vec<Record> = (0..100_000).map(|i| record(i, 64)).collect();
+    g.throughput(Throughput::Elements(recs.len() as u64));
+    g.sample_size(10);
+    let path = dir.path().join("c.dxtrace");
+    g.bench_function("encode", |b| b.iter(|| encode_file(&path, &recs, 1)));
+    encode_file(&path, &recs, 1);
+    g.bench_function("decode", |b| b.iter(|| decode_file(&path, 1)));
+    g.finish();
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick-table");
+    summary_table();
+    if !quick {
+        let mut c = Criterion::default().configure_from_args();
+        criterion_benches(&mut c);
+        c.final_summary();
+    }
+}

@@ -1,0 +1,233 @@
+//! Encoding and decoding of records inside a frame's decompressed block.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::msgpack::{self, WalkError};
+use crate::record::*;
+
+/// Appends `[kind, body]` for one record to `out`.
+pub fn encode_record(out: &mut Vec<u8>, rec: &Record) -> Result<(), String> {
+    let kind = match rec.kind() {
+        Some(k) => k as u16,
+        None => return Err("cannot write a record of unknown kind".into()),
+    };
+    msgpack::write_array_len(out, 2);
+    rmp::encode::write_uint(out, kind as u64).map_err(|e| e.to_string())?;
+    let r = match rec {
+        Record::Process(r) => body(out, r),
+        Record::Fd(r) => body(out, r),
+        Record::Ioctl(r) => body(out, r),
+        Record::Vmbus(r) => body(out, r),
+        Record::Signal(r) => body(out, r),
+        Record::Dropped(r) => body(out, r),
+        Record::Stats(r) => body(out, r),
+        Record::Annotation(r) => body(out, r),
+        Record::Unknown { .. } => unreachable!("checked above"),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+fn body<T: Serialize>(out: &mut Vec<u8>, v: &T) -> Result<(), rmp_serde::encode::Error> {
+    // Struct-as-array (rmp-serde's default): compact, and the field order is the format.
+    v.serialize(&mut rmp_serde::Serializer::new(out))
+}
+
+/// Decodes the record at `buf[*pos..]`, advancing `pos`.
+pub fn decode_record(buf: &[u8], pos: &mut usize) -> Result<Record, String> {
+    let start = *pos;
+    let n = msgpack::read_array_len(buf, pos).map_err(walk)?;
+    if n < 2 {
+        return Err(format!("record envelope has {n} elements, expected 2"));
+    }
+    let kind = msgpack::read_uint(buf, pos).map_err(walk)?;
+    let kind = u16::try_from(kind).map_err(|_| format!("record kind {kind} out of range"))?;
+    let body_start = *pos;
+    let body_len = msgpack::value_len(&buf[body_start..]).map_err(walk)?;
+    let body = &buf[body_start..body_start + body_len];
+    *pos = body_start + body_len;
+    // Envelope elements after the body are reserved for future use: skip them.
+    for _ in 2..n {
+        msgpack::skip(buf, pos, 0).map_err(walk)?;
+    }
+    let Some(k) = RecordKind::from_u16(kind) else {
+        return Ok(Record::Unknown { kind });
+    };
+    let rec = match k {
+        RecordKind::Process => Record::Process(decode_body(k, body)?),
+        RecordKind::Fd => Record::Fd(decode_body(k, body)?),
+        RecordKind::Ioctl => Record::Ioctl(decode_body(k, body)?),
+        RecordKind::Vmbus => Record::Vmbus(decode_body(k, body)?),
+        RecordKind::Signal => Record::Signal(decode_body(k, body)?),
+        RecordKind::Dropped => Record::Dropped(decode_body(k, body)?),
+        RecordKind::Stats => Record::Stats(decode_body(k, body)?),
+        RecordKind::Annotation => Record::Annotation(decode_body(k, body)?),
+    };
+    let _ = start;
+    Ok(rec)
+}
+
+fn walk(e: WalkError) -> String {
+    format!("malformed MessagePack: {}", e.0)
+}
+
+/// Decodes a body, tolerating extra trailing fields written by a newer minor version.
+fn decode_body<T: DeserializeOwned>(kind: RecordKind, body: &[u8]) -> Result<T, String> {
+    let mut p = 0;
+    let n = msgpack::read_array_len(body, &mut p).map_err(walk)? as usize;
+    let known = kind.field_count();
+    let res = if n <= known {
+        rmp_serde::from_slice::<T>(body)
+    } else {
+        // Rebuild the array with only the fields this version knows. Rare: only traces
+        // from a newer writer take this path.
+        let mut trimmed = Vec::with_capacity(body.len());
+        msgpack::write_array_len(&mut trimmed, known as u32);
+        let first = p;
+        for _ in 0..known {
+            msgpack::skip(body, &mut p, 0).map_err(walk)?;
+        }
+        trimmed.extend_from_slice(&body[first..p]);
+        rmp_serde::from_slice::<T>(&trimmed)
+    };
+    res.map_err(|e| format!("bad {} record: {e}", kind.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Record> {
+        vec![
+            Record::Process(ProcessInfo {
+                ts: 1,
+                pid: 2,
+                ppid: 1,
+                comm: "x".into(),
+                exe: "/bin/x".into(),
+                start_ns: 5,
+                cmdline: vec!["x".into(), "-v".into()],
+            }),
+            Record::Fd(FdEvent {
+                ts: 1,
+                pid: 2,
+                tid: 3,
+                fd: 4,
+                op: FdOp::Derived,
+                path: "/dev/kvm".into(),
+                dev: 10 << 8 | 232,
+                ino: 9,
+                flags: 2,
+                ret: 4,
+            }),
+            Record::Ioctl(IoctlRecord {
+                id: 7,
+                ts_enter: 10,
+                ts_exit: 20,
+                pid: 2,
+                tid: 3,
+                fd: 4,
+                dev: 1,
+                cmd: 0xC0484706,
+                arg: 0x7fff_0000,
+                ret: 0xC000000D,
+                buffers: vec![Buffer {
+                    addr: 0x7fff_0000,
+                    role: BufferRole::PtrOut,
+                    path: "allocation_info[0].priv_drv_data".into(),
+                    len: 100,
+                    flags: BUF_TRUNCATED,
+                    data: vec![1, 2, 3],
+                }],
+            }),
+            Record::Vmbus(VmbusMessage {
+                ts: 11,
+                dir: VmbusDir::HostReply,
+                channel: Some(0x1234_5678_9abc),
+                request_id: 3,
+                is_async: false,
+                status: Some(-22),
+                ioctl_id: Some(7),
+                pid: 2,
+                tid: 3,
+                len: 4,
+                flags: 0,
+                bytes: vec![0, 0, 0, 0],
+            }),
+            Record::Signal(HostSignal {
+                ts: 12,
+                event_id: 2,
+                pid: 2,
+                fd: 9,
+                source: "cpu_event".into(),
+                detail: String::new(),
+            }),
+            Record::Dropped(Dropped {
+                ts: 13,
+                count: 5,
+                reason: "ringbuf_full".into(),
+                cpu: Some(1),
+            }),
+            Record::Stats(CaptureStats {
+                ts: 14,
+                counters: vec![("events".into(), 10)],
+            }),
+            Record::Annotation(Annotation {
+                ts: 15,
+                pid: 0,
+                tid: 0,
+                key: "fault".into(),
+                text: "device removed".into(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips_and_field_counts_match() {
+        for rec in samples() {
+            let mut buf = Vec::new();
+            encode_record(&mut buf, &rec).unwrap();
+            let mut pos = 0;
+            let back = decode_record(&buf, &mut pos).unwrap();
+            assert_eq!(back, rec);
+            assert_eq!(pos, buf.len());
+            // field_count() must equal what the writer emits, or forward compatibility breaks
+            let mut p = 1; // skip envelope header
+            msgpack::read_uint(&buf, &mut p).unwrap();
+            let n = msgpack::read_array_len(&buf, &mut p).unwrap() as usize;
+            assert_eq!(n, rec.kind().unwrap().field_count(), "{}", rec.kind_name());
+        }
+    }
+
+    #[test]
+    fn unknown_kinds_are_skipped_and_extra_fields_ignored() {
+        let mut buf = Vec::new();
+        // kind 999 with an arbitrary body
+        rmp_serde::encode::write(&mut buf, &(999u16, ("future", vec![1u8, 2, 3]))).unwrap();
+        // a dropped record written by a "newer" writer with two extra trailing fields
+        rmp_serde::encode::write(
+            &mut buf,
+            &(
+                6u16,
+                (13u64, 5u64, "ringbuf_full", Some(1u32), "extra", [9u8; 3]),
+            ),
+        )
+        .unwrap();
+        // and an older writer's dropped record without the trailing `cpu` field
+        rmp_serde::encode::write(&mut buf, &(6u16, (13u64, 5u64, "x"))).unwrap();
+        let mut pos = 0;
+        assert_eq!(
+            decode_record(&buf, &mut pos).unwrap(),
+            Record::Unknown { kind: 999 }
+        );
+        match decode_record(&buf, &mut pos).unwrap() {
+            Record::Dropped(d) => assert_eq!((d.count, d.cpu), (5, Some(1))),
+            other => panic!("expected dropped, got {other:?}"),
+        }
+        match decode_record(&buf, &mut pos).unwrap() {
+            Record::Dropped(d) => assert_eq!((d.count, d.cpu), (5, None)),
+            other => panic!("expected dropped, got {other:?}"),
+        }
+        assert_eq!(pos, buf.len());
+    }
+}

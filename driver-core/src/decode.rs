@@ -216,7 +216,7 @@ pub fn decode_value(name: &str, offset: usize, size: usize, kind: &Kind, b: &[u8
         }
         Kind::Array(ek, n) => {
             let n = *n;
-            let es = if n == 0 { 0 } else { size / n };
+            let es = size.checked_div(n).unwrap_or(0);
             let mut children = Vec::new();
             if es > 0 {
                 // Trailing all-zero elements are left out of both children and summary.
@@ -389,12 +389,12 @@ fn annotate(f: &mut Field, v: &BufferView<'_>) {
 fn decode_elems(entry: &IoctlDesc, p: &PointerDesc, root: Option<&[u8]>, data: &[u8]) -> Field {
     let es = p.elem_size as usize;
     // ESCAPE's known-escape payload: a byte buffer holding a struct with its own pointers.
-    if es == 1 && !p.nested.is_empty() {
-        if let Some(root) = root {
-            if p.nested[0].cond.eval(data, root) && entry.name == "LX_DXESCAPE" {
-                return decode_struct(p.path, &BuildTestCommandBuffer::DESC, data);
-            }
-        }
+    if es == 1
+        && !p.nested.is_empty()
+        && entry.name == "LX_DXESCAPE"
+        && root.is_some_and(|root| p.nested[0].cond.eval(data, root))
+    {
+        return decode_struct(p.path, &BuildTestCommandBuffer::DESC, data);
     }
     if es <= 1 {
         return Field::leaf(p.path, 0, data.len(), "bytes", None, hex_dump(data));
@@ -414,7 +414,7 @@ fn decode_elems(entry: &IoctlDesc, p: &PointerDesc, root: Option<&[u8]>, data: &
     if n > ELEM_LIMIT {
         rendered.push_str(&format!(", first {ELEM_LIMIT} shown"));
     }
-    if data.len() % es != 0 {
+    if !data.len().is_multiple_of(es) {
         rendered.push_str(&format!(", {} stray bytes", data.len() % es));
     }
     if children.iter().all(|c| c.children.is_empty()) && n <= 16 {

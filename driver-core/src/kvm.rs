@@ -57,7 +57,7 @@ pub const CAPS: EnumDesc = EnumDesc {
         (60, "KVM_CAP_TSC_CONTROL"),
         (66, "KVM_CAP_MAX_VCPUS"),
         (83, "KVM_CAP_IRQFD_RESAMPLE"),
-        (123, "KVM_CAP_IMMEDIATE_EXIT"),
+        (136, "KVM_CAP_IMMEDIATE_EXIT"),
         (128, "KVM_CAP_MAX_VCPU_ID"),
     ],
 };

@@ -513,6 +513,7 @@ fn ptr_len(p: &PointerDesc, own: &[u8]) -> Option<u64> {
     })
 }
 
+#[expect(clippy::too_many_arguments, reason = "recursive walker state")]
 fn walk_level(
     ptrs: &'static [PointerDesc],
     own: &[u8],

@@ -694,6 +694,14 @@ layout!(QueryAllocationResidencyCmd = "dxgkvmb_command_queryallocationresidency"
     args: QueryAllocationResidency => Struct(&QueryAllocationResidency::DESC),
 });
 layout!(StatusReturn = "ntstatus", 4 { status: i32 => ST });
+layout!(QueryAllocationResidencyReturn = "dxgkvmb_command_queryallocationresidency_return", 4 {
+    /// followed by u32 residency[count or 1]
+    status: i32 => ST,
+});
+layout!(GetAllocationPriorityReturn = "dxgkvmb_command_getallocationpriority_return", 4 {
+    /// followed by u32 priorities[count or 1]
+    status: i32 => ST,
+});
 layout!(EscapeCmd = "dxgkvmb_command_escape", 56 {
     hdr: VgpuToHostHdr => VG,
     adapter: u32 => H,
@@ -1357,6 +1365,8 @@ pub const STRUCTS: &[&StructDesc] = &[
     &OpenResourceReturn::DESC,
     &StatusReturn::DESC,
     &HandleReturn::DESC,
+    &QueryAllocationResidencyReturn::DESC,
+    &GetAllocationPriorityReturn::DESC,
 ];
 
 /// Enum family of a command.

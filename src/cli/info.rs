@@ -87,7 +87,13 @@ pub fn run(a: InfoArgs) -> anyhow::Result<ExitCode> {
                 rep.lost.len()
             )?;
             for l in &rep.lost {
-                writeln!(out, "           lost {} at byte {}: {}", bytes(l.len), l.offset, l.reason)?;
+                writeln!(
+                    out,
+                    "           lost {} at byte {}: {}",
+                    bytes(l.len),
+                    l.offset,
+                    l.reason
+                )?;
             }
         }
     }
@@ -126,7 +132,12 @@ fn print_text(
     s: &TraceSummary,
 ) -> std::io::Result<()> {
     let h = reader.header();
-    writeln!(out, "file       {} ({})", file.display(), bytes(s.file_bytes))?;
+    writeln!(
+        out,
+        "file       {} ({})",
+        file.display(),
+        bytes(s.file_bytes)
+    )?;
     writeln!(out, "format     .dxtrace {}", s.format_version)?;
     writeln!(
         out,
@@ -152,11 +163,19 @@ fn print_text(
             "{} {} ({}, {} {}:{}{})",
             if i == 0 { "devices   " } else { "          " },
             d.path,
-            if d.schema.is_empty() { "no schema" } else { &d.schema },
+            if d.schema.is_empty() {
+                "no schema"
+            } else {
+                &d.schema
+            },
             if d.kind.is_empty() { "device" } else { &d.kind },
             d.major,
             d.minor,
-            if d.ino != 0 { format!(", inode {}", d.ino) } else { String::new() }
+            if d.ino != 0 {
+                format!(", inode {}", d.ino)
+            } else {
+                String::new()
+            }
         )?;
     }
     if let Some(abi) = &h.dxg_abi {
@@ -165,8 +184,16 @@ fn print_text(
     writeln!(
         out,
         "vmbus      {}{}",
-        if h.vmbus.active { "captured" } else { "not captured" },
-        if h.vmbus.detail.is_empty() { String::new() } else { format!(": {}", h.vmbus.detail) }
+        if h.vmbus.active {
+            "captured"
+        } else {
+            "not captured"
+        },
+        if h.vmbus.detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", h.vmbus.detail)
+        }
     )?;
     for (k, v) in &h.extra {
         writeln!(out, "{:<10} {v}", k)?;
@@ -174,16 +201,28 @@ fn print_text(
     match (s.start_ns, s.end_ns) {
         (Some(a), Some(b)) => {
             let wall = if h.wall_clock_start_ns != 0 && a >= h.monotonic_base_ns {
-                format!(", from {}", utc(h.wall_clock_start_ns + (a - h.monotonic_base_ns)))
+                format!(
+                    ", from {}",
+                    utc(h.wall_clock_start_ns + (a - h.monotonic_base_ns))
+                )
             } else {
                 String::new()
             };
-            writeln!(out, "span       {} ({a} .. {b} ns{wall})", duration_ns(b - a))?
+            writeln!(
+                out,
+                "span       {} ({a} .. {b} ns{wall})",
+                duration_ns(b - a)
+            )?
         }
         _ => writeln!(out, "span       (no timestamped records)")?,
     }
     let kinds: Vec<String> = s.records.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    writeln!(out, "records    {} total: {}", s.total_records, kinds.join(", "))?;
+    writeln!(
+        out,
+        "records    {} total: {}",
+        s.total_records,
+        kinds.join(", ")
+    )?;
     if s.processes.is_empty() {
         writeln!(out, "processes  none")?;
     }
@@ -194,7 +233,11 @@ fn print_text(
             if i == 0 { "processes " } else { "          " },
             p.pid,
             if p.comm.is_empty() { "?" } else { &p.comm },
-            if p.exe.is_empty() { String::new() } else { format!(" ({})", p.exe) },
+            if p.exe.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", p.exe)
+            },
             p.threads,
             p.ioctls
         )?;
@@ -202,8 +245,17 @@ fn print_text(
     if s.dropped_events == 0 {
         writeln!(out, "drops      none recorded")?;
     } else {
-        let by: Vec<String> = s.dropped_by_reason.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        writeln!(out, "drops      {} event(s) lost ({})", s.dropped_events, by.join(", "))?;
+        let by: Vec<String> = s
+            .dropped_by_reason
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        writeln!(
+            out,
+            "drops      {} event(s) lost ({})",
+            s.dropped_events,
+            by.join(", ")
+        )?;
     }
     if s.ioctls_with_incomplete_buffers > 0 {
         writeln!(

@@ -12,9 +12,7 @@ pub struct NotBuilt {
 
 /// Says plainly that a subcommand does not exist yet.
 pub fn not_built(name: &str, issue: u32) -> anyhow::Result<ExitCode> {
-    anyhow::bail!(
-        "`dxtrace {name}` is not built yet (tracked in issue {issue}); nothing was done"
-    )
+    anyhow::bail!("`dxtrace {name}` is not built yet (tracked in issue {issue}); nothing was done")
 }
 
 /// Human-readable byte count.

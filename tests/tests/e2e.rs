@@ -1,1 +1,5 @@
-//! dxtrace end-to-end tests.
+//! dxtrace end-to-end tests: one test binary, one module per area.
+
+mod e2e {
+    pub mod cli;
+}

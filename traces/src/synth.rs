@@ -38,12 +38,12 @@ impl Default for SynthOptions {
 /// Request codes used, with struct sizes (from `_IOC_SIZE`), named in
 /// `driver-core`'s dxg table.
 const CODES: [(u32, usize); 6] = [
-    (0xC0184709, 24),  // QUERYADAPTERINFO
-    (0xC0384734, 56),  // SUBMITCOMMANDTOHWQUEUE
-    (0xC0204731, 32),  // SIGNALSYNCHRONIZATIONOBJECTFROMCPU
-    (0xC028473A, 40),  // WAITFORSYNCHRONIZATIONOBJECTFROMCPU
-    (0xC0184725, 24),  // LOCK2
-    (0xC0084737, 8),   // UNLOCK2
+    (0xC0184709, 24), // QUERYADAPTERINFO
+    (0xC0384734, 56), // SUBMITCOMMANDTOHWQUEUE
+    (0xC0204731, 32), // SIGNALSYNCHRONIZATIONOBJECTFROMCPU
+    (0xC028473A, 40), // WAITFORSYNCHRONIZATIONOBJECTFROMCPU
+    (0xC0184725, 24), // LOCK2
+    (0xC0084737, 8),  // UNLOCK2
 ];
 
 struct Rng(u64);
@@ -220,6 +220,15 @@ pub fn generate_into(w: &mut Writer, opts: &SynthOptions) -> Result<u64> {
         }
     }
     Ok(n)
+}
+
+/// Writer options for the committed sample: small frames, so that readers, salvage and
+/// the UI have several frames to work with even in a small file.
+pub fn sample_writer_options() -> WriterOptions {
+    WriterOptions {
+        frame_target_bytes: 32 << 10,
+        ..WriterOptions::default()
+    }
 }
 
 /// Writes a complete synthetic trace file.

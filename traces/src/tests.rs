@@ -472,7 +472,7 @@ fn committed_synthetic_sample_is_up_to_date() {
         &fresh,
         &synth::SynthOptions::default(),
         "cargo run -p traces --example synthetic_sample",
-        WriterOptions::default(),
+        synth::sample_writer_options(),
     )
     .unwrap();
     let a = std::fs::read(&committed).expect("traces/samples/synthetic-dxg.dxtrace is committed");
@@ -484,5 +484,11 @@ fn committed_synthetic_sample_is_up_to_date() {
     );
     let r = Reader::open(&committed).unwrap();
     assert_eq!(r.header().source, CaptureSource::Generated);
-    assert!(r.header().generated.as_deref().unwrap().starts_with("SYNTHETIC"));
+    assert!(
+        r.header()
+            .generated
+            .as_deref()
+            .unwrap()
+            .starts_with("SYNTHETIC")
+    );
 }

@@ -1,6 +1,7 @@
 //! Subcommands. Each module holds one subcommand's clap arguments and its glue.
 
 mod info;
+mod schema;
 mod util;
 
 use std::process::ExitCode;
@@ -55,8 +56,7 @@ pub enum Command {
     #[command(disable_help_flag = true)]
     Export(util::NotBuilt),
     /// Print a device's ioctl table (dxg or kvm).
-    #[command(disable_help_flag = true)]
-    Schema(util::NotBuilt),
+    Schema(schema::SchemaArgs),
     /// Check what capture can do on this machine and how to fix what is missing.
     #[command(disable_help_flag = true)]
     Doctor(util::NotBuilt),
@@ -91,7 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(_) => util::not_built("serve", 7),
         Command::Stats(_) => util::not_built("stats", 8),
         Command::Export(_) => util::not_built("export", 8),
-        Command::Schema(_) => util::not_built("schema", 3),
+        Command::Schema(a) => schema::run(a),
         Command::Doctor(_) => util::not_built("doctor", 5),
         Command::Demo(_) => util::not_built("demo", 7),
     }

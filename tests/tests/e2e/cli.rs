@@ -129,3 +129,42 @@ fn errors_exit_2_with_the_cause_chain() {
         "{e}"
     );
 }
+
+#[test]
+fn schema_json_lists_every_ioctl_with_codes_and_structs() {
+    for (dev, min_ioctls) in [("dxg", 73usize), ("kvm", 10)] {
+        let mut c = dxtrace();
+        c.args(["schema", dev, "--json"]);
+        let o = run(c);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(v["device"], dev);
+        let ioctls = v["ioctls"].as_array().unwrap();
+        assert!(ioctls.len() >= min_ioctls, "{dev}: {}", ioctls.len());
+        for i in ioctls {
+            for k in [
+                "name", "nr", "code", "struct", "size", "class", "fields", "pointers", "handles",
+            ] {
+                assert!(i.get(k).is_some(), "{dev}: ioctl without {k}: {i}");
+            }
+            assert!(i["code"].as_str().unwrap().starts_with("0x"), "{i}");
+        }
+        assert!(v["structs"].as_array().unwrap().len() > 5);
+        for k in ["global", "adapter", "host_to_guest"] {
+            assert!(v["vmbus"][k].is_array(), "{dev}: vmbus.{k}");
+        }
+    }
+    // Spot-check one entry against the reference (§1.2): CREATEALLOCATION.
+    let mut c = dxtrace();
+    c.args(["schema", "dxg", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&run(c))).unwrap();
+    let ca = v["ioctls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "LX_DXCREATEALLOCATION")
+        .expect("CREATEALLOCATION listed");
+    assert_eq!(ca["code"], "0xc0484706");
+    assert_eq!(ca["size"], 72);
+    assert_eq!(ca["nr"], 6);
+}

@@ -151,3 +151,118 @@ mod tests {
         assert!(value_len(&[0x91; 200]).is_err());
     }
 }
+
+/// A forward-only reader of MessagePack scalars: the hand-written fast path for the two
+/// hot record kinds (ioctl and VMBus). Any unexpected marker returns `None` and the
+/// caller falls back to the serde decoder, which produces the precise error.
+pub(crate) struct Cur<'a> {
+    pub buf: &'a [u8],
+    pub pos: usize,
+}
+
+impl<'a> Cur<'a> {
+    #[inline]
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    #[inline]
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let s = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(s)
+    }
+
+    #[inline]
+    fn be(&mut self, n: usize) -> Option<u64> {
+        Some(self.take(n)?.iter().fold(0u64, |a, b| (a << 8) | *b as u64))
+    }
+
+    #[inline]
+    pub fn array(&mut self) -> Option<usize> {
+        match self.byte()? {
+            m @ 0x90..=0x9f => Some((m & 0x0f) as usize),
+            0xdc => Some(self.be(2)? as usize),
+            0xdd => Some(self.be(4)? as usize),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn u64(&mut self) -> Option<u64> {
+        match self.byte()? {
+            m @ 0x00..=0x7f => Some(m as u64),
+            0xcc => self.be(1),
+            0xcd => self.be(2),
+            0xce => self.be(4),
+            0xcf => self.be(8),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn i64(&mut self) -> Option<i64> {
+        match self.byte()? {
+            m @ 0x00..=0x7f => Some(m as i64),
+            m @ 0xe0..=0xff => Some(m as i8 as i64),
+            0xcc => self.be(1).map(|v| v as i64),
+            0xcd => self.be(2).map(|v| v as i64),
+            0xce => self.be(4).map(|v| v as i64),
+            0xcf => self.be(8).and_then(|v| i64::try_from(v).ok()),
+            0xd0 => self.be(1).map(|v| v as u8 as i8 as i64),
+            0xd1 => self.be(2).map(|v| v as u16 as i16 as i64),
+            0xd2 => self.be(4).map(|v| v as u32 as i32 as i64),
+            0xd3 => self.be(8).map(|v| v as i64),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    pub fn bool(&mut self) -> Option<bool> {
+        match self.byte()? {
+            0xc2 => Some(false),
+            0xc3 => Some(true),
+            _ => None,
+        }
+    }
+
+    /// `Some(None)` for nil.
+    #[inline]
+    pub fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        if *self.buf.get(self.pos)? == 0xc0 {
+            self.pos += 1;
+            Some(None)
+        } else {
+            f(self).map(Some)
+        }
+    }
+
+    #[inline]
+    pub fn str(&mut self) -> Option<String> {
+        let n = match self.byte()? {
+            m @ 0xa0..=0xbf => (m & 0x1f) as usize,
+            0xd9 => self.be(1)? as usize,
+            0xda => self.be(2)? as usize,
+            0xdb => self.be(4)? as usize,
+            _ => return None,
+        };
+        if n == 0 {
+            return Some(String::new());
+        }
+        std::str::from_utf8(self.take(n)?).ok().map(str::to_owned)
+    }
+
+    #[inline]
+    pub fn bin(&mut self) -> Option<Vec<u8>> {
+        let n = match self.byte()? {
+            0xc4 => self.be(1)? as usize,
+            0xc5 => self.be(2)? as usize,
+            0xc6 => self.be(4)? as usize,
+            _ => return None,
+        };
+        Some(self.take(n)?.to_vec())
+    }
+}

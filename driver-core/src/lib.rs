@@ -13,12 +13,14 @@
 pub mod backend;
 pub mod decode;
 pub mod dxg;
+pub mod emulator;
 pub mod ioc;
 pub mod kvm;
 pub mod layout;
 pub mod ntstatus;
 pub mod render;
 pub mod schema;
+pub mod workload;
 
 pub use backend::{Backend, InProcessMemory, MemError, RealDevice, RegionMemory, UserMemory};
 pub use decode::{

@@ -29,7 +29,10 @@ pub struct Clock {
 pub const DETERMINISTIC_BASE_NS: u64 = 1_000_000_000;
 
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -38,8 +41,15 @@ fn monotonic_ns() -> u64 {
 impl Clock {
     /// New clock.
     pub fn new(deterministic: bool) -> Clock {
-        let start = if deterministic { DETERMINISTIC_BASE_NS } else { monotonic_ns() };
-        Clock { deterministic, cur: AtomicU64::new(start) }
+        let start = if deterministic {
+            DETERMINISTIC_BASE_NS
+        } else {
+            monotonic_ns()
+        };
+        Clock {
+            deterministic,
+            cur: AtomicU64::new(start),
+        }
     }
     /// Now.
     pub fn now(&self) -> u64 {
@@ -90,7 +100,10 @@ pub struct Bus {
 impl Bus {
     /// Emits one event.
     pub fn emit(&self, ev: Event) {
-        self.sink.lock().unwrap_or_else(|e| e.into_inner()).event(ev);
+        self.sink
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .event(ev);
     }
     /// Current caller.
     pub fn ctx(&self) -> CallCtx {
@@ -173,7 +186,12 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
         tid: c.tid,
         bytes: req.to_vec(),
     }));
-    let outcome = bus.host.lock().unwrap_or_else(|e| e.into_inner()).process(req, false, &bus.clock, &bus.inbound);
+    let outcome = bus.host.lock().unwrap_or_else(|e| e.into_inner()).process(
+        req,
+        false,
+        &bus.clock,
+        &bus.inbound,
+    );
     match outcome {
         HostOutcome::Reply(reply) => {
             let ret = if reply.len() < result_size as usize {
@@ -181,7 +199,11 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
             } else {
                 // SAFETY: guaranteed by the caller; the length is checked above.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(reply.as_ptr(), result as *mut u8, result_size as usize)
+                    std::ptr::copy_nonoverlapping(
+                        reply.as_ptr(),
+                        result as *mut u8,
+                        result_size as usize,
+                    )
                 };
                 0
             };
@@ -207,7 +229,11 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
                     "no completion for request id {request_id} on the {} channel after {} ms; \
                      the real driver waits forever (wait_for_completion_killable), the emulator \
                      fails the ioctl with -ETIMEDOUT",
-                    if channel_id.is_some() { "adapter" } else { "global" },
+                    if channel_id.is_some() {
+                        "adapter"
+                    } else {
+                        "global"
+                    },
                     waited_ns / 1_000_000
                 ),
             );
@@ -226,7 +252,11 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
 /// readable bytes.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub unsafe extern "C" fn dxgvmb_send_async_msg(channel: *mut c_void, command: *const c_void, cmd_size: u32) -> i32 {
+pub unsafe extern "C" fn dxgvmb_send_async_msg(
+    channel: *mut c_void,
+    command: *const c_void,
+    cmd_size: u32,
+) -> i32 {
     if cmd_size > MAX_PACKET_SIZE {
         return -libc::EINVAL;
     }
@@ -252,14 +282,25 @@ pub unsafe extern "C" fn dxgvmb_send_async_msg(channel: *mut c_void, command: *c
         tid: c.tid,
         bytes: req.to_vec(),
     }));
-    let _ = bus.host.lock().unwrap_or_else(|e| e.into_inner()).process(req, true, &bus.clock, &bus.inbound);
+    let _ = bus.host.lock().unwrap_or_else(|e| e.into_inner()).process(
+        req,
+        true,
+        &bus.clock,
+        &bus.inbound,
+    );
     0
 }
 
 /// Keeps the exported symbols referenced so the linker never drops them from the binary
 /// (the uprobe needs them even in a build whose only caller is inlined elsewhere).
 #[used]
-static KEEP_SEND_SYMBOLS: [unsafe extern "C" fn(*mut c_void, *const c_void, u32, *mut c_void, u32) -> i32; 1] =
-    [dxgvmb_send_sync_msg];
+static KEEP_SEND_SYMBOLS: [unsafe extern "C" fn(
+    *mut c_void,
+    *const c_void,
+    u32,
+    *mut c_void,
+    u32,
+) -> i32; 1] = [dxgvmb_send_sync_msg];
 #[used]
-static KEEP_ASYNC_SYMBOL: [unsafe extern "C" fn(*mut c_void, *const c_void, u32) -> i32; 1] = [dxgvmb_send_async_msg];
+static KEEP_ASYNC_SYMBOL: [unsafe extern "C" fn(*mut c_void, *const c_void, u32) -> i32; 1] =
+    [dxgvmb_send_async_msg];

@@ -88,21 +88,34 @@ pub enum FaultError {
 }
 
 fn bad(spec: &str, why: impl Into<String>) -> FaultError {
-    FaultError::Bad { spec: spec.into(), why: why.into() }
+    FaultError::Bad {
+        spec: spec.into(),
+        why: why.into(),
+    }
 }
 
 /// VMBus command by name (adapter enum first, then global), case-insensitive.
 pub fn command_by_name(name: &str) -> Option<VmbusCmd> {
     let n = name.trim().to_ascii_uppercase();
     let n = n.strip_prefix("G:").unwrap_or(&n);
-    if let Some((v, _)) = ADAPTER_COMMANDS.values.iter().find(|(_, s)| s.eq_ignore_ascii_case(n)) {
-        return Some(VmbusCmd { channel: VmbusChannel::Adapter, value: *v as u32 });
+    if let Some((v, _)) = ADAPTER_COMMANDS
+        .values
+        .iter()
+        .find(|(_, s)| s.eq_ignore_ascii_case(n))
+    {
+        return Some(VmbusCmd {
+            channel: VmbusChannel::Adapter,
+            value: *v as u32,
+        });
     }
     GLOBAL_COMMANDS
         .values
         .iter()
         .find(|(_, s)| s.eq_ignore_ascii_case(n))
-        .map(|(v, _)| VmbusCmd { channel: VmbusChannel::Global, value: *v as u32 })
+        .map(|(v, _)| VmbusCmd {
+            channel: VmbusChannel::Global,
+            value: *v as u32,
+        })
 }
 
 fn parse_num(s: &str) -> Option<u64> {
@@ -139,24 +152,37 @@ impl Fault {
             return Ok(Fault::DeviceRemoved { after });
         }
         if lower == "lose-signal" {
-            return Ok(Fault::LoseSignal { at: parse_at(spec, at)? });
+            return Ok(Fault::LoseSignal {
+                at: parse_at(spec, at)?,
+            });
         }
         if lower == "dup-signal" {
-            return Ok(Fault::DupSignal { at: parse_at(spec, at)? });
+            return Ok(Fault::DupSignal {
+                at: parse_at(spec, at)?,
+            });
         }
         if let Some(cmd) = lower.strip_prefix("hang:") {
-            let cmd = command_by_name(cmd).ok_or_else(|| bad(spec, format!("unknown VMBus command {cmd:?}")))?;
-            return Ok(Fault::Hang { cmd, at: parse_at(spec, at)? });
+            let cmd = command_by_name(cmd)
+                .ok_or_else(|| bad(spec, format!("unknown VMBus command {cmd:?}")))?;
+            return Ok(Fault::Hang {
+                cmd,
+                at: parse_at(spec, at)?,
+            });
         }
         if let Some((cmd, rest)) = body.split_once(':') {
-            let cmd_v = command_by_name(cmd).ok_or_else(|| bad(spec, format!("unknown VMBus command {cmd:?}")))?;
+            let cmd_v = command_by_name(cmd)
+                .ok_or_else(|| bad(spec, format!("unknown VMBus command {cmd:?}")))?;
             let status = rest
                 .trim()
                 .strip_prefix("status=")
                 .and_then(parse_num)
                 .filter(|v| *v <= u32::MAX as u64)
                 .ok_or_else(|| bad(spec, "expected CMD:status=0x…"))?;
-            return Ok(Fault::Status { cmd: cmd_v, status: status as u32, at: parse_at(spec, at)? });
+            return Ok(Fault::Status {
+                cmd: cmd_v,
+                status: status as u32,
+                at: parse_at(spec, at)?,
+            });
         }
         Err(bad(
             spec,
@@ -174,21 +200,49 @@ mod tests {
         assert_eq!(
             Fault::parse("CREATEALLOCATION:status=0xC0000017@3").expect("valid"),
             Fault::Status {
-                cmd: VmbusCmd { channel: VmbusChannel::Adapter, value: 4 },
+                cmd: VmbusCmd {
+                    channel: VmbusChannel::Adapter,
+                    value: 4
+                },
                 status: 0xC000_0017,
                 at: Occurrence::Nth(3)
             }
         );
-        assert_eq!(Fault::parse("device-removed@after=50").expect("valid"), Fault::DeviceRemoved { after: 50 });
+        assert_eq!(
+            Fault::parse("device-removed@after=50").expect("valid"),
+            Fault::DeviceRemoved { after: 50 }
+        );
         assert_eq!(
             Fault::parse("hang:SUBMITCOMMAND@2").expect("valid"),
-            Fault::Hang { cmd: VmbusCmd { channel: VmbusChannel::Adapter, value: 20 }, at: Occurrence::Nth(2) }
+            Fault::Hang {
+                cmd: VmbusCmd {
+                    channel: VmbusChannel::Adapter,
+                    value: 20
+                },
+                at: Occurrence::Nth(2)
+            }
         );
-        assert_eq!(Fault::parse("lose-signal@1").expect("valid"), Fault::LoseSignal { at: Occurrence::Nth(1) });
-        assert_eq!(Fault::parse("dup-signal").expect("valid"), Fault::DupSignal { at: Occurrence::Every });
+        assert_eq!(
+            Fault::parse("lose-signal@1").expect("valid"),
+            Fault::LoseSignal {
+                at: Occurrence::Nth(1)
+            }
+        );
+        assert_eq!(
+            Fault::parse("dup-signal").expect("valid"),
+            Fault::DupSignal {
+                at: Occurrence::Every
+            }
+        );
         assert!(matches!(
             Fault::parse("DESTROYSYNCOBJECT:status=0xC0000008").expect("valid"),
-            Fault::Status { cmd: VmbusCmd { channel: VmbusChannel::Global, value: 1003 }, .. }
+            Fault::Status {
+                cmd: VmbusCmd {
+                    channel: VmbusChannel::Global,
+                    value: 1003
+                },
+                ..
+            }
         ));
         assert!(Fault::parse("NOPE:status=1").is_err());
         assert!(Fault::parse("hang:SUBMITCOMMAND@0").is_err());

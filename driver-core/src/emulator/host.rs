@@ -1,0 +1,1453 @@
+//! The fake host GPU: answers the guest's VMBus messages the way the Windows host's
+//! dxgkrnl would (as far as the guest driver's expectations reveal it, reference §3.6),
+//! and sends host→guest packets (SIGNALGUESTEVENT, SETGUESTDATA).
+//!
+//! Deterministic: handles, addresses and latencies derive from counters and the seed
+//! only. Monitored fences live in host-owned "IO space" pages that the emulated driver
+//! maps (in-process: the CPU address is a real address in this process).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+
+use super::bus::Clock;
+use super::fault::Fault;
+use crate::dxg::types::*;
+use crate::dxg::vmbus::*;
+use crate::layout::Pod;
+use crate::schema::{VmbusChannel, VmbusCmd};
+
+/// NTSTATUS values the host uses.
+pub mod st {
+    /// Success.
+    pub const SUCCESS: u32 = 0;
+    /// Success, work pending (paging fence).
+    pub const PENDING: u32 = 0x103;
+    /// Bad handle.
+    pub const INVALID_HANDLE: u32 = 0xC000_0008;
+    /// Bad parameter.
+    pub const INVALID_PARAMETER: u32 = 0xC000_000D;
+    /// Out of memory.
+    pub const NO_MEMORY: u32 = 0xC000_0017;
+    /// Not supported.
+    pub const NOT_SUPPORTED: u32 = 0xC000_00BB;
+    /// Device removed.
+    pub const DEVICE_REMOVED: u32 = 0xC000_02B6;
+    /// Buffer too small.
+    pub const BUFFER_TOO_SMALL: u32 = 0xC000_0023;
+}
+
+/// One emulated GPU adapter.
+#[derive(Debug, Clone)]
+pub struct AdapterSpec {
+    /// The LUID user space sees (first 8 bytes of the vGPU channel instance GUID).
+    pub luid: u64,
+    /// The host's own adapter LUID.
+    pub host_adapter_luid: u64,
+    /// The vGPU LUID (ext header).
+    pub vgpu_luid: u64,
+    /// Description (DRIVER_DESCRIPTION).
+    pub description: String,
+    /// Dedicated video memory, bytes.
+    pub dedicated_bytes: u64,
+    /// Shared system memory, bytes.
+    pub shared_bytes: u64,
+    /// A compute-only accelerator (PCI device 0x008A): hidden from ENUMADAPTERS2.
+    pub compute_only: bool,
+}
+
+impl AdapterSpec {
+    /// The default pair: one render GPU and one compute-only accelerator.
+    pub fn defaults() -> Vec<AdapterSpec> {
+        vec![
+            AdapterSpec {
+                luid: 0x0000_0000_0001_d3a1,
+                host_adapter_luid: 0x0000_0000_0000_c4f2,
+                vgpu_luid: 0x0000_0000_0000_b001,
+                description: "dxtrace Emulated Render GPU".into(),
+                dedicated_bytes: 8 << 30,
+                shared_bytes: 16 << 30,
+                compute_only: false,
+            },
+            AdapterSpec {
+                luid: 0x0000_0000_0001_d3a2,
+                host_adapter_luid: 0x0000_0000_0000_c4f3,
+                vgpu_luid: 0x0000_0000_0000_b002,
+                description: "dxtrace Emulated Compute Accelerator".into(),
+                dedicated_bytes: 4 << 30,
+                shared_bytes: 8 << 30,
+                compute_only: true,
+            },
+        ]
+    }
+}
+
+/// Per-command latency, ns (before seeded ±20 % jitter).
+#[derive(Debug, Clone, Default)]
+pub struct LatencyModel {
+    /// Overrides by command name (`CREATEALLOCATION` → ns).
+    pub overrides: HashMap<String, u64>,
+    /// How long "GPU work" of one submit takes.
+    pub gpu_work_ns: Option<u64>,
+}
+
+impl LatencyModel {
+    fn base(&self, name: &str) -> u64 {
+        if let Some(v) = self.overrides.get(name) {
+            return *v;
+        }
+        match name {
+            "CREATEPROCESS" | "OPENADAPTER" | "GETINTERNALADAPTERINFO" => 120_000,
+            "CREATEDEVICE" | "CREATECONTEXTVIRTUAL" | "CREATEHWQUEUE" => 90_000,
+            "CREATEALLOCATION" => 150_000,
+            "DESTROYALLOCATION" | "DESTROYDEVICE" | "FLUSHDEVICE" => 60_000,
+            "SUBMITCOMMAND" | "SUBMITCOMMANDTOHWQUEUE" | "SIGNALSYNCOBJECT" => 12_000,
+            "WAITFORSYNCOBJECTFROMGPU" => 10_000,
+            "MAKERESIDENT" | "MAPGPUVIRTUALADDRESS" | "UPDATEGPUVIRTUALADDRESS" => 45_000,
+            "QUERYADAPTERINFO" | "ISFEATUREENABLED" => 25_000,
+            "ESCAPE" => 35_000,
+            "LOCK2" => 40_000,
+            _ => 20_000,
+        }
+    }
+    fn gpu_work(&self) -> u64 {
+        self.gpu_work_ns.unwrap_or(400_000)
+    }
+}
+
+/// What the host did with a message.
+#[derive(Debug)]
+pub enum HostOutcome {
+    /// Completion bytes for a sync message.
+    Reply(Vec<u8>),
+    /// Accepted an async message (no completion).
+    Accepted,
+    /// Never completes (injected hang); `waited_ns` is the bound the emulator applies.
+    NoReply {
+        /// Bounded wait the caller should account.
+        waited_ns: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Device,
+    Context,
+    Resource,
+    Allocation,
+    PagingQueue,
+    SyncObject,
+    HwQueue,
+}
+
+#[derive(Debug, Clone)]
+struct Obj {
+    kind: Kind,
+    process: u32,
+    size: u64,
+    resident: bool,
+    priority: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Waiter {
+    event: u64,
+    objs: Vec<(u32, u64)>,
+    process_id: u64,
+}
+
+/// Start of the emulated IO space (guest physical).
+pub const IO_SPACE_BASE: u64 = 0x0000_0010_0000_0000;
+/// Size of the emulated IO space.
+pub const IO_SPACE_SIZE: u64 = 256 << 20;
+
+/// The fake host.
+pub struct FakeHost {
+    adapters: Vec<AdapterSpec>,
+    host_adapter_handles: Vec<u32>,
+    interface_version: u32,
+    async_msg: bool,
+    seed: u64,
+    latency: LatencyModel,
+    faults: Vec<Fault>,
+    counts: HashMap<(bool, u32), u64>,
+    signals_sent: u64,
+    next_index: u32,
+    objs: HashMap<u32, Obj>,
+    fences: HashMap<u32, (u64, u64)>,
+    io: BTreeMap<u64, Box<[u8]>>,
+    next_io: u64,
+    pending: Vec<(u64, u32, u64)>,
+    busy: HashMap<u32, u64>,
+    waiters: Vec<Waiter>,
+    va: HashMap<u32, BTreeMap<u64, (u64, Option<u32>)>>,
+    next_va: u64,
+    paging_fence: HashMap<u32, u32>,
+    device_error_ptr: HashMap<u32, u64>,
+    removed: bool,
+    hang_bound_ns: u64,
+    jitter_ctr: u64,
+    notes: Vec<(String, String)>,
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    b.get(off..off + 4)
+        .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+        .unwrap_or(0)
+}
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    b.get(off..off + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+        .unwrap_or(0)
+}
+fn status(s: u32) -> Vec<u8> {
+    s.to_le_bytes().to_vec()
+}
+fn cmd_name(cmd: VmbusCmd) -> &'static str {
+    command_name(cmd).unwrap_or("UNKNOWN")
+}
+
+/// Host configuration.
+pub struct HostConfig {
+    /// Adapters.
+    pub adapters: Vec<AdapterSpec>,
+    /// Negotiated VMBus interface version.
+    pub interface_version: u32,
+    /// Advertise `async_msg_enabled`.
+    pub async_msg: bool,
+    /// Seed.
+    pub seed: u64,
+    /// Latencies.
+    pub latency: LatencyModel,
+    /// Faults.
+    pub faults: Vec<Fault>,
+    /// Bound on an injected hang.
+    pub hang_bound_ns: u64,
+}
+
+impl FakeHost {
+    /// New host.
+    pub fn new(cfg: HostConfig) -> FakeHost {
+        FakeHost {
+            host_adapter_handles: vec![0; cfg.adapters.len()],
+            adapters: cfg.adapters,
+            interface_version: cfg.interface_version,
+            async_msg: cfg.async_msg,
+            seed: cfg.seed,
+            latency: cfg.latency,
+            faults: cfg.faults,
+            counts: HashMap::new(),
+            signals_sent: 0,
+            next_index: 0x100,
+            objs: HashMap::new(),
+            fences: HashMap::new(),
+            io: BTreeMap::new(),
+            next_io: IO_SPACE_BASE,
+            pending: Vec::new(),
+            busy: HashMap::new(),
+            waiters: Vec::new(),
+            va: HashMap::new(),
+            next_va: 0x0000_0001_0000_0000 + (splitmix(cfg.seed) & 0xff) * 0x1000_0000,
+            paging_fence: HashMap::new(),
+            device_error_ptr: HashMap::new(),
+            removed: false,
+            hang_bound_ns: cfg.hang_bound_ns,
+            jitter_ctr: 0,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Annotations the host wants on the timeline (faults it applied), drained by the
+    /// driver after each send.
+    pub fn take_notes(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.notes)
+    }
+
+    fn handle(&mut self) -> u32 {
+        let h = 0x4000_0000 | ((self.next_index & 0x00FF_FFFF) << 6);
+        self.next_index += 1;
+        h
+    }
+
+    fn io_alloc(&mut self, size: u64) -> u64 {
+        let size = size.max(4096).div_ceil(4096) * 4096;
+        let a = self.next_io;
+        self.next_io += size;
+        self.io
+            .insert(a, vec![0u8; size as usize].into_boxed_slice());
+        a
+    }
+
+    /// CPU address of IO-space address `phys` (what `io_remap_pfn_range` gives the
+    /// process). The page stays valid as long as the host lives.
+    pub fn map_io(&mut self, phys: u64) -> Option<u64> {
+        let (base, page) = self.io.range_mut(..=phys).next_back()?;
+        let off = phys - base;
+        (off < page.len() as u64).then(|| page.as_mut_ptr() as u64 + off)
+    }
+
+    fn write_fence(&mut self, h: u32, v: u64) {
+        if let Some(f) = self.fences.get_mut(&h) {
+            f.0 = f.0.max(v);
+            let (val, phys) = *f;
+            if let Some((base, page)) = self.io.range_mut(..=phys).next_back() {
+                let off = (phys - base) as usize;
+                if off + 8 <= page.len() {
+                    page[off..off + 8].copy_from_slice(&val.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    fn fence_value(&self, h: u32) -> Option<u64> {
+        self.fences.get(&h).map(|f| f.0)
+    }
+
+    fn latency(&mut self, name: &str) -> u64 {
+        let base = self.latency.base(name);
+        self.jitter_ctr += 1;
+        let r = splitmix(self.seed ^ self.jitter_ctr.wrapping_mul(0x1000_0001));
+        // ±20 %
+        let span = base / 5;
+        if span == 0 {
+            base
+        } else {
+            base - span + r % (2 * span + 1)
+        }
+    }
+
+    /// Applies fence updates whose GPU work has completed by `now` and signals waiters.
+    pub fn advance(&mut self, now: u64, inbound: &Mutex<VecDeque<Vec<u8>>>) {
+        let mut due: Vec<(u64, u32, u64)> = Vec::new();
+        self.pending.retain(|p| {
+            if p.0 <= now {
+                due.push(*p);
+                false
+            } else {
+                true
+            }
+        });
+        due.sort();
+        for (_, h, v) in due {
+            self.write_fence(h, v);
+        }
+        self.check_waiters(inbound);
+    }
+
+    fn check_waiters(&mut self, inbound: &Mutex<VecDeque<Vec<u8>>>) {
+        let mut fire = Vec::new();
+        let fences = &self.fences;
+        self.waiters.retain(|w| {
+            let done = w
+                .objs
+                .iter()
+                .all(|(h, v)| fences.get(h).is_some_and(|f| f.0 >= *v));
+            if done {
+                fire.push((w.event, w.process_id));
+            }
+            !done
+        });
+        for (ev, pid) in fire {
+            self.send_signal(ev, pid, inbound);
+        }
+    }
+
+    /// Earliest completion time that would satisfy a waiter, if any GPU work is pending.
+    pub fn next_completion(&self) -> Option<u64> {
+        self.pending.iter().map(|p| p.0).min()
+    }
+
+    /// Whether any CPU waiter is registered.
+    pub fn has_waiters(&self) -> bool {
+        !self.waiters.is_empty()
+    }
+
+    fn send_signal(&mut self, event: u64, process_id: u64, inbound: &Mutex<VecDeque<Vec<u8>>>) {
+        self.signals_sent += 1;
+        let n = self.signals_sent;
+        let lose = self
+            .faults
+            .iter()
+            .any(|f| matches!(f, Fault::LoseSignal { at } if at.hits(n)));
+        let dup = self
+            .faults
+            .iter()
+            .any(|f| matches!(f, Fault::DupSignal { at } if at.hits(n)));
+        if lose {
+            self.notes.push((
+                "fault".into(),
+                format!("lose-signal: SIGNALGUESTEVENT #{n} for host event {event} was never sent"),
+            ));
+            return;
+        }
+        let mut m = SignalGuestEvent::zeroed();
+        m.hdr.channel_bits = 2;
+        m.hdr.command_type = 0;
+        m.event = event;
+        m.process_id = process_id;
+        let mut q = inbound.lock().unwrap_or_else(|e| e.into_inner());
+        q.push_back(m.as_bytes().to_vec());
+        if dup {
+            self.notes.push((
+                "fault".into(),
+                format!("dup-signal: SIGNALGUESTEVENT #{n} for host event {event} sent twice"),
+            ));
+            q.push_back(m.as_bytes().to_vec());
+        }
+    }
+
+    /// Marks the device removed (TDR) and tells the guest with SETGUESTDATA for every
+    /// device's `error_code` pointer.
+    pub fn remove_device(&mut self, inbound: &Mutex<VecDeque<Vec<u8>>>) {
+        if self.removed {
+            return;
+        }
+        self.removed = true;
+        self.notes.push((
+            "fault".into(),
+            "device-removed: the host reports every adapter removed (TDR)".into(),
+        ));
+        let mut ptrs: Vec<u64> = self.device_error_ptr.values().copied().collect();
+        ptrs.sort();
+        ptrs.dedup();
+        for p in ptrs {
+            let mut m = SetGuestData::zeroed();
+            m.hdr.channel_bits = 2;
+            m.hdr.command_type = 2;
+            m.guest_pointer = p;
+            m.data64 = 1;
+            m.bits = 1; // dereference=1, data_type=DWORD(0)
+            inbound
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(m.as_bytes().to_vec());
+        }
+    }
+
+    fn fault_for(&mut self, cmd: VmbusCmd) -> (Option<u32>, bool) {
+        let key = (cmd.channel == VmbusChannel::Global, cmd.value);
+        let n = {
+            let c = self.counts.entry(key).or_insert(0);
+            *c += 1;
+            *c
+        };
+        let mut fail = None;
+        let mut hang = false;
+        for f in &self.faults {
+            match f {
+                Fault::Status { cmd: c, status, at } if *c == cmd && at.hits(n) => {
+                    fail = Some(*status)
+                }
+                Fault::Hang { cmd: c, at } if *c == cmd && at.hits(n) => hang = true,
+                _ => {}
+            }
+        }
+        if let Some(s) = fail {
+            self.notes.push((
+                "fault".into(),
+                format!(
+                    "{} #{n} failed by the host with status {s:#010x}",
+                    cmd_name(cmd)
+                ),
+            ));
+        }
+        if hang {
+            self.notes.push((
+                "fault".into(),
+                format!("hang: the host never completes {} #{n}", cmd_name(cmd)),
+            ));
+        }
+        (fail, hang)
+    }
+
+    /// Handles one guest→host message (with or without the ext header).
+    pub fn process(
+        &mut self,
+        msg: &[u8],
+        is_async: bool,
+        clock: &Clock,
+        inbound: &Mutex<VecDeque<Vec<u8>>>,
+    ) -> HostOutcome {
+        let body = if self.interface_version >= 40 && u32_at(msg, 0) == 16 {
+            &msg[16..]
+        } else {
+            msg
+        };
+        let vgpu_luid = if body.len() != msg.len() {
+            u64_at(msg, 8)
+        } else {
+            0
+        };
+        let channel_type = u32_at(body, 12) & 0xff;
+        let cmd = VmbusCmd {
+            channel: if channel_type == 1 {
+                VmbusChannel::Global
+            } else {
+                VmbusChannel::Adapter
+            },
+            value: u32_at(body, 16),
+        };
+        let process = u32_at(body, 8);
+        let name = cmd_name(cmd);
+        let lat = self.latency(name);
+        clock.advance(lat);
+        self.advance(clock.now(), inbound);
+        let (fail, hang) = self.fault_for(cmd);
+        if hang && !is_async {
+            return HostOutcome::NoReply {
+                waited_ns: self.hang_bound_ns,
+            };
+        }
+        let adapter = self
+            .adapters
+            .iter()
+            .position(|a| a.vgpu_luid == vgpu_luid)
+            .unwrap_or(0);
+        let removed_fail = self.removed
+            && cmd.channel == VmbusChannel::Adapter
+            && !matches!(cmd.value, 1 | 5 | 7 | 10 | 15 | 42 | 51);
+        let mut reply = self.dispatch(cmd, body, process, adapter, clock, inbound);
+        let fail = fail.or(removed_fail.then_some(st::DEVICE_REMOVED));
+        if let Some(s) = fail {
+            apply_failure(cmd, &mut reply, s);
+        }
+        self.check_waiters(inbound);
+        if is_async {
+            HostOutcome::Accepted
+        } else {
+            HostOutcome::Reply(reply)
+        }
+    }
+
+    fn valid(&self, h: u32, k: Kind) -> bool {
+        self.objs.get(&h).is_some_and(|o| o.kind == k)
+    }
+
+    fn add(&mut self, kind: Kind, process: u32, size: u64) -> u32 {
+        let h = self.handle();
+        self.objs.insert(
+            h,
+            Obj {
+                kind,
+                process,
+                size,
+                resident: false,
+                priority: 0x7800_0000,
+            },
+        );
+        h
+    }
+
+    fn new_fence(&mut self, process: u32, initial: u64) -> (u32, u64) {
+        let h = self.add(Kind::SyncObject, process, 8);
+        let phys = self.io_alloc(4096);
+        self.fences.insert(h, (0, phys));
+        self.write_fence(h, initial);
+        (h, phys)
+    }
+
+    fn gpu_done_at(&mut self, ctx: u32, now: u64) -> u64 {
+        let work = self.latency.gpu_work();
+        let b = self.busy.entry(ctx).or_insert(0);
+        *b = (*b).max(now) + work;
+        *b
+    }
+
+    fn dispatch(
+        &mut self,
+        cmd: VmbusCmd,
+        b: &[u8],
+        process: u32,
+        adapter: usize,
+        clock: &Clock,
+        _inbound: &Mutex<VecDeque<Vec<u8>>>,
+    ) -> Vec<u8> {
+        let now = clock.now();
+        if cmd.channel == VmbusChannel::Global {
+            return match cmd.value {
+                1000 => {
+                    let h = self.handle();
+                    CreateProcessReturn { hprocess: h }.as_bytes().to_vec()
+                }
+                1001 => {
+                    self.objs.retain(|_, o| o.process != process);
+                    self.waiters.retain(|_| true);
+                    status(st::SUCCESS)
+                }
+                1003 => {
+                    let h = u32_at(b, 24);
+                    if self.objs.remove(&h).is_some() {
+                        self.fences.remove(&h);
+                        status(st::SUCCESS)
+                    } else {
+                        status(st::INVALID_HANDLE)
+                    }
+                }
+                1010 => status(st::SUCCESS),
+                1021 => {
+                    let h = u32_at(b, 28);
+                    let ok = self.objs.contains_key(&h);
+                    ShareObjectWithHostReturn {
+                        status: if ok { 0 } else { st::INVALID_HANDLE as i32 },
+                        alignment: 0,
+                        vail_nt_handle: if ok {
+                            0x8000_0000_0000_0000 | h as u64
+                        } else {
+                            0
+                        },
+                    }
+                    .as_bytes()
+                    .to_vec()
+                }
+                _ => status(st::NOT_SUPPORTED),
+            };
+        }
+        match cmd.value {
+            14 => {
+                let h = self.handle();
+                self.host_adapter_handles[adapter] = h;
+                OpenAdapterReturn {
+                    host_adapter_handle: h,
+                    status: 0,
+                    vmbus_interface_version: self.interface_version,
+                    vmbus_last_compatible_interface_version: 16,
+                }
+                .as_bytes()
+                .to_vec()
+            }
+            15 => Vec::new(),
+            36 => {
+                let a = &self.adapters[adapter];
+                let mut r = GetInternalAdapterInfoReturn::zeroed();
+                r.device_types = 1;
+                r.driver_ddi_version = 0xb000;
+                r.flags = if self.async_msg { 1 << 6 } else { 0 } | (1 << 4);
+                r.host_adapter_luid = [
+                    a.host_adapter_luid as u32,
+                    (a.host_adapter_luid >> 32) as u32,
+                ];
+                for (i, c) in a.description.encode_utf16().take(79).enumerate() {
+                    r.device_description[i] = c;
+                }
+                for (i, c) in format!(
+                    "PCI\\VEN_1414&DEV_{:04X}\\{:016X}",
+                    if a.compute_only { 0x8a } else { 0x8e },
+                    a.luid
+                )
+                .encode_utf16()
+                .take(259)
+                .enumerate()
+                {
+                    r.device_instance_id[i] = c;
+                }
+                r.host_vgpu_luid = [a.vgpu_luid as u32, (a.vgpu_luid >> 32) as u32];
+                let mut v = r.as_bytes().to_vec();
+                if self.interface_version < 40 {
+                    v.truncate(704);
+                }
+                v
+            }
+            0 => {
+                let c = CreateDeviceCmd::from_bytes(b);
+                let h = self.add(Kind::Device, process, 0);
+                self.device_error_ptr.insert(h, c.error_code);
+                CreateDeviceReturn { device: h }.as_bytes().to_vec()
+            }
+            1 => {
+                let d = u32_at(b, 24);
+                if self.objs.remove(&d).is_some() {
+                    status(0)
+                } else {
+                    status(st::INVALID_HANDLE)
+                }
+            }
+            42 => status(if self.valid(u32_at(b, 24), Kind::Device) {
+                0
+            } else {
+                st::INVALID_HANDLE
+            }),
+            2 => {
+                let c = QueryAdapterInfoCmd::from_bytes(b);
+                let size = c.private_data_size as usize;
+                let input = b.get(32..32 + size).unwrap_or(&[]).to_vec();
+                let a = self.adapters[adapter].clone();
+                let mut data = vec![0u8; size];
+                let st_ = match c.query_type {
+                    15 | 57 if size >= 4 => {
+                        // render_supported bit 0, software_device 0; the guest patches the rest
+                        data[..4].copy_from_slice(&1u32.to_le_bytes());
+                        0
+                    }
+                    30 if size >= 4 => {
+                        data[..4].copy_from_slice(&1u32.to_le_bytes());
+                        0
+                    }
+                    1 | 65 | 66 => {
+                        let s = if c.query_type == 1 {
+                            "C:\\Windows\\System32\\DriverStore\\FileRepository\\dxtrace_emu.inf_amd64\\emu_umd.dll".to_string()
+                        } else {
+                            a.description.clone()
+                        };
+                        let w: Vec<u8> = s
+                            .encode_utf16()
+                            .chain([0])
+                            .flat_map(|c| c.to_le_bytes())
+                            .collect();
+                        if w.len() > size {
+                            st::BUFFER_TOO_SMALL
+                        } else {
+                            data[..w.len()].copy_from_slice(&w);
+                            0
+                        }
+                    }
+                    0 => {
+                        // UMD private: echo what the UMD sent, tagged.
+                        data.copy_from_slice(&input);
+                        if size >= 4 {
+                            data[..4].copy_from_slice(&0x4458_5452u32.to_le_bytes());
+                        }
+                        0
+                    }
+                    _ => st::INVALID_PARAMETER,
+                };
+                let mut v = if self.interface_version >= 40 {
+                    status(st_)
+                } else {
+                    Vec::new()
+                };
+                v.extend_from_slice(&data);
+                v
+            }
+            4 => self.create_allocation(b, process),
+            5 => {
+                let c = DestroyAllocationCmd::from_bytes(b);
+                let n = c.alloc_count as usize;
+                let mut ok = true;
+                if c.resource != 0 {
+                    ok &= self.objs.remove(&c.resource).is_some();
+                }
+                for i in 0..n {
+                    let h = u32_at(b, 40 + 4 * i);
+                    ok &= self.objs.remove(&h).is_some();
+                }
+                status(if ok { 0 } else { st::INVALID_HANDLE })
+            }
+            6 => {
+                let mut r = b.to_vec();
+                let dev = u32_at(b, 28);
+                if self.valid(dev, Kind::Device) {
+                    let h = self.add(Kind::Context, process, 0);
+                    r[24..28].copy_from_slice(&h.to_le_bytes());
+                    let n = u32_at(b, 48) as usize;
+                    for (i, x) in r.iter_mut().skip(52).take(n).enumerate() {
+                        *x ^= (i as u8).wrapping_mul(31) | 1;
+                    }
+                }
+                r
+            }
+            7 | 51 => {
+                let h = u32_at(b, 24);
+                let k = if cmd.value == 7 {
+                    Kind::Context
+                } else {
+                    Kind::HwQueue
+                };
+                if self.valid(h, k) {
+                    self.objs.remove(&h);
+                    status(0)
+                } else {
+                    status(st::INVALID_HANDLE)
+                }
+            }
+            8 => {
+                let c = CreateSyncObjectCmd::from_bytes(b);
+                if !self.valid(c.args.device, Kind::Device) {
+                    return CreateSyncObjectReturn::zeroed().as_bytes().to_vec();
+                }
+                let ty = c.args.info.type_;
+                let mut r = CreateSyncObjectReturn::zeroed();
+                if ty == 5 || ty == 6 {
+                    let (h, phys) = self.new_fence(process, c.args.info.params[0]);
+                    r.sync_object = h;
+                    r.fence_storage_address = phys;
+                    r.fence_gpu_va = 0x0000_7f00_0000_0000 + (phys - IO_SPACE_BASE);
+                } else {
+                    r.sync_object = self.add(Kind::SyncObject, process, 0);
+                }
+                if c.args.info.flags & 1 != 0 {
+                    r.global_sync_object = self.handle();
+                }
+                r.as_bytes().to_vec()
+            }
+            9 => {
+                let c = CreatePagingQueueCmd::from_bytes(b);
+                if !self.valid(c.args.device, Kind::Device) {
+                    return CreatePagingQueueReturn::zeroed().as_bytes().to_vec();
+                }
+                let pq = self.add(Kind::PagingQueue, process, 0);
+                let (f, phys) = self.new_fence(process, 0);
+                self.paging_fence.insert(pq, f);
+                CreatePagingQueueReturn {
+                    paging_queue: pq,
+                    sync_object: f,
+                    fence_storage_physical_address: phys,
+                    fence_storage_offset: 0,
+                }
+                .as_bytes()
+                .to_vec()
+            }
+            10 => {
+                let pq = u32_at(b, 24);
+                if let Some(f) = self.paging_fence.remove(&pq) {
+                    self.objs.remove(&f);
+                    self.fences.remove(&f);
+                }
+                self.objs.remove(&pq);
+                Vec::new()
+            }
+            11 => {
+                let c = MakeResidentCmd::from_bytes(b);
+                let mut newly = false;
+                let mut ok = self.valid(c.paging_queue, Kind::PagingQueue);
+                for i in 0..c.alloc_count as usize {
+                    let h = u32_at(b, 40 + 4 * i);
+                    match self.objs.get_mut(&h) {
+                        Some(o) if o.kind == Kind::Allocation => {
+                            newly |= !o.resident;
+                            o.resident = true;
+                        }
+                        _ => ok = false,
+                    }
+                }
+                let fv = self.paging_op(c.paging_queue, now);
+                MakeResidentReturn {
+                    paging_fence_value: fv,
+                    num_bytes_to_trim: 0,
+                    status: if !ok {
+                        st::INVALID_HANDLE
+                    } else if newly {
+                        st::PENDING
+                    } else {
+                        0
+                    } as i32,
+                    _pad0: 0,
+                }
+                .as_bytes()
+                .to_vec()
+            }
+            12 => {
+                let c = EvictCmd::from_bytes(b);
+                let mut trim = 0;
+                for i in 0..c.alloc_count as usize {
+                    if let Some(o) = self.objs.get_mut(&u32_at(b, 36 + 4 * i)) {
+                        if o.resident {
+                            trim += o.size;
+                        }
+                        o.resident = false;
+                    }
+                }
+                trim.to_le_bytes().to_vec()
+            }
+            13 => {
+                let c = EscapeCmd::from_bytes(b);
+                let n = c.priv_drv_data_size as usize;
+                let mut d = b.get(48..48 + n).unwrap_or(&[]).to_vec();
+                // The "KMD" answers by bumping the first dword (a reply counter).
+                if d.len() >= 4 {
+                    let v = u32_at(&d, 0).wrapping_add(1);
+                    d[..4].copy_from_slice(&v.to_le_bytes());
+                }
+                d
+            }
+            16 => {
+                let c = FreeGpuVaCmd::from_bytes(b);
+                let space = self.va.entry(process).or_default();
+                match space.get(&c.args.base_address) {
+                    Some((sz, _)) if *sz == c.args.size => {
+                        space.remove(&c.args.base_address);
+                        status(0)
+                    }
+                    _ => status(st::INVALID_PARAMETER),
+                }
+            }
+            17 => self.map_gpu_va(b, process, now),
+            18 => {
+                let c = ReserveGpuVaCmd::from_bytes(b);
+                let a = c.args;
+                let size = a.size.div_ceil(0x10000) * 0x10000;
+                let va = self.va_alloc(
+                    process,
+                    a.base_address,
+                    a.minimum_address,
+                    a.maximum_address,
+                    size,
+                );
+                if let Some(va) = va {
+                    self.va.entry(process).or_default().insert(va, (size, None));
+                }
+                ReserveGpuVaReturn {
+                    virtual_address: va.unwrap_or(0),
+                    paging_fence_value: 0,
+                }
+                .as_bytes()
+                .to_vec()
+            }
+            19 => {
+                let c = UpdateGpuVaCmd::from_bytes(b);
+                let n = c.num_operations as usize;
+                let mut okv = true;
+                for i in 0..n {
+                    let op = UpdateGpuVaOperation::from_bytes(b.get(56 + 64 * i..).unwrap_or(&[]));
+                    if op.operation == 0 || op.operation == 3 {
+                        let h = op.allocation as u32;
+                        okv &= self.valid(h, Kind::Allocation);
+                    }
+                }
+                if okv && c.fence_object != 0 {
+                    let done = self.gpu_done_at(c.context, now);
+                    self.pending.push((done, c.fence_object, c.fence_value));
+                }
+                status(if okv { 0 } else { st::INVALID_HANDLE })
+            }
+            20 | 52 => {
+                // SUBMITCOMMAND: the context's GPU work finishes later; SUBMITCOMMANDTOHWQUEUE
+                // also advances the queue's progress fence.
+                if cmd.value == 20 {
+                    let c = SubmitCommandCmd::from_bytes(b);
+                    let n = c.args.broadcast_context_count.min(64) as usize;
+                    for ctx in c.args.broadcast_context[..n].to_vec() {
+                        self.gpu_done_at(ctx, now);
+                    }
+                    status(
+                        if n > 0 && self.valid(c.args.broadcast_context[0], Kind::Context) {
+                            0
+                        } else {
+                            st::INVALID_HANDLE
+                        },
+                    )
+                } else {
+                    let c = SubmitCommandToHwQueueCmd::from_bytes(b);
+                    let q = c.args.hwqueue;
+                    if !self.valid(q, Kind::HwQueue) {
+                        return status(st::INVALID_HANDLE);
+                    }
+                    let done = self.gpu_done_at(q, now);
+                    if let Some(f) = self.hwqueue_fence(q) {
+                        self.pending
+                            .push((done, f, c.args.hwqueue_progress_fence_id));
+                    }
+                    status(0)
+                }
+            }
+            21 => {
+                let a = &self.adapters[adapter];
+                let group = u32_at(b, 28);
+                let budget = if group == 0 {
+                    a.dedicated_bytes
+                } else {
+                    a.shared_bytes
+                };
+                let used: u64 = self
+                    .objs
+                    .values()
+                    .filter(|o| o.kind == Kind::Allocation && o.process == process)
+                    .map(|o| o.size)
+                    .sum();
+                QueryVideoMemoryInfoReturn {
+                    budget,
+                    current_usage: if group == 0 { used } else { 0 },
+                    current_reservation: 0,
+                    available_for_reservation: budget / 2,
+                }
+                .as_bytes()
+                .to_vec()
+            }
+            22 => {
+                let c = WaitSyncObjectFromCpuCmd::from_bytes(b);
+                let n = c.object_count as usize;
+                let mut objs = Vec::new();
+                for i in 0..n {
+                    let h = u32_at(b, 56 + 4 * i);
+                    let v = u64_at(b, 56 + 4 * n + 8 * i);
+                    if !self.fences.contains_key(&h) {
+                        return status(st::INVALID_HANDLE);
+                    }
+                    objs.push((h, v));
+                }
+                self.waiters.push(Waiter {
+                    event: c.guest_event_pointer,
+                    objs,
+                    process_id: process as u64,
+                });
+                status(0)
+            }
+            23 => {
+                let c = Lock2Cmd::from_bytes(b);
+                let size = self
+                    .objs
+                    .get(&c.args.allocation)
+                    .filter(|o| o.kind == Kind::Allocation)
+                    .map(|o| o.size);
+                match size {
+                    Some(sz) => {
+                        let phys = self.io_alloc(sz);
+                        Lock2Return {
+                            status: 0,
+                            _pad0: 0,
+                            cpu_visible_buffer_offset: phys,
+                        }
+                        .as_bytes()
+                        .to_vec()
+                    }
+                    None => Lock2Return {
+                        status: st::INVALID_HANDLE as i32,
+                        _pad0: 0,
+                        cpu_visible_buffer_offset: 0,
+                    }
+                    .as_bytes()
+                    .to_vec(),
+                }
+            }
+            24 => status(if self.valid(u32_at(b, 28), Kind::Allocation) {
+                0
+            } else {
+                st::INVALID_HANDLE
+            }),
+            25 => {
+                let ctx = u32_at(b, 24);
+                let n = u32_at(b, 28) as usize;
+                let mut when = now;
+                for i in 0..n {
+                    let v = u64_at(b, 40 + 8 * i);
+                    let h = u32_at(b, 40 + 8 * n + 4 * i);
+                    if self.fence_value(h).is_some_and(|cur| cur < v) {
+                        // The GPU queue stalls until the fence is reached; modelled as
+                        // the latest pending completion for it.
+                        if let Some(t) = self
+                            .pending
+                            .iter()
+                            .filter(|p| p.1 == h && p.2 >= v)
+                            .map(|p| p.0)
+                            .min()
+                        {
+                            when = when.max(t);
+                        }
+                    }
+                }
+                let b_ = self.busy.entry(ctx).or_insert(0);
+                *b_ = (*b_).max(when);
+                status(0)
+            }
+            26 => {
+                let c = SignalSyncObjectCmd::from_bytes(b);
+                let n = c.object_count as usize;
+                let nc = c.context_count as usize;
+                let objs: Vec<u32> = (0..n).map(|i| u32_at(b, 56 + 4 * i)).collect();
+                let ctx_off = 56 + 4 * n;
+                let ctxs: Vec<u32> = (0..nc).map(|i| u32_at(b, ctx_off + 4 * i)).collect();
+                let fences_off = ctx_off + 4 * nc;
+                let monitored = objs.iter().any(|h| self.fences.contains_key(h));
+                if objs.iter().any(|h| !self.objs.contains_key(h)) {
+                    return status(st::INVALID_HANDLE);
+                }
+                let vals: Vec<u64> = (0..n)
+                    .map(|i| {
+                        if monitored && nc != 1 || b.len() >= fences_off + 8 * n {
+                            u64_at(b, fences_off + 8 * i)
+                        } else {
+                            c.fence_value
+                        }
+                    })
+                    .map(|v| if v == 0 { c.fence_value } else { v })
+                    .collect();
+                if nc == 0 {
+                    for (h, v) in objs.iter().zip(vals) {
+                        self.write_fence(*h, v);
+                    }
+                } else {
+                    let mut done = now;
+                    for ctx in ctxs {
+                        done = done.max(
+                            self.gpu_done_at(ctx, now)
+                                .saturating_sub(self.latency.gpu_work())
+                                + 1000,
+                        );
+                    }
+                    for (h, v) in objs.iter().zip(vals) {
+                        self.pending.push((done, *h, v));
+                    }
+                }
+                status(0)
+            }
+            28 => {
+                let c = GetDeviceStateCmd::from_bytes(b);
+                let mut r = GetDeviceStateReturn::zeroed();
+                r.args = c.args;
+                if !self.valid(c.args.device, Kind::Device) {
+                    r.status = st::INVALID_HANDLE as i32;
+                } else if c.args.state_type == 1 {
+                    r.args.execution_state = if self.removed { 2 } else { 1 };
+                }
+                r.as_bytes().to_vec()
+            }
+            29 | 37 | 49 | 57 | 67 => status(0),
+            33 => status(if self.valid(u32_at(b, 24), Kind::Context) {
+                0
+            } else {
+                st::INVALID_HANDLE
+            }),
+            61 => {
+                let ok = self.valid(u32_at(b, 24), Kind::Context);
+                GetContextSchedulingPriorityReturn {
+                    status: if ok { 0 } else { st::INVALID_HANDLE as i32 },
+                    priority: 2,
+                }
+                .as_bytes()
+                .to_vec()
+            }
+            41 => {
+                let c = QueryAllocationResidencyCmd::from_bytes(b);
+                let n = if c.args.resource != 0 {
+                    1
+                } else {
+                    c.args.allocation_count as usize
+                };
+                let mut v = status(0);
+                for i in 0..n {
+                    let h = if c.args.resource != 0 {
+                        c.args.resource
+                    } else {
+                        u32_at(b, 56 + 4 * i)
+                    };
+                    let r = match self.objs.get(&h) {
+                        Some(o) if o.resident => 1u32,
+                        Some(_) => 3,
+                        None => {
+                            v[..4].copy_from_slice(&st::INVALID_HANDLE.to_le_bytes());
+                            0
+                        }
+                    };
+                    v.extend_from_slice(&r.to_le_bytes());
+                }
+                v
+            }
+            48 => {
+                let mut r = QueryStatisticsReturn::zeroed();
+                let count = self.objs.values().filter(|o| o.process == process).count() as u64;
+                r.result[..8].copy_from_slice(&count.to_le_bytes());
+                r.result[8..16]
+                    .copy_from_slice(&self.adapters[adapter].dedicated_bytes.to_le_bytes());
+                r.as_bytes().to_vec()
+            }
+            56 => {
+                let c = UpdateAllocPropertyCmd::from_bytes(b);
+                let ok = self.valid(c.args.allocation, Kind::Allocation);
+                let fv = self.paging_op(c.args.paging_queue, now);
+                UpdateAllocPropertyReturn {
+                    paging_fence_value: fv,
+                    status: if ok { st::PENDING } else { st::INVALID_HANDLE } as i32,
+                    _pad0: 0,
+                }
+                .as_bytes()
+                .to_vec()
+            }
+            58 => {
+                let n = u32_at(b, 32) as usize;
+                let pq = u32_at(b, 28);
+                let fv = self.paging_op(pq, now);
+                let mut v = fv.to_le_bytes().to_vec();
+                v.extend_from_slice(&0u32.to_le_bytes());
+                for _ in 0..n.max(1) {
+                    v.extend_from_slice(&0u32.to_le_bytes()); // NOT_DISCARDED
+                }
+                v
+            }
+            59 => {
+                let c = SetAllocationPriorityCmd::from_bytes(b);
+                let n = if c.resource != 0 {
+                    1
+                } else {
+                    c.allocation_count as usize
+                };
+                let prio_off = 40 + if c.resource != 0 { 0 } else { 4 * n };
+                for i in 0..n {
+                    let h = if c.resource != 0 {
+                        c.resource
+                    } else {
+                        u32_at(b, 40 + 4 * i)
+                    };
+                    let p = u32_at(b, prio_off + 4 * i);
+                    if let Some(o) = self.objs.get_mut(&h) {
+                        o.priority = p;
+                    }
+                }
+                status(0)
+            }
+            60 => {
+                let c = GetAllocationPriorityCmd::from_bytes(b);
+                let n = if c.resource != 0 {
+                    1
+                } else {
+                    c.allocation_count as usize
+                };
+                let mut v = status(0);
+                for i in 0..n {
+                    let h = if c.resource != 0 {
+                        c.resource
+                    } else {
+                        u32_at(b, 40 + 4 * i)
+                    };
+                    v.extend_from_slice(
+                        &self
+                            .objs
+                            .get(&h)
+                            .map(|o| o.priority)
+                            .unwrap_or(0)
+                            .to_le_bytes(),
+                    );
+                }
+                v
+            }
+            62 => {
+                let mut r = QueryClockCalibrationReturn::zeroed();
+                r.clock_data.gpu_frequency = 1_000_000_000;
+                r.clock_data.gpu_clock_counter = now.wrapping_mul(1);
+                r.clock_data.cpu_clock_counter = now;
+                r.as_bytes().to_vec()
+            }
+            68 => {
+                let f = u32_at(b, 24);
+                let mut r = IsFeatureEnabledReturn::zeroed();
+                r.descriptor = [1, 1, 0];
+                r.result = [1, if f == 0 { 0b1111 } else { 0b0010 }];
+                r.as_bytes().to_vec()
+            }
+            50 => {
+                let mut r = b.to_vec();
+                self.create_hwqueue_echo(&mut r, process);
+                r
+            }
+            45 | 66 => status(0),
+            _ => status(st::NOT_SUPPORTED),
+        }
+    }
+
+    fn hwqueue_fence(&self, q: u32) -> Option<u32> {
+        self.paging_fence.get(&(q ^ 0x8000_0000)).copied()
+    }
+
+    fn paging_op(&mut self, pq: u32, now: u64) -> u64 {
+        let Some(f) = self.paging_fence.get(&pq).copied() else {
+            return 0;
+        };
+        let next = self.fence_value(f).unwrap_or(0).max(
+            self.pending
+                .iter()
+                .filter(|p| p.1 == f)
+                .map(|p| p.2)
+                .max()
+                .unwrap_or(0),
+        ) + 1;
+        let done = now + self.latency.gpu_work() / 4;
+        self.pending.push((done, f, next));
+        next
+    }
+
+    fn va_alloc(&mut self, process: u32, base: u64, min: u64, max: u64, size: u64) -> Option<u64> {
+        let space = self.va.entry(process).or_default();
+        let overlaps = |s: &BTreeMap<u64, (u64, Option<u32>)>, a: u64| {
+            s.range(..a + size)
+                .next_back()
+                .is_some_and(|(st, (sz, _))| st + sz > a)
+        };
+        if base != 0 {
+            return (!overlaps(space, base)).then_some(base);
+        }
+        let mut a = self.next_va.max(min);
+        while overlaps(space, a) {
+            a += 0x10000;
+        }
+        if max != 0 && a + size > max {
+            return None;
+        }
+        self.next_va = a + size;
+        Some(a)
+    }
+
+    fn map_gpu_va(&mut self, b: &[u8], process: u32, now: u64) -> Vec<u8> {
+        let c = MapGpuVaCmd::from_bytes(b);
+        let a = c.args;
+        let fail = |s: u32| {
+            MapGpuVaReturn {
+                virtual_address: 0,
+                paging_fence_value: 0,
+                status: s as i32,
+                _pad0: 0,
+            }
+            .as_bytes()
+            .to_vec()
+        };
+        if !self.valid(a.allocation, Kind::Allocation) {
+            return fail(st::INVALID_HANDLE);
+        }
+        let size = a.size_in_pages * 4096;
+        let space = self.va.entry(process).or_default();
+        let va = if a.base_address != 0 {
+            // Must lie inside one reserved, unmapped range.
+            match space.range(..=a.base_address).next_back() {
+                Some((st_, (sz, None))) if a.base_address + size <= st_ + sz => a.base_address,
+                _ => return fail(st::INVALID_PARAMETER),
+            }
+        } else {
+            match self.va_alloc(
+                process,
+                0,
+                a.minimum_address,
+                a.maximum_address,
+                size.div_ceil(0x10000) * 0x10000,
+            ) {
+                Some(v) => {
+                    self.va
+                        .entry(process)
+                        .or_default()
+                        .insert(v, (size.div_ceil(0x10000) * 0x10000, Some(a.allocation)));
+                    v
+                }
+                None => return fail(st::NO_MEMORY),
+            }
+        };
+        let fv = self.paging_op(a.paging_queue, now);
+        MapGpuVaReturn {
+            virtual_address: va,
+            paging_fence_value: fv,
+            status: st::PENDING as i32,
+            _pad0: 0,
+        }
+        .as_bytes()
+        .to_vec()
+    }
+
+    fn create_allocation(&mut self, b: &[u8], process: u32) -> Vec<u8> {
+        let c = CreateAllocationCmd::from_bytes(b);
+        let n = c.alloc_count as usize;
+        let infos: Vec<CreateAllocationAllocInfo> = (0..n)
+            .map(|i| CreateAllocationAllocInfo::from_bytes(b.get(64 + 12 * i..).unwrap_or(&[])))
+            .collect();
+        let mut off = 64 + 12 * n + c.private_runtime_data_size as usize;
+        let std_alloc = c.flags & (1 << 16) != 0;
+        off += if std_alloc {
+            24
+        } else {
+            c.priv_drv_data_size as usize
+        };
+        let mut r = CreateAllocationReturn::zeroed();
+        r.flags = c.flags;
+        let ok = self.valid(c.device, Kind::Device);
+        if ok && c.flags & 1 != 0 {
+            r.resource = self.add(Kind::Resource, process, 0);
+        }
+        let mut v = r.as_bytes()[..16].to_vec();
+        let mut privs = Vec::new();
+        for (i, info) in infos.iter().enumerate() {
+            let pd = b
+                .get(off..off + info.priv_drv_data_size as usize)
+                .unwrap_or(&[])
+                .to_vec();
+            off += info.priv_drv_data_size as usize;
+            let size = 0x10000 * (1 + (u32_at(&pd, 0) as u64 % 64)) + 0x10000 * i as u64;
+            let mut ar = AllocInfoReturn::zeroed();
+            if ok {
+                ar.allocation = self.add(Kind::Allocation, process, size);
+            }
+            ar.priv_drv_data_size = pd.len() as u32;
+            ar.allocation_flags = 1 << 19;
+            ar.allocation_size = size;
+            v.extend_from_slice(ar.as_bytes());
+            let mut pd = pd;
+            for (j, x) in pd.iter_mut().enumerate() {
+                *x = x.wrapping_add(j as u8);
+            }
+            privs.extend(pd);
+        }
+        v.extend(privs);
+        v
+    }
+
+    /// Registers a hw queue's progress fence (the driver tells the host which fence a
+    /// queue advances; a real host knows it from CREATEHWQUEUE).
+    fn register_hwqueue(&mut self, q: u32, f: u32) {
+        self.paging_fence.insert(q ^ 0x8000_0000, f);
+    }
+
+    /// CREATEHWQUEUE (echo reply) is handled here because it needs a fence too.
+    pub fn create_hwqueue_echo(&mut self, b: &mut [u8], process: u32) {
+        let ctx = u32_at(b, 56);
+        if !self.valid(ctx, Kind::Context) {
+            b[24..28].copy_from_slice(&st::INVALID_HANDLE.to_le_bytes());
+            return;
+        }
+        let q = self.add(Kind::HwQueue, process, 0);
+        let (f, phys) = self.new_fence(process, 0);
+        self.register_hwqueue(q, f);
+        b[24..28].copy_from_slice(&0u32.to_le_bytes());
+        b[28..32].copy_from_slice(&q.to_le_bytes());
+        b[32..36].copy_from_slice(&f.to_le_bytes());
+        b[40..48].copy_from_slice(&phys.to_le_bytes());
+        b[48..56].copy_from_slice(&(0x0000_7f00_0000_0000 + (phys - IO_SPACE_BASE)).to_le_bytes());
+    }
+}
+
+/// Offset of the status field in a typed reply, for fault injection.
+fn status_offset(cmd: VmbusCmd) -> Option<usize> {
+    if cmd.channel == VmbusChannel::Global {
+        return match cmd.value {
+            1000 | 1002 => None,
+            1021 => Some(0),
+            _ => Some(0),
+        };
+    }
+    match cmd.value {
+        14 => Some(4),
+        11 | 17 => Some(16),
+        56 | 58 => Some(8),
+        28 => Some(56),
+        23 | 62 | 48 | 68 | 61 | 41 | 60 | 2 => Some(0),
+        1 | 5 | 7 | 16 | 19 | 20 | 22 | 24 | 25 | 26 | 29 | 33 | 37 | 42 | 45 | 49 | 51 | 52
+        | 57 | 59 | 66 | 67 => Some(0),
+        _ => None,
+    }
+}
+
+fn apply_failure(cmd: VmbusCmd, reply: &mut Vec<u8>, s: u32) {
+    if cmd.channel == VmbusChannel::Adapter && cmd.value == 50 {
+        // CREATEHWQUEUE echo: status sits after the 24-byte header.
+        if reply.len() >= 28 {
+            reply[24..28].copy_from_slice(&s.to_le_bytes());
+            reply[28..36].fill(0);
+        }
+        return;
+    }
+    if cmd.channel == VmbusChannel::Adapter && cmd.value == 6 {
+        // CREATECONTEXTVIRTUAL echo: no status; a 0 context means failure.
+        if reply.len() >= 28 {
+            reply[24..28].fill(0);
+        }
+        return;
+    }
+    match status_offset(cmd) {
+        Some(off) => {
+            if reply.len() < off + 4 {
+                reply.resize(off + 4, 0);
+            }
+            reply[off..off + 4].copy_from_slice(&s.to_le_bytes());
+        }
+        // No status in the reply: the host answers with zero handles.
+        None => reply.fill(0),
+    }
+}

@@ -1,0 +1,298 @@
+//! The dxg emulator: a user-space, instrumented build of the dxgkrnl driver's ioctl path
+//! on top of a fake host GPU (reference §1–§3).
+//!
+//! * [`Emulator`] — one emulated machine: the driver state ([`driver`]), the VMBus
+//!   ([`bus`], with the exported `dxgvmb_send_sync_msg` / `dxgvmb_send_async_msg`) and
+//!   the fake host ([`host`]).
+//! * [`EmulatorBackend`] — the [`Backend`](crate::Backend) over it, for in-process runs
+//!   and the replayer.
+//! * [`sink`] — the instrumentation events ([`Event`]); the CLI turns them into trace
+//!   records.
+//! * [`fault`] — fault injection specs ([`Fault::parse`]).
+//! * [`ProcessMemory`] — another process's memory through `process_vm_readv/writev`
+//!   (the FUSE device follows embedded pointers with it).
+
+pub mod bus;
+pub mod driver;
+pub mod fault;
+pub mod host;
+pub mod sink;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+pub use bus::{Clock, DxgVmbusChannel, dxgvmb_send_async_msg, dxgvmb_send_sync_msg};
+pub use fault::{Fault, FaultError, Occurrence};
+pub use host::{AdapterSpec, LatencyModel};
+pub use sink::{
+    AnnotationEvent, BufEvent, BufRole, Event, EventSink, FdOpEvent, FnSink, IoctlEvent, NullSink,
+    SignalEvent, VecSink, VmbusDirection, VmbusEvent,
+};
+
+use crate::backend::{Backend, InProcessMemory, MemError, UserMemory};
+
+/// How to build an [`Emulator`].
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// Seed of everything random (latency jitter, GPU VA base).
+    pub seed: u64,
+    /// Negotiated VMBus interface version (≥ 40 adds the 16-byte ext header).
+    pub interface_version: u32,
+    /// The host advertises `async_msg_enabled` (every message on the global channel,
+    /// SUBMIT/SIGNAL/WAIT-GPU sent async).
+    pub async_msg: bool,
+    /// Adapters.
+    pub adapters: Vec<AdapterSpec>,
+    /// Faults.
+    pub faults: Vec<Fault>,
+    /// Virtual clock starting at a fixed value (byte-identical traces).
+    pub deterministic: bool,
+    /// Latencies.
+    pub latency: LatencyModel,
+    /// How long an injected hang is allowed to last before the emulator gives up.
+    pub hang_bound_ns: u64,
+    /// Process name sent in CREATEPROCESS instead of `/proc/<pid>/comm` (determinism).
+    pub comm: Option<String>,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            seed: 0,
+            interface_version: 40,
+            async_msg: false,
+            adapters: AdapterSpec::defaults(),
+            faults: Vec::new(),
+            deterministic: false,
+            latency: LatencyModel::default(),
+            hang_bound_ns: 50_000_000,
+            comm: None,
+        }
+    }
+}
+
+/// One emulated machine with a `/dev/dxg`. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Emulator {
+    driver: Arc<Mutex<driver::Driver>>,
+}
+
+impl Emulator {
+    /// Boots the emulated driver: adapters start (SETIOSPACEREGION, OPENADAPTER,
+    /// GETINTERNALADAPTERINFO are sent and reported to `sink`).
+    pub fn new(cfg: EmulatorConfig, sink: Box<dyn EventSink>) -> Emulator {
+        let removed_after = cfg.faults.iter().find_map(|f| match f {
+            Fault::DeviceRemoved { after } => Some(*after),
+            _ => None,
+        });
+        let host = host::FakeHost::new(host::HostConfig {
+            adapters: cfg.adapters.clone(),
+            interface_version: cfg.interface_version,
+            async_msg: cfg.async_msg,
+            seed: cfg.seed,
+            latency: cfg.latency.clone(),
+            faults: cfg.faults.clone(),
+            hang_bound_ns: cfg.hang_bound_ns,
+        });
+        let bus = Arc::new(bus::Bus {
+            host: Mutex::new(host),
+            sink: Mutex::new(sink),
+            clock: Clock::new(cfg.deterministic),
+            inbound: Mutex::new(VecDeque::new()),
+            ctx: Mutex::new(bus::CallCtx::default()),
+        });
+        let mut d = driver::Driver::new(
+            bus,
+            cfg.adapters,
+            cfg.interface_version,
+            cfg.async_msg,
+            removed_after,
+            cfg.hang_bound_ns,
+        );
+        d.comm_override = cfg.comm;
+        Emulator {
+            driver: Arc::new(Mutex::new(d)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, driver::Driver> {
+        self.driver.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `open("/dev/dxg")` by process `tgid`; returns a file id.
+    pub fn open(&self, tgid: u32, tid: u32) -> Result<u64, i64> {
+        self.lock().open(tgid, tid)
+    }
+
+    /// Last `close()` of a file.
+    pub fn close(&self, file: u64, tid: u32) {
+        self.lock().close(file, tid)
+    }
+
+    /// One ioctl by `tgid`/`tid` on `file`, whose embedded pointers are resolved in `mem`.
+    pub fn ioctl(
+        &self,
+        file: u64,
+        tgid: u32,
+        tid: u32,
+        cmd: u32,
+        arg: u64,
+        mem: &mut dyn UserMemory,
+    ) -> i64 {
+        self.lock().ioctl(file, tgid, tid, cmd, arg, mem)
+    }
+
+    /// Current emulator time (ns).
+    pub fn now(&self) -> u64 {
+        self.lock().bus.clock.now()
+    }
+}
+
+/// Memory of another process through `process_vm_readv` / `process_vm_writev` (needs the
+/// same uid or CAP_SYS_PTRACE).
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessMemory {
+    /// Target pid (any thread id of the process works).
+    pub pid: i32,
+}
+
+impl ProcessMemory {
+    fn xfer(
+        &self,
+        addr: u64,
+        local: *mut libc::c_void,
+        len: usize,
+        write: bool,
+    ) -> Result<(), MemError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let liov = libc::iovec {
+            iov_base: local,
+            iov_len: len,
+        };
+        let riov = libc::iovec {
+            iov_base: addr as usize as *mut libc::c_void,
+            iov_len: len,
+        };
+        // SAFETY: the local iovec covers a live buffer of `len` bytes; the kernel checks
+        // the remote range.
+        let n = unsafe {
+            if write {
+                libc::process_vm_writev(self.pid, &liov, 1, &riov, 1, 0)
+            } else {
+                libc::process_vm_readv(self.pid, &liov, 1, &riov, 1, 0)
+            }
+        };
+        if n == len as isize {
+            Ok(())
+        } else {
+            Err(MemError::Fault {
+                addr,
+                len,
+                source: (n < 0).then(io::Error::last_os_error),
+            })
+        }
+    }
+}
+
+impl UserMemory for ProcessMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.xfer(addr, buf.as_mut_ptr().cast(), buf.len(), false)
+    }
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        self.xfer(addr, data.as_ptr() as *mut libc::c_void, data.len(), true)
+    }
+}
+
+fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// The [`Backend`] over an [`Emulator`], in this process: `open` of any path whose file
+/// name is `dxg` (e.g. `/dev/dxg`) opens the emulated device; fds are virtual numbers
+/// from 1000 up (they are never real kernel fds).
+pub struct EmulatorBackend {
+    emu: Emulator,
+    fds: HashMap<i32, u64>,
+    next_fd: i32,
+    pid: u32,
+}
+
+impl EmulatorBackend {
+    /// Backend over `emu`, acting as this process.
+    pub fn new(emu: Emulator) -> EmulatorBackend {
+        EmulatorBackend {
+            emu,
+            fds: HashMap::new(),
+            next_fd: 1000,
+            pid: std::process::id(),
+        }
+    }
+    /// Backend acting as process `pid` (deterministic traces, several simulated clients).
+    pub fn with_pid(emu: Emulator, pid: u32) -> EmulatorBackend {
+        let mut b = EmulatorBackend::new(emu);
+        b.pid = pid;
+        b
+    }
+    /// The emulator.
+    pub fn emulator(&self) -> &Emulator {
+        &self.emu
+    }
+    fn tid(&self) -> u32 {
+        if self.pid == std::process::id() {
+            gettid()
+        } else {
+            self.pid
+        }
+    }
+}
+
+impl Backend for EmulatorBackend {
+    fn open(&mut self, path: &Path, _flags: i32) -> io::Result<i32> {
+        if path.file_name().and_then(|n| n.to_str()) != Some("dxg") {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        let f = self
+            .emu
+            .open(self.pid, self.tid())
+            .map_err(|e| io::Error::from_raw_os_error(-e as i32))?;
+        let fd = self.next_fd;
+        self.next_fd += 1;
+        self.fds.insert(fd, f);
+        Ok(fd)
+    }
+
+    unsafe fn ioctl(&mut self, fd: i32, cmd: u32, arg: u64) -> i64 {
+        let Some(f) = self.fds.get(&fd).copied() else {
+            return -(libc::EBADF as i64);
+        };
+        let tid = self.tid();
+        self.emu
+            .ioctl(f, self.pid, tid, cmd, arg, &mut InProcessMemory)
+    }
+
+    fn close(&mut self, fd: i32) -> io::Result<()> {
+        let f = self
+            .fds
+            .remove(&fd)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+        self.emu.close(f, self.tid());
+        Ok(())
+    }
+}
+
+impl Drop for EmulatorBackend {
+    fn drop(&mut self) {
+        let fds: Vec<i32> = self.fds.keys().copied().collect();
+        for fd in fds {
+            let _ = self.close(fd);
+        }
+    }
+}

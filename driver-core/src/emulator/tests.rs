@@ -1,0 +1,276 @@
+//! Emulator unit tests: every dxg scenario in-process, the canonical VMBus sequence,
+//! fault effects.
+
+use super::*;
+use crate::dxg::vmbus::command_name;
+use crate::schema::{VmbusChannel, VmbusCmd};
+use crate::workload::{self, SCENARIOS};
+
+fn emu(faults: &[&str]) -> (Emulator, VecSink) {
+    let sink = VecSink::new();
+    let cfg = EmulatorConfig {
+        deterministic: true,
+        comm: Some("dxtrace-test".into()),
+        faults: faults
+            .iter()
+            .map(|f| Fault::parse(f).expect("valid fault"))
+            .collect(),
+        ..EmulatorConfig::default()
+    };
+    (Emulator::new(cfg, Box::new(sink.clone())), sink)
+}
+
+fn run(e: &Emulator, name: &str) -> Result<Vec<workload::CallLog>, workload::WorkloadError> {
+    let mut b = EmulatorBackend::with_pid(e.clone(), 4242);
+    workload::run(name, &mut b, Path::new("/dev/dxg"), None).map(|(c, _)| c)
+}
+
+/// Names of the guest→host commands sent, in order (`G:` prefix for global ones).
+fn sent(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Vmbus(v) if v.dir == VmbusDirection::GuestToHost => {
+                let b = if v.bytes.len() >= 40 && v.bytes[0] == 16 {
+                    &v.bytes[16..]
+                } else {
+                    &v.bytes[..]
+                };
+                let global = b[12] == 1;
+                let value = u32::from_le_bytes(b[16..20].try_into().expect("4"));
+                let cmd = VmbusCmd {
+                    channel: if global {
+                        VmbusChannel::Global
+                    } else {
+                        VmbusChannel::Adapter
+                    },
+                    value,
+                };
+                let n = command_name(cmd).unwrap_or("?");
+                Some(if global {
+                    format!("G:{n}")
+                } else {
+                    n.to_string()
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_dxg_scenario_runs_in_process() {
+    for s in SCENARIOS.iter().filter(|s| s.device == "dxg") {
+        let (e, _) = emu(&[]);
+        let calls = run(&e, s.name).unwrap_or_else(|err| panic!("scenario {}: {err}", s.name));
+        assert!(!calls.is_empty(), "{} made no calls", s.name);
+    }
+}
+
+#[test]
+fn scenarios_cover_forty_ioctls() {
+    let mut names = std::collections::BTreeSet::new();
+    for s in SCENARIOS.iter().filter(|s| s.device == "dxg") {
+        let (e, _) = emu(&[]);
+        for c in run(&e, s.name).expect("runs") {
+            if crate::schema::lookup_name(&c.ioctl).is_some() {
+                names.insert(c.ioctl);
+            }
+        }
+    }
+    assert!(
+        names.len() >= 40,
+        "only {} ioctls used: {names:?}",
+        names.len()
+    );
+}
+
+#[test]
+fn canonical_session_vmbus_sequence_matches_reference() {
+    let (e, sink) = emu(&[]);
+    run(&e, "canonical").expect("canonical runs");
+    let got = sent(&sink.take());
+    // Bring-up per adapter (§3.1), then the §5.3 session with the §1.2 messages.
+    let expected: Vec<&str> = vec![
+        "G:SETIOSPACEREGION",
+        "OPENADAPTER",
+        "GETINTERNALADAPTERINFO",
+        "G:SETIOSPACEREGION",
+        "OPENADAPTER",
+        "GETINTERNALADAPTERINFO",
+        "G:CREATEPROCESS",
+        "QUERYADAPTERINFO",
+        "QUERYADAPTERINFO",
+        "ISFEATUREENABLED",
+        "CREATEDEVICE",
+        "CREATEPAGINGQUEUE",
+        "CREATECONTEXTVIRTUAL",
+        "CREATEHWQUEUE",
+        "CREATESYNCOBJECT",
+        "CREATEALLOCATION",
+        "MAKERESIDENT",
+        "RESERVEGPUVIRTUALADDRESS",
+        "MAPGPUVIRTUALADDRESS",
+        "UPDATEGPUVIRTUALADDRESS",
+        "LOCK2",
+        "UNLOCK2",
+        "ESCAPE",
+        "SUBMITCOMMAND",
+        "SIGNALSYNCOBJECT",
+        "WAITFORSYNCOBJECTFROMCPU",
+        "DESTROYALLOCATION",
+        "G:DESTROYSYNCOBJECT",
+        "DESTROYHWQUEUE",
+        "DESTROYCONTEXT",
+        "DESTROYPAGINGQUEUE",
+        "DESTROYDEVICE",
+        "G:DESTROYPROCESS",
+    ];
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn request_ids_are_per_channel_from_one_and_ext_header_present() {
+    let (e, sink) = emu(&[]);
+    run(&e, "canonical").expect("runs");
+    let mut last: HashMap<Option<u64>, u64> = HashMap::new();
+    for ev in sink.take() {
+        if let Event::Vmbus(v) = ev {
+            if v.dir == VmbusDirection::GuestToHost && !v.is_async {
+                assert_eq!(
+                    u32::from_le_bytes(v.bytes[..4].try_into().expect("4")),
+                    16,
+                    "ext header (v40)"
+                );
+                let prev = last.insert(v.channel, v.request_id).unwrap_or(0);
+                assert_eq!(v.request_id, prev + 1, "request ids count up per channel");
+            }
+        }
+    }
+    assert!(last.len() >= 2, "global and adapter channels both used");
+}
+
+#[test]
+fn status_fault_fails_the_ioctl_and_is_annotated() {
+    let (e, sink) = emu(&["CREATEALLOCATION:status=0xC0000017@1"]);
+    assert!(run(&e, "canonical").is_err());
+    let evs = sink.take();
+    assert!(evs.iter().any(|e| matches!(e, Event::Annotation(a) if a.key == "fault" && a.text.contains("CREATEALLOCATION"))));
+    assert!(evs.iter().any(
+        |e| matches!(e, Event::Ioctl(i) if i.cmd == 0xC0484706 && i.ret == -(libc::ENOMEM as i64))
+    ));
+}
+
+#[test]
+fn hang_fault_is_bounded_and_reported() {
+    let (e, sink) = emu(&["hang:SUBMITCOMMAND@1"]);
+    assert!(run(&e, "canonical").is_err());
+    let evs = sink.take();
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, Event::Annotation(a) if a.key == "hang"))
+    );
+    assert!(evs.iter().any(|e| matches!(e, Event::Ioctl(i) if i.cmd == 0xC180470F && i.ret == -(libc::ETIMEDOUT as i64))));
+}
+
+#[test]
+fn lost_signal_hangs_the_cpu_wait() {
+    let (e, sink) = emu(&["lose-signal@1"]);
+    assert!(run(&e, "canonical").is_err());
+    let evs = sink.take();
+    assert!(evs.iter().any(|e| matches!(e, Event::Ioctl(i) if i.cmd == 0xC028473A && i.ret == -(libc::ETIMEDOUT as i64))));
+}
+
+#[test]
+fn duplicated_signal_finds_no_waiter() {
+    let (e, sink) = emu(&["dup-signal@1"]);
+    run(&e, "canonical").expect("a duplicate does not break the client");
+    let evs = sink.take();
+    let signals = evs
+        .iter()
+        .filter(|e| matches!(e, Event::Vmbus(v) if v.dir == VmbusDirection::HostToGuest))
+        .count();
+    assert_eq!(signals, 2);
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, Event::Signal(s) if s.source == "unknown"))
+    );
+}
+
+#[test]
+fn device_removed_reaches_device_state() {
+    let (e, sink) = emu(&["device-removed@after=6"]);
+    let _ = run(&e, "frame-loop");
+    let evs = sink.take();
+    assert!(evs.iter().any(|e| matches!(e, Event::Vmbus(v) if v.dir == VmbusDirection::HostToGuest && v.bytes[16] == 2)), "SETGUESTDATA sent");
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, Event::Ioctl(i) if i.ret == -(libc::ENODEV as i64))),
+        "an ioctl fails with -ENODEV"
+    );
+}
+
+#[test]
+fn deterministic_runs_are_identical() {
+    let a = {
+        let (e, s) = emu(&[]);
+        run(&e, "frame-loop").expect("runs");
+        s.take()
+    };
+    let b = {
+        let (e, s) = emu(&[]);
+        run(&e, "frame-loop").expect("runs");
+        s.take()
+    };
+    // Buffers hold addresses of this process's stack, which differ between runs; the
+    // VMBus traffic and times must not (except embedded user pointers).
+    let ts = |v: &[Event]| {
+        v.iter()
+            .map(|e| match e {
+                Event::Ioctl(i) => (i.ts_enter, i.ret),
+                Event::Vmbus(v) => (v.ts, v.request_id as i64),
+                _ => (0, 0),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ts(&a), ts(&b));
+}
+
+#[test]
+fn async_messages_go_on_the_global_channel() {
+    let sink = VecSink::new();
+    let cfg = EmulatorConfig {
+        deterministic: true,
+        async_msg: true,
+        ..EmulatorConfig::default()
+    };
+    let e = Emulator::new(cfg, Box::new(sink.clone()));
+    run(&e, "frame-loop").expect("runs");
+    let evs = sink.take();
+    let asyncs: Vec<&VmbusEvent> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Event::Vmbus(v) if v.is_async => Some(v),
+            _ => None,
+        })
+        .collect();
+    assert!(!asyncs.is_empty());
+    assert!(
+        asyncs
+            .iter()
+            .all(|v| v.channel.is_none() && v.request_id == 0)
+    );
+    let sessions: Vec<&VmbusEvent> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Event::Vmbus(v) if v.ioctl_id.is_some() && v.dir == VmbusDirection::GuestToHost => {
+                Some(v)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        sessions.iter().all(|v| v.channel.is_none()),
+        "with async_msg_enabled every message uses the global channel"
+    );
+}

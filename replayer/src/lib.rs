@@ -1,1 +1,57 @@
-//! Arrives with its issue; see the crate description.
+//! `replayer`: re-executes a `.dxtrace` trace against a [`driver_core::Backend`] — the
+//! emulator in-process, or a real device (`/dev/dxg`, `/dev/kvm`) when asked explicitly —
+//! and reports where the results differ.
+//!
+//! * **Buffers** are rebuilt at fresh addresses in this process; every pointer field is
+//!   patched from the device table's pointer descriptors (nested arrays too, and flexible
+//!   array members placed right after their struct). Memory the driver keeps using after
+//!   the call (`Dir::Pinned`: KVM guest memory, dxg existing sysmem) is recreated
+//!   page-aligned with the captured content and stays mapped as long as its owner (the VM
+//!   fd and every fd created from it / the allocation handle).
+//! * **Handles and fds** the capture saw created (the table's handle effects) map to the
+//!   values the replay gets; input fields are rewritten through the map, and a handle with
+//!   no mapping is an [`ReplayError::UnmappedHandle`] naming call, ioctl and field.
+//!   Destroying a handle drops its mapping and those of the objects created under it.
+//! * **Order**: records are replayed sequentially in file order (the order the capture
+//!   wrote them, which is per-thread order with threads interleaved as recorded);
+//!   concurrent calls are not re-issued concurrently. [`Pace::Original`] keeps the
+//!   recorded gaps.
+//! * **Divergences**: the full return value is compared exactly; then the out struct and
+//!   the out buffers field by field (handles through the map; pointers, driver mappings and
+//!   host-chosen values masked). Each [`Divergence`] names call, ioctl, field and both
+//!   values decoded by `driver-core`.
+//! * **Trim** ([`trim()`]) keeps the handle lineage of one call.
+//! * **Capture** ([`capture::RecordingBackend`]) records the calls of an in-process
+//!   program the way the probe does, for tests and benchmarks where the probe cannot run.
+
+#![warn(missing_docs)]
+
+mod call;
+pub mod capture;
+pub mod error;
+pub mod kvm_smoke;
+mod mem;
+mod plan;
+pub mod replay;
+pub mod trim;
+
+pub use error::ReplayError;
+pub use mem::{Region, page_size};
+pub use replay::{Divergence, Pace, ReplayOptions, Replayer, Report, Target, is_known};
+pub use trim::{TrimOptions, TrimResult, trim, trim_file};
+
+/// Replays a whole trace file against `backend`.
+pub fn replay_file<B: driver_core::Backend>(
+    path: impl AsRef<std::path::Path>,
+    backend: B,
+    opts: ReplayOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Report, ReplayError> {
+    let reader = traces::Reader::open(path)?;
+    let mut r = Replayer::new(backend, opts);
+    r.run(reader.records(), progress)?;
+    Ok(r.finish())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,309 @@
+//! Comparison / remapping plans: a struct layout from the device table flattened into
+//! leaves, each tagged with what replay must do with it (compare, remap as a handle or an
+//! fd, mask, record a new handle…). Built once per ioctl entry / pointer descriptor from
+//! `driver-core`'s layouts and handle effects, then reused for every call, so the hot path
+//! compares integers instead of decoding field trees.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use driver_core::layout::{Kind, StructDesc};
+use driver_core::schema::{Effect, HandleType, IoctlDesc, Loc, PointerDesc};
+
+/// What replay does with one leaf field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Compared byte for byte.
+    Plain,
+    /// A handle used by the call: remapped on input, compared through the map on output.
+    Handle,
+    /// An fd carried in a field: remapped like a handle.
+    Fd,
+    /// A user pointer: patched on input (by the pointer walk), masked on output.
+    Pointer,
+    /// A value that legitimately differs between runs (driver mappings, host values).
+    Masked,
+    /// The driver writes a new handle of this type here.
+    Creates(HandleType),
+    /// The driver writes a new fd here.
+    ReturnsFd(HandleType),
+    /// The driver consumes an fd from here.
+    TakesFd(HandleType),
+    /// The handle here is destroyed by the call.
+    Destroys(HandleType),
+}
+
+/// One flattened field.
+#[derive(Debug, Clone)]
+pub(crate) struct Leaf {
+    /// Field path within the buffer (`fence.fence_value`, `object_array[3]`).
+    pub path: String,
+    /// Byte offset within the struct / element.
+    pub off: usize,
+    /// Size in bytes.
+    pub size: usize,
+    /// How it decodes (for rendering divergences).
+    pub kind: Kind,
+    /// What replay does with it.
+    pub class: Class,
+}
+
+/// Leaves of one struct (an ioctl argument or one array element).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Plan {
+    /// Leaves in offset order.
+    pub leaves: Vec<Leaf>,
+    /// Element / struct size.
+    pub size: usize,
+}
+
+impl Plan {
+    /// True if no leaf needs remapping or masking (a byte compare is exact).
+    pub fn has(&self, f: impl Fn(Class) -> bool) -> bool {
+        self.leaves.iter().any(|l| f(l.class))
+    }
+}
+
+fn flatten(kind: &Kind, off: usize, size: usize, path: String, out: &mut Vec<Leaf>) {
+    match kind {
+        Kind::Pad => {}
+        Kind::Struct(d) => flatten_struct(d, off, &format!("{path}."), out),
+        Kind::Array(ek, n)
+            if *n > 0
+                && matches!(
+                    ek,
+                    Kind::Struct(_) | Kind::Handle | Kind::Fd | Kind::Pointer
+                ) =>
+        {
+            let es = size / n;
+            for i in 0..*n {
+                flatten(ek, off + i * es, es, format!("{path}[{i}]"), out);
+            }
+        }
+        k => {
+            let class = match k {
+                Kind::Handle => Class::Handle,
+                Kind::Fd => Class::Fd,
+                Kind::Pointer => Class::Pointer,
+                _ => Class::Plain,
+            };
+            out.push(Leaf {
+                path,
+                off,
+                size,
+                kind: *k,
+                class,
+            });
+        }
+    }
+}
+
+fn flatten_struct(d: &StructDesc, base: usize, prefix: &str, out: &mut Vec<Leaf>) {
+    if d.fields.is_empty() {
+        // Legacy entries carry only a size: compare the struct as one opaque blob.
+        if d.size > 0 {
+            out.push(Leaf {
+                path: format!("{prefix}raw"),
+                off: base,
+                size: d.size,
+                kind: Kind::Bytes,
+                class: Class::Plain,
+            });
+        }
+        return;
+    }
+    for f in d.fields {
+        flatten(
+            &f.kind,
+            base + f.offset,
+            f.size,
+            format!("{prefix}{}", f.name),
+            out,
+        );
+    }
+}
+
+fn class_of(effect: Effect, t: HandleType) -> Class {
+    match effect {
+        Effect::Creates => Class::Creates(t),
+        Effect::Destroys => Class::Destroys(t),
+        Effect::ReturnsFd => Class::ReturnsFd(t),
+        Effect::TakesFd => Class::TakesFd(t),
+        Effect::MapsVa | Effect::HostValue => Class::Masked,
+    }
+}
+
+/// Applies an effect to the leaf range `[off, off+size)`: an exact leaf takes the class;
+/// a larger (opaque) leaf is split so only the effect's bytes change class.
+fn apply(leaves: &mut Vec<Leaf>, off: usize, size: usize, name: &str, class: Class) {
+    if let Some(l) = leaves.iter_mut().find(|l| l.off == off && l.size == size) {
+        l.class = class;
+        return;
+    }
+    if let Some(i) = leaves
+        .iter()
+        .position(|l| l.off <= off && off + size <= l.off + l.size)
+    {
+        let l = leaves.remove(i);
+        let mut parts = Vec::new();
+        if off > l.off {
+            parts.push(Leaf {
+                path: format!("{}[..{}]", l.path, off - l.off),
+                off: l.off,
+                size: off - l.off,
+                kind: Kind::Bytes,
+                class: l.class,
+            });
+        }
+        parts.push(Leaf {
+            path: name.to_string(),
+            off,
+            size,
+            kind: Kind::Hex,
+            class,
+        });
+        let end = l.off + l.size;
+        if off + size < end {
+            parts.push(Leaf {
+                path: format!("{}[{}..]", l.path, off + size - l.off),
+                off: off + size,
+                size: end - off - size,
+                kind: Kind::Bytes,
+                class: l.class,
+            });
+        }
+        for (j, p) in parts.into_iter().enumerate() {
+            leaves.insert(i + j, p);
+        }
+        return;
+    }
+    leaves.push(Leaf {
+        path: name.to_string(),
+        off,
+        size,
+        kind: Kind::Hex,
+        class,
+    });
+    leaves.sort_by_key(|l| l.off);
+}
+
+/// Plan of an ioctl's argument struct, with the entry's field-level handle effects.
+pub(crate) fn struct_plan(entry: &IoctlDesc) -> Plan {
+    let mut leaves = Vec::new();
+    flatten_struct(entry.layout, 0, "", &mut leaves);
+    for h in entry.handles {
+        if let Loc::Field { path, offset, size } = h.loc {
+            apply(
+                &mut leaves,
+                offset as usize,
+                size as usize,
+                path,
+                class_of(h.effect, h.handle_type),
+            );
+        }
+    }
+    Plan {
+        leaves,
+        size: entry.size(),
+    }
+}
+
+/// Plan of one element of a pointed-to array, with the entry's element-level effects.
+/// Byte buffers (element size 1) get an empty plan: they are compared as bytes.
+pub(crate) fn elem_plan(entry: &IoctlDesc, p: &PointerDesc) -> Plan {
+    let es = p.elem_size as usize;
+    let mut leaves = Vec::new();
+    if es > 1 {
+        flatten(&p.elem, 0, es, String::new(), &mut leaves);
+        for l in &mut leaves {
+            // Element leaves are named relative to the element (`allocation`, not `.allocation`).
+            if let Some(s) = l.path.strip_prefix('.') {
+                l.path = s.to_string();
+            }
+        }
+        for h in entry.handles {
+            if let Loc::Elem {
+                pointer,
+                offset,
+                size,
+            } = h.loc
+                && pointer == p.path
+            {
+                apply(
+                    &mut leaves,
+                    offset as usize,
+                    size as usize,
+                    "",
+                    class_of(h.effect, h.handle_type),
+                );
+            }
+        }
+    }
+    Plan { leaves, size: es }
+}
+
+/// Plans cached by the address of the static table entry / pointer descriptor.
+#[derive(Default)]
+pub(crate) struct PlanCache {
+    structs: HashMap<usize, Rc<Plan>>,
+    elems: HashMap<usize, Rc<Plan>>,
+}
+
+impl PlanCache {
+    pub fn for_struct(&mut self, entry: &'static IoctlDesc) -> Rc<Plan> {
+        self.structs
+            .entry(entry as *const _ as usize)
+            .or_insert_with(|| Rc::new(struct_plan(entry)))
+            .clone()
+    }
+    pub fn for_elem(&mut self, entry: &'static IoctlDesc, p: &'static PointerDesc) -> Rc<Plan> {
+        self.elems
+            .entry(p as *const _ as usize)
+            .or_insert_with(|| Rc::new(elem_plan(entry, p)))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use driver_core::schema::{find_pointer, lookup_name};
+
+    #[test]
+    fn createallocation_plan_marks_created_handles() {
+        let e = lookup_name("LX_DXCREATEALLOCATION").expect("in table");
+        let sp = struct_plan(e);
+        let dev = sp
+            .leaves
+            .iter()
+            .find(|l| l.path == "device")
+            .expect("device leaf");
+        assert_eq!(dev.class, Class::Handle);
+        let res = sp
+            .leaves
+            .iter()
+            .find(|l| l.off == 4)
+            .expect("resource leaf");
+        assert!(matches!(res.class, Class::Creates(HandleType::Resource)));
+        let p = find_pointer(e, "allocation_info").expect("pointer");
+        let ep = elem_plan(e, p);
+        assert!(
+            matches!(ep.leaves[0].class, Class::Creates(HandleType::Allocation)),
+            "{:?}",
+            ep.leaves[0]
+        );
+        assert!(
+            ep.leaves
+                .iter()
+                .any(|l| l.path == "sysmem" && l.class == Class::Pointer)
+        );
+    }
+
+    #[test]
+    fn mapped_va_is_masked() {
+        let e = lookup_name("LX_DXCREATEPAGINGQUEUE").expect("in table");
+        let sp = struct_plan(e);
+        let l = sp.leaves.iter().find(|l| l.off == 16).expect("fence va");
+        assert_eq!(l.class, Class::Masked);
+    }
+}

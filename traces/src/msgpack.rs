@@ -118,40 +118,6 @@ pub(crate) fn write_array_len(out: &mut Vec<u8>, n: u32) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn skips_values_written_by_rmp_serde() {
-        let v = (
-            1u8,
-            "hello",
-            vec![1u64, 1 << 40],
-            serde_bytes::ByteBuf::from(vec![7u8; 300]),
-            Some(-5i64),
-            None::<u8>,
-            std::collections::BTreeMap::from([("k", 1.5f64)]),
-        );
-        let bytes = rmp_serde::to_vec(&v).unwrap();
-        let mut with_tail = bytes.clone();
-        with_tail.extend_from_slice(&[0xc3, 0xc2]);
-        assert_eq!(value_len(&with_tail).unwrap(), bytes.len());
-    }
-
-    #[test]
-    fn rejects_truncated_and_hostile_input() {
-        let bytes = rmp_serde::to_vec(&("abc", vec![1u32, 2, 3])).unwrap();
-        for cut in 0..bytes.len() {
-            assert!(value_len(&bytes[..cut]).is_err(), "cut at {cut}");
-        }
-        // array claiming 2^32-1 elements with no data
-        assert!(value_len(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
-        // deep nesting
-        assert!(value_len(&[0x91; 200]).is_err());
-    }
-}
-
 /// A forward-only reader of MessagePack scalars: the hand-written fast path for the two
 /// hot record kinds (ioctl and VMBus). Any unexpected marker returns `None` and the
 /// caller falls back to the serde decoder, which produces the precise error.
@@ -264,5 +230,39 @@ impl<'a> Cur<'a> {
             _ => return None,
         };
         Some(self.take(n)?.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skips_values_written_by_rmp_serde() {
+        let v = (
+            1u8,
+            "hello",
+            vec![1u64, 1 << 40],
+            serde_bytes::ByteBuf::from(vec![7u8; 300]),
+            Some(-5i64),
+            None::<u8>,
+            std::collections::BTreeMap::from([("k", 1.5f64)]),
+        );
+        let bytes = rmp_serde::to_vec(&v).unwrap();
+        let mut with_tail = bytes.clone();
+        with_tail.extend_from_slice(&[0xc3, 0xc2]);
+        assert_eq!(value_len(&with_tail).unwrap(), bytes.len());
+    }
+
+    #[test]
+    fn rejects_truncated_and_hostile_input() {
+        let bytes = rmp_serde::to_vec(&("abc", vec![1u32, 2, 3])).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(value_len(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        // array claiming 2^32-1 elements with no data
+        assert!(value_len(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
+        // deep nesting
+        assert!(value_len(&[0x91; 200]).is_err());
     }
 }

@@ -127,7 +127,6 @@ pub fn generate_into(w: &mut Writer, opts: &SynthOptions) -> Result<u64> {
         n += 2;
     }
     let mut t = base + 10_000;
-    let mut request_id = 0u64;
     for id in 0..opts.ioctls {
         let p = rng.below(opts.processes as u64) as u32;
         let pid = 4000 + p * 100;
@@ -174,7 +173,8 @@ pub fn generate_into(w: &mut Writer, opts: &SynthOptions) -> Result<u64> {
                 },
             ],
         }))?;
-        request_id += 1;
+        // Per-channel request ids start at 1 (reference §3.4).
+        let request_id = id + 1;
         let msg = vec![0u8; 48 + rng.below(64) as usize];
         w.push(&Record::Vmbus(VmbusMessage {
             ts: t + 700,

@@ -18,7 +18,7 @@ fn ioctl(i: u64, payload: usize) -> Record {
         dev: 0x0a7d,
         cmd: 0xC0184709,
         arg: 0x7fff_0000 + i,
-        ret: if i % 7 == 0 { -22 } else { 0 },
+        ret: if i.is_multiple_of(7) { -22 } else { 0 },
         buffers: vec![Buffer {
             addr: 0x7fff_0000 + i,
             role: BufferRole::StructIn,

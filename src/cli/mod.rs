@@ -1,7 +1,9 @@
 //! Subcommands. Each module holds one subcommand's clap arguments and its glue.
 
 mod info;
+mod replay;
 mod schema;
+mod trim;
 mod util;
 
 use std::process::ExitCode;
@@ -35,11 +37,9 @@ pub enum Command {
     #[command(disable_help_flag = true)]
     Record(util::NotBuilt),
     /// Re-execute a trace against the emulator or a real device and report divergences.
-    #[command(disable_help_flag = true)]
-    Replay(util::NotBuilt),
+    Replay(replay::ReplayArgs),
     /// Cut a trace down to what one call needs to replay.
-    #[command(disable_help_flag = true)]
-    Trim(util::NotBuilt),
+    Trim(trim::TrimArgs),
     /// Run the dxg emulator: in-process scenarios to a trace, or a FUSE /dev/dxg.
     #[command(disable_help_flag = true)]
     Emulate(util::NotBuilt),
@@ -84,8 +84,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Info(a) => info::run(a),
         Command::Record(_) => util::not_built("record", 5),
-        Command::Replay(_) => util::not_built("replay", 6),
-        Command::Trim(_) => util::not_built("trim", 6),
+        Command::Replay(a) => replay::run(a),
+        Command::Trim(a) => trim::run(a),
         Command::Emulate(_) => util::not_built("emulate", 4),
         Command::Workload(_) => util::not_built("workload", 4),
         Command::Serve(_) => util::not_built("serve", 7),

@@ -1,10 +1,12 @@
 //! Subcommands. Each module holds one subcommand's clap arguments and its glue.
 
+mod emulate;
 mod info;
 mod replay;
 mod schema;
 mod trim;
 mod util;
+mod workload;
 
 use std::process::ExitCode;
 
@@ -41,11 +43,9 @@ pub enum Command {
     /// Cut a trace down to what one call needs to replay.
     Trim(trim::TrimArgs),
     /// Run the dxg emulator: in-process scenarios to a trace, or a FUSE /dev/dxg.
-    #[command(disable_help_flag = true)]
-    Emulate(util::NotBuilt),
+    Emulate(emulate::EmulateArgs),
     /// Run a client scenario against a device path.
-    #[command(disable_help_flag = true)]
-    Workload(util::NotBuilt),
+    Workload(workload::WorkloadArgs),
     /// Serve the web UI over a set of traces.
     #[command(disable_help_flag = true)]
     Serve(util::NotBuilt),
@@ -86,8 +86,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Record(_) => util::not_built("record", 5),
         Command::Replay(a) => replay::run(a),
         Command::Trim(a) => trim::run(a),
-        Command::Emulate(_) => util::not_built("emulate", 4),
-        Command::Workload(_) => util::not_built("workload", 4),
+        Command::Emulate(a) => emulate::run(a),
+        Command::Workload(a) => workload::run(a),
         Command::Serve(_) => util::not_built("serve", 7),
         Command::Stats(_) => util::not_built("stats", 8),
         Command::Export(_) => util::not_built("export", 8),

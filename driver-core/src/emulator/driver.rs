@@ -2061,7 +2061,7 @@ impl Driver {
             let sa: CreateStandardAllocation = rd(mem, s.priv_drv_data)?;
             if sa.type_ != 1
                 || sa.existing_heap_size == 0
-                || sa.existing_heap_size % 4096 != 0
+                || !sa.existing_heap_size.is_multiple_of(4096)
                 || sysmem == 0
             {
                 // The raw-NTSTATUS quirk: STATUS_INVALID_PARAMETER as the ioctl value.

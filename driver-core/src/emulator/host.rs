@@ -921,7 +921,7 @@ impl FakeHost {
                 if cmd.value == 20 {
                     let c = SubmitCommandCmd::from_bytes(b);
                     let n = c.args.broadcast_context_count.min(64) as usize;
-                    for ctx in c.args.broadcast_context[..n].to_vec() {
+                    for &ctx in &c.args.broadcast_context[..n] {
                         self.gpu_done_at(ctx, now);
                     }
                     status(

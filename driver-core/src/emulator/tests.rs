@@ -135,16 +135,17 @@ fn request_ids_are_per_channel_from_one_and_ext_header_present() {
     run(&e, "canonical").expect("runs");
     let mut last: HashMap<Option<u64>, u64> = HashMap::new();
     for ev in sink.take() {
-        if let Event::Vmbus(v) = ev {
-            if v.dir == VmbusDirection::GuestToHost && !v.is_async {
-                assert_eq!(
-                    u32::from_le_bytes(v.bytes[..4].try_into().expect("4")),
-                    16,
-                    "ext header (v40)"
-                );
-                let prev = last.insert(v.channel, v.request_id).unwrap_or(0);
-                assert_eq!(v.request_id, prev + 1, "request ids count up per channel");
-            }
+        if let Event::Vmbus(v) = ev
+            && v.dir == VmbusDirection::GuestToHost
+            && !v.is_async
+        {
+            assert_eq!(
+                u32::from_le_bytes(v.bytes[..4].try_into().expect("4")),
+                16,
+                "ext header (v40)"
+            );
+            let prev = last.insert(v.channel, v.request_id).unwrap_or(0);
+            assert_eq!(v.request_id, prev + 1, "request ids count up per channel");
         }
     }
     assert!(last.len() >= 2, "global and adapter channels both used");

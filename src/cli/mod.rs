@@ -2,6 +2,7 @@
 
 mod emulate;
 mod info;
+mod serve;
 mod replay;
 mod schema;
 mod trim;
@@ -47,8 +48,7 @@ pub enum Command {
     /// Run a client scenario against a device path.
     Workload(workload::WorkloadArgs),
     /// Serve the web UI over a set of traces.
-    #[command(disable_help_flag = true)]
-    Serve(util::NotBuilt),
+    Serve(serve::ServeArgs),
     /// Statistics per ioctl, process, thread and VMBus command.
     #[command(disable_help_flag = true)]
     Stats(util::NotBuilt),
@@ -88,7 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trim(a) => trim::run(a),
         Command::Emulate(a) => emulate::run(a),
         Command::Workload(a) => workload::run(a),
-        Command::Serve(_) => util::not_built("serve", 7),
+        Command::Serve(a) => serve::run(a),
         Command::Stats(_) => util::not_built("stats", 8),
         Command::Export(_) => util::not_built("export", 8),
         Command::Schema(a) => schema::run(a),

@@ -1,0 +1,480 @@
+//! A trace decoded into columns: one vector per field, one row per ioctl / VMBus message,
+//! decoded frame-parallel, then VMBus requests paired with their replies and each ioctl
+//! charged with the host round trips it caused.
+//!
+//! This is the one decode pass that statistics and the Parquet export share; the
+//! columns move into polars frames without a per-row conversion.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use driver_core::dxg::vmbus::{HostToVmHdr, VgpuToHostHdr};
+use driver_core::layout::read_uint;
+use driver_core::schema::{VmbusChannel, VmbusCmd};
+use traces::{BufferRole, ProcessInfo, Reader, Record, VmbusDir};
+
+use crate::error::{AnalysisError, Result};
+use crate::names;
+
+/// Key of a VMBus command family in [`VmbusColumns::cmd`] (bits 32..): per-adapter.
+pub const FAM_ADAPTER: u64 = 0;
+/// Global channel command.
+pub const FAM_GLOBAL: u64 = 1;
+/// Host-initiated command.
+pub const FAM_HOST_TO_GUEST: u64 = 2;
+/// The header could not be read (too short, unknown channel type).
+pub const FAM_UNKNOWN: u64 = 3;
+/// A host reply whose request is not in the trace.
+pub const FAM_UNPAIRED_REPLY: u64 = 4;
+
+/// Progress callback: `(frames done, frames in all)`. Called from worker threads.
+pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
+
+/// Ioctl rows. `host_ns` and `round_trips` are filled by the VMBus pairing.
+#[derive(Debug, Default, Clone)]
+pub struct IoctlColumns {
+    /// Capture-assigned ioctl id.
+    pub id: Vec<u64>,
+    /// Entry time, monotonic ns.
+    pub ts_enter: Vec<u64>,
+    /// Exit time, monotonic ns.
+    pub ts_exit: Vec<u64>,
+    /// Thread-group id.
+    pub pid: Vec<u32>,
+    /// Thread id.
+    pub tid: Vec<u32>,
+    /// File descriptor.
+    pub fd: Vec<i32>,
+    /// Device number.
+    pub dev: Vec<u64>,
+    /// Request code.
+    pub cmd: Vec<u32>,
+    /// Full 64-bit return value.
+    pub ret: Vec<i64>,
+    /// The return value is a failure (negative, or a raw failure NTSTATUS).
+    pub is_error: Vec<bool>,
+    /// Captured bytes read at entry (`struct_in` + `ptr_in` buffers).
+    pub bytes_in: Vec<u64>,
+    /// Captured bytes read at exit (`struct_out` + `ptr_out` buffers).
+    pub bytes_out: Vec<u64>,
+    /// Number of captured buffers.
+    pub buffers: Vec<u32>,
+    /// Sum of the round-trip times of the VMBus requests this ioctl caused, ns.
+    pub host_ns: Vec<u64>,
+    /// Number of those round trips.
+    pub round_trips: Vec<u32>,
+}
+
+/// VMBus message rows. `rtt_ns` is set on replies that were paired with their request;
+/// replies inherit their request's `cmd`.
+#[derive(Debug, Default, Clone)]
+pub struct VmbusColumns {
+    /// Monotonic ns.
+    pub ts: Vec<u64>,
+    /// 0 guest→host, 1 host reply, 2 host→guest (as on disk).
+    pub dir: Vec<u8>,
+    /// Channel (`None` = global).
+    pub channel: Vec<Option<u64>>,
+    /// Per-channel request id.
+    pub request_id: Vec<u64>,
+    /// Sent without expecting a reply.
+    pub is_async: Vec<bool>,
+    /// Status of a reply.
+    pub status: Vec<Option<i64>>,
+    /// The ioctl that caused the message.
+    pub ioctl_id: Vec<Option<u64>>,
+    /// Sender's thread-group id.
+    pub pid: Vec<u32>,
+    /// Sender's thread id.
+    pub tid: Vec<u32>,
+    /// Full message length.
+    pub len: Vec<u64>,
+    /// Bytes actually captured.
+    pub captured: Vec<u64>,
+    /// Command key: family (`FAM_*`) << 32 | command value; see [`vmbus_key_label`].
+    pub cmd: Vec<u64>,
+    /// Round-trip time (reply ts − request ts) on paired replies.
+    pub rtt_ns: Vec<Option<u64>>,
+}
+
+/// A whole trace as columns.
+#[derive(Debug, Default, Clone)]
+pub struct Columns {
+    /// Ioctl rows, in file order.
+    pub ioctls: IoctlColumns,
+    /// VMBus rows, in file order.
+    pub vmbus: VmbusColumns,
+    /// Process records, in file order.
+    pub processes: Vec<ProcessInfo>,
+    /// Records read, of every kind.
+    pub records: u64,
+    /// Events the capture reported lost (sum of `Dropped::count`).
+    pub dropped_events: u64,
+    /// Frames that could not be read, and why (their records are missing).
+    pub decode_errors: Vec<String>,
+    /// Smallest timestamp seen (ns), 0 for an empty trace.
+    pub ts_min: u64,
+    /// Largest timestamp seen (ioctl exit times included).
+    pub ts_max: u64,
+}
+
+macro_rules! extend_all {
+    ($dst:expr, $src:expr; $($f:ident),*) => { $( $dst.$f.extend_from_slice(&$src.$f); )* };
+}
+
+impl IoctlColumns {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.id.len()
+    }
+    /// No rows.
+    pub fn is_empty(&self) -> bool {
+        self.id.is_empty()
+    }
+    fn append(&mut self, o: &IoctlColumns) {
+        extend_all!(self, o; id, ts_enter, ts_exit, pid, tid, fd, dev, cmd, ret, is_error,
+            bytes_in, bytes_out, buffers, host_ns, round_trips);
+    }
+}
+
+impl VmbusColumns {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+    /// No rows.
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+    fn append(&mut self, o: &VmbusColumns) {
+        extend_all!(self, o; ts, dir, channel, request_id, is_async, status, ioctl_id, pid,
+            tid, len, captured, cmd, rtt_ns);
+    }
+}
+
+/// True if a full ioctl return value is a failure: negative (-errno, or a negative
+/// NTSTATUS) or a raw failure NTSTATUS passed through as a positive value.
+pub fn is_error_return(ret: i64) -> bool {
+    use driver_core::ntstatus::ReturnValue;
+    ret < 0
+        || matches!(
+            driver_core::classify_return(ret),
+            ReturnValue::RawNtStatus { .. }
+        )
+}
+
+/// Command key of a VMBus message, read from its header at the offsets of driver-core's
+/// header layouts (decoding the whole message would cost far more than the rest of the
+/// statistics). Replies get their request's key during pairing.
+pub fn vmbus_key(dir: VmbusDir, bytes: &[u8]) -> u64 {
+    match dir {
+        VmbusDir::GuestToHost => {
+            let body = if driver_core::decode::has_ext_header(bytes) {
+                &bytes[16..]
+            } else {
+                bytes
+            };
+            let d = &VgpuToHostHdr::DESC;
+            let off = |n: &str| d.field(n).map(|f| f.offset).unwrap_or(usize::MAX);
+            let chan = read_uint(body, off("channel_bits"), 4).map(|v| v & 0xff);
+            let ct = read_uint(body, off("command_type"), 4);
+            match (chan, ct) {
+                (Some(0), Some(v)) => (FAM_ADAPTER << 32) | (v & 0xffff_ffff),
+                (Some(1), Some(v)) => (FAM_GLOBAL << 32) | (v & 0xffff_ffff),
+                _ => FAM_UNKNOWN << 32,
+            }
+        }
+        VmbusDir::HostToGuest => {
+            let d = &HostToVmHdr::DESC;
+            let off = d
+                .field("command_type")
+                .map(|f| f.offset)
+                .unwrap_or(usize::MAX);
+            match read_uint(bytes, off, 4) {
+                Some(v) => (FAM_HOST_TO_GUEST << 32) | v,
+                None => FAM_UNKNOWN << 32,
+            }
+        }
+        VmbusDir::HostReply => FAM_UNPAIRED_REPLY << 32,
+    }
+}
+
+/// Display label of a command key (`CREATEALLOCATION`, `G:CREATEPROCESS`, `H:…`), with
+/// driver-core's names.
+pub fn vmbus_key_label(key: u64) -> String {
+    let value = (key & 0xffff_ffff) as u32;
+    let channel = match key >> 32 {
+        FAM_ADAPTER => VmbusChannel::Adapter,
+        FAM_GLOBAL => VmbusChannel::Global,
+        FAM_HOST_TO_GUEST => VmbusChannel::HostToGuest,
+        FAM_UNPAIRED_REPLY => return "REPLY ?".into(),
+        _ => return "UNKNOWN".into(),
+    };
+    driver_core::decode::vmbus_cmd_label(VmbusCmd { channel, value })
+}
+
+/// Decodes `path` into columns on `threads` threads.
+pub fn load(path: &Path, threads: usize, progress: Option<Progress<'_>>) -> Result<Columns> {
+    let reader = Reader::open(path).map_err(|source| AnalysisError::Trace {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(load_reader(&reader, threads, progress))
+}
+
+/// Decodes an open trace into columns on `threads` threads. Damaged frames are listed in
+/// [`Columns::decode_errors`]; the rest is still returned.
+pub fn load_reader(reader: &Reader, threads: usize, progress: Option<Progress<'_>>) -> Columns {
+    let total = reader.frames().len();
+    let done = AtomicUsize::new(0);
+    let parts = reader.map_frames(threads, |_, recs| {
+        let part = match recs {
+            Ok(recs) => frame_columns(recs),
+            Err(e) => Columns {
+                decode_errors: vec![e.to_string()],
+                ..Columns::default()
+            },
+        };
+        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(p) = progress {
+            p(d, total);
+        }
+        part
+    });
+    let mut all = Columns::default();
+    let (ni, nv): (usize, usize) = parts
+        .iter()
+        .map(|p| (p.ioctls.len(), p.vmbus.len()))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    reserve_ioctls(&mut all.ioctls, ni);
+    reserve_vmbus(&mut all.vmbus, nv);
+    let mut first = true;
+    for p in parts {
+        all.ioctls.append(&p.ioctls);
+        all.vmbus.append(&p.vmbus);
+        all.processes.extend(p.processes);
+        all.records += p.records;
+        all.dropped_events += p.dropped_events;
+        all.decode_errors.extend(p.decode_errors);
+        if p.records > 0 {
+            all.ts_min = if first {
+                p.ts_min
+            } else {
+                all.ts_min.min(p.ts_min)
+            };
+            all.ts_max = all.ts_max.max(p.ts_max);
+            first = false;
+        }
+    }
+    if let Some(e) = reader.scan_problem() {
+        all.decode_errors.push(e.to_string());
+    }
+    pair_vmbus(&mut all);
+    all
+}
+
+fn reserve_ioctls(c: &mut IoctlColumns, n: usize) {
+    c.id.reserve(n);
+    c.ts_enter.reserve(n);
+    c.ts_exit.reserve(n);
+    c.pid.reserve(n);
+    c.tid.reserve(n);
+    c.fd.reserve(n);
+    c.dev.reserve(n);
+    c.cmd.reserve(n);
+    c.ret.reserve(n);
+    c.is_error.reserve(n);
+    c.bytes_in.reserve(n);
+    c.bytes_out.reserve(n);
+    c.buffers.reserve(n);
+    c.host_ns.reserve(n);
+    c.round_trips.reserve(n);
+}
+
+fn reserve_vmbus(c: &mut VmbusColumns, n: usize) {
+    c.ts.reserve(n);
+    c.dir.reserve(n);
+    c.channel.reserve(n);
+    c.request_id.reserve(n);
+    c.is_async.reserve(n);
+    c.status.reserve(n);
+    c.ioctl_id.reserve(n);
+    c.pid.reserve(n);
+    c.tid.reserve(n);
+    c.len.reserve(n);
+    c.captured.reserve(n);
+    c.cmd.reserve(n);
+    c.rtt_ns.reserve(n);
+}
+
+/// One frame's records as columns (before pairing).
+fn frame_columns(recs: Vec<Record>) -> Columns {
+    let mut c = Columns {
+        records: recs.len() as u64,
+        ts_min: u64::MAX,
+        ..Columns::default()
+    };
+    for r in recs {
+        if let (Some(a), Some(b)) = (r.ts(), r.ts_end()) {
+            c.ts_min = c.ts_min.min(a);
+            c.ts_max = c.ts_max.max(b);
+        }
+        match r {
+            Record::Ioctl(r) => {
+                let io = &mut c.ioctls;
+                let (mut bin, mut bout) = (0u64, 0u64);
+                for b in &r.buffers {
+                    match b.role {
+                        BufferRole::StructIn | BufferRole::PtrIn => bin += b.data.len() as u64,
+                        BufferRole::StructOut | BufferRole::PtrOut => bout += b.data.len() as u64,
+                    }
+                }
+                io.id.push(r.id);
+                io.ts_enter.push(r.ts_enter);
+                io.ts_exit.push(r.ts_exit);
+                io.pid.push(r.pid);
+                io.tid.push(r.tid);
+                io.fd.push(r.fd);
+                io.dev.push(r.dev);
+                io.cmd.push(r.cmd);
+                io.ret.push(r.ret);
+                io.is_error.push(is_error_return(r.ret));
+                io.bytes_in.push(bin);
+                io.bytes_out.push(bout);
+                io.buffers.push(r.buffers.len() as u32);
+                io.host_ns.push(0);
+                io.round_trips.push(0);
+            }
+            Record::Vmbus(m) => {
+                let v = &mut c.vmbus;
+                v.cmd.push(vmbus_key(m.dir, &m.bytes));
+                v.ts.push(m.ts);
+                v.dir.push(u8::from(m.dir));
+                v.channel.push(m.channel);
+                v.request_id.push(m.request_id);
+                v.is_async.push(m.is_async);
+                v.status.push(m.status);
+                v.ioctl_id.push(m.ioctl_id);
+                v.pid.push(m.pid);
+                v.tid.push(m.tid);
+                v.len.push(m.len);
+                v.captured.push(m.bytes.len() as u64);
+                v.rtt_ns.push(None);
+            }
+            Record::Process(p) => c.processes.push(p),
+            Record::Dropped(d) => c.dropped_events += d.count,
+            _ => {}
+        }
+    }
+    if c.ts_min == u64::MAX {
+        c.ts_min = 0;
+    }
+    c
+}
+
+/// FxHash: the pairing hashes millions of small integer keys, where SipHash's DoS
+/// resistance buys nothing and costs a third of the pairing time.
+#[derive(Default, Clone, Copy)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(v as u64)
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64)
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
+
+/// Ioctl id → row, as a dense table when ids are compact (the usual case: the capture
+/// numbers calls from 0) and a hash map otherwise.
+enum IdIndex {
+    Dense(Vec<u32>),
+    Sparse(FxMap<u64, u32>),
+}
+
+impl IdIndex {
+    fn new(ids: &[u64]) -> IdIndex {
+        let max = ids.iter().copied().max().unwrap_or(0);
+        if max < 4 * ids.len() as u64 + 1024 {
+            let mut t = vec![u32::MAX; max as usize + 1];
+            for (row, id) in ids.iter().enumerate() {
+                t[*id as usize] = row as u32;
+            }
+            IdIndex::Dense(t)
+        } else {
+            IdIndex::Sparse(
+                ids.iter()
+                    .enumerate()
+                    .map(|(r, id)| (*id, r as u32))
+                    .collect(),
+            )
+        }
+    }
+    fn row(&self, id: u64) -> Option<usize> {
+        match self {
+            IdIndex::Dense(t) => t
+                .get(id as usize)
+                .copied()
+                .filter(|r| *r != u32::MAX)
+                .map(|r| r as usize),
+            IdIndex::Sparse(m) => m.get(&id).map(|r| *r as usize),
+        }
+    }
+}
+
+/// Pairs each host reply with the latest unanswered guest→host request of the same
+/// `(channel, request_id)`, sets its round trip, and charges the round trip to the ioctl
+/// that caused the request.
+fn pair_vmbus(c: &mut Columns) {
+    let v = &mut c.vmbus;
+    let io = &mut c.ioctls;
+    let index = IdIndex::new(&io.id);
+    let mut open: FxMap<(Option<u64>, u64), u32> = FxMap::default();
+    for i in 0..v.len() {
+        match v.dir[i] {
+            0 if !v.is_async[i] => {
+                open.insert((v.channel[i], v.request_id[i]), i as u32);
+            }
+            1 => {
+                let Some(j) = open.remove(&(v.channel[i], v.request_id[i])) else {
+                    continue;
+                };
+                let j = j as usize;
+                let rtt = v.ts[i].saturating_sub(v.ts[j]);
+                v.rtt_ns[i] = Some(rtt);
+                v.cmd[i] = v.cmd[j];
+                if let Some(row) = v.ioctl_id[j].or(v.ioctl_id[i]).and_then(|id| index.row(id)) {
+                    io.host_ns[row] += rtt;
+                    io.round_trips[row] += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Ioctl name of each distinct request code in `cmds` (driver-core's tables; unknown codes
+/// as `0x…`), looked up once per code.
+pub(crate) fn ioctl_name_cache(cmds: &[u32]) -> HashMap<u32, String> {
+    let mut m = HashMap::new();
+    for c in cmds {
+        m.entry(*c).or_insert_with(|| names::ioctl_name(*c));
+    }
+    m
+}

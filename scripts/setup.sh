@@ -6,6 +6,7 @@
 #     tests), strace (benchmark baseline), bpftool (probe leak checks).
 #   - The pinned nightly toolchain with rust-src (builds the eBPF probe for bpfel).
 #   - bpf-linker 0.13.0 built against Debian's llvm-22-dev.
+#   - cargo-fuzz (the libFuzzer targets in fuzz/).
 set -euo pipefail
 
 NIGHTLY="nightly-2026-05-20"       # rustc 1.97.0-nightly (e50aa6fba 2026-05-19), LLVM 22
@@ -66,9 +67,18 @@ install_node() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 }
 
+install_cargo_fuzz() {
+    if cargo fuzz --version >/dev/null 2>&1; then
+        log "cargo-fuzz present"; return
+    fi
+    log "installing cargo-fuzz"
+    cargo install --locked cargo-fuzz
+}
+
 need_root
 install_debs
 install_node
 install_nightly
 install_bpf_linker
+install_cargo_fuzz
 log "ready"

@@ -17,6 +17,9 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "fuzz smoke (every libFuzzer target for 20 s)"
+./scripts/fuzz.sh 20
+
 step "tests"
 # Every default member: libraries' unit tests, the CLI, and the one end-to-end binary.
 cargo test --locked 2>&1 | tee /tmp/dxtrace-test.log

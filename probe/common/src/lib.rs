@@ -1,0 +1,415 @@
+//! Records shared by the kernel side (`probe-ebpf`) and the user side (`probe`) of the
+//! dxtrace probe.
+//!
+//! Every type is `#[repr(C)]` with fixed-width fields, explicit padding and a size
+//! assertion, because the same bytes are produced by BPF code and parsed by x86_64 code.
+//!
+//! # Ring buffer protocol
+//! Every ring-buffer record starts with an [`EventHeader`]; `kind` says which struct
+//! follows. An ioctl produces, in this order on its thread: [`EnterEvent`], zero or more
+//! [`BufEvent`] chunks (role `ROLE_STRUCT_IN` / `ROLE_PTR_IN`), zero or more chunks read at
+//! exit (`ROLE_STRUCT_OUT` / `ROLE_PTR_OUT`), then [`ExitEvent`]. Chunks carry the call id
+//! and their offset in the buffer, so the loader can reassemble buffers up to
+//! [`MAX_BUF_LEN`] bytes from [`CHUNK_LEN`]-byte pieces.
+#![no_std]
+
+/// Largest number of data bytes in one [`BufEvent`].
+pub const CHUNK_LEN: usize = 4096;
+/// Largest buffer captured whole (the dxg driver's own limit); longer ones are cut and
+/// flagged [`FLAG_TRUNCATED`].
+pub const MAX_BUF_LEN: u32 = 128 * 1024;
+/// Chunks per buffer: `MAX_BUF_LEN / CHUNK_LEN`.
+pub const MAX_CHUNKS: u32 = MAX_BUF_LEN / CHUNK_LEN as u32;
+/// Pointer descriptors per request code.
+pub const MAX_DESCS: usize = 8;
+/// Elements of a parent array whose nested pointers are followed.
+pub const MAX_NESTED_ELEMS: u32 = 16;
+/// Bytes of a path captured at `openat`.
+pub const PATH_LEN: usize = 256;
+
+/// [`EventHeader::kind`]: an [`EnterEvent`] follows.
+pub const EV_ENTER: u32 = 1;
+/// [`EventHeader::kind`]: an [`ExitEvent`] follows.
+pub const EV_EXIT: u32 = 2;
+/// [`EventHeader::kind`]: a [`BufEvent`] and its data follow.
+pub const EV_BUF: u32 = 3;
+/// [`EventHeader::kind`]: an [`FdEventRaw`] follows.
+pub const EV_FD: u32 = 4;
+/// [`EventHeader::kind`]: a [`VmbusEvent`] follows (its bytes come as [`BufEvent`]s
+/// *before* it, keyed by the same id).
+pub const EV_VMBUS: u32 = 5;
+
+/// Buffer role: the ioctl argument struct read at entry.
+pub const ROLE_STRUCT_IN: u8 = 0;
+/// Buffer role: the ioctl argument struct read at exit.
+pub const ROLE_STRUCT_OUT: u8 = 1;
+/// Buffer role: a pointer buffer read at entry.
+pub const ROLE_PTR_IN: u8 = 2;
+/// Buffer role: a pointer buffer read at exit.
+pub const ROLE_PTR_OUT: u8 = 3;
+/// Buffer role: VMBus request bytes.
+pub const ROLE_VMBUS_REQ: u8 = 4;
+/// Buffer role: VMBus reply bytes.
+pub const ROLE_VMBUS_REPLY: u8 = 5;
+
+/// [`BufEvent::flags`]: the buffer was longer than captured (same bit as
+/// `traces::BUF_TRUNCATED`).
+pub const FLAG_TRUNCATED: u8 = 1;
+/// [`BufEvent::flags`]: the memory could not be read (same bit as
+/// `traces::BUF_UNREADABLE`).
+pub const FLAG_UNREADABLE: u8 = 2;
+
+/// [`BufEvent::desc`] for the argument struct itself.
+pub const DESC_STRUCT: u8 = 0xff;
+
+/// [`PtrDesc::dir`] bit: read at entry.
+pub const DIR_IN: u8 = 1;
+/// [`PtrDesc::dir`] bit: read at exit.
+pub const DIR_OUT: u8 = 2;
+/// [`PtrDesc::flags`]: the buffer is a trailing array at `base + ptr_off` (e.g.
+/// `kvm_cpuid2.entries`), not a pointer stored there.
+pub const PTR_TRAILING: u8 = 1;
+/// [`PtrDesc::parent`] for a pointer in the ioctl struct itself.
+pub const NO_PARENT: u8 = 0xff;
+
+/// [`CmdDesc::fd_kind`]: the ioctl returns no descriptor.
+pub const FD_NONE: u8 = 0;
+/// [`CmdDesc::fd_kind`]: the return value is a new descriptor (KVM_CREATE_VM…).
+pub const FD_RET: u8 = 1;
+/// [`CmdDesc::fd_kind`]: a struct field at `fd_off` holds a new descriptor (dxg
+/// SHAREOBJECTS, CREATESYNCFILE…), valid when the call returns 0.
+pub const FD_FIELD: u8 = 2;
+
+/// [`FdEventRaw::op`]: the watched device was opened.
+pub const FD_OP_OPEN: u32 = 0;
+/// [`FdEventRaw::op`]: a watched descriptor was closed.
+pub const FD_OP_CLOSE: u32 = 1;
+/// [`FdEventRaw::op`]: a watched ioctl returned a new descriptor.
+pub const FD_OP_DERIVED: u32 = 2;
+
+/// VMBus direction: request sent by the guest.
+pub const VMBUS_GUEST_TO_HOST: u8 = 0;
+/// VMBus direction: the host's reply to a sync request.
+pub const VMBUS_HOST_REPLY: u8 = 1;
+
+/// Index in the `DROPS` per-CPU array: whole ioctl calls lost (enter record not reserved).
+pub const DROP_CALL: u32 = 0;
+/// Index in `DROPS`: buffer chunks lost (the call is kept, its buffer marked truncated).
+pub const DROP_CHUNK: u32 = 1;
+/// Index in `DROPS`: exit records lost (the call is kept with `ts_exit` 0).
+pub const DROP_EXIT: u32 = 2;
+/// Index in `DROPS`: fd open/close/derived records lost.
+pub const DROP_FD: u32 = 3;
+/// Index in `DROPS`: VMBus records lost.
+pub const DROP_VMBUS: u32 = 4;
+/// Index in `DROPS`: in-flight table full (the call was not captured).
+pub const DROP_INFLIGHT: u32 = 5;
+/// Number of `DROPS` slots.
+pub const DROP_SLOTS: u32 = 6;
+
+/// Index in the `COUNTERS` per-CPU array: ioctls seen on watched files.
+pub const CNT_CALLS: u32 = 0;
+/// Index in `COUNTERS`: bytes of buffer data submitted.
+pub const CNT_BYTES: u32 = 1;
+/// Index in `COUNTERS`: user memory reads that failed.
+pub const CNT_READ_FAIL: u32 = 2;
+/// Index in `COUNTERS`: kernel-struct walks (fd → file) that failed.
+pub const CNT_WALK_FAIL: u32 = 3;
+/// Index in `COUNTERS`: VMBus messages seen.
+pub const CNT_VMBUS: u32 = 4;
+/// Number of `COUNTERS` slots.
+pub const CNT_SLOTS: u32 = 5;
+
+/// First field of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// `EV_*`.
+    pub kind: u32,
+    /// CPU that produced it.
+    pub cpu: u32,
+}
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 8);
+
+/// An ioctl on a watched file began.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EnterEvent {
+    /// `EV_ENTER`.
+    pub hdr: EventHeader,
+    /// Kernel-assigned id (`cpu << 56 | per-CPU sequence`), shared by the call's chunks.
+    pub call_id: u64,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+    pub ts: u64,
+    /// Thread-group id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Descriptor.
+    pub fd: i32,
+    /// Request code.
+    pub cmd: u32,
+    /// Argument.
+    pub arg: u64,
+    /// Kernel-encoded device number (`i_rdev`, or `s_dev` of a regular file; 0 for a
+    /// derived anonymous-inode descriptor).
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// `comm` of the thread.
+    pub comm: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<EnterEvent>() == 80);
+
+/// An ioctl on a watched file returned.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitEvent {
+    /// `EV_EXIT`.
+    pub hdr: EventHeader,
+    /// Same as the [`EnterEvent`].
+    pub call_id: u64,
+    /// `bpf_ktime_get_ns`.
+    pub ts: u64,
+    /// Full return value.
+    pub ret: i64,
+    /// Chunks of this call that could not be submitted (ring buffer full).
+    pub lost_chunks: u32,
+    /// Pad.
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ExitEvent>() == 40);
+
+/// One chunk of a captured buffer; `len` data bytes follow the struct in the record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BufEvent {
+    /// `EV_BUF`.
+    pub hdr: EventHeader,
+    /// Call id (ioctls) or message id (VMBus).
+    pub id: u64,
+    /// User address of the buffer (not of the chunk).
+    pub addr: u64,
+    /// Length the program asked for (before any cut).
+    pub total_len: u64,
+    /// Offset of this chunk in the buffer.
+    pub offset: u32,
+    /// Data bytes in this chunk.
+    pub len: u32,
+    /// `ROLE_*`.
+    pub role: u8,
+    /// `FLAG_*` (set on the first chunk; `FLAG_UNREADABLE` chunks carry no data).
+    pub flags: u8,
+    /// Descriptor index, or [`DESC_STRUCT`].
+    pub desc: u8,
+    /// Element of the parent array for a nested pointer (0 otherwise).
+    pub elem: u8,
+    /// Pad.
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<BufEvent>() == 48);
+
+/// A [`BufEvent`] with room for its data, as staged in a per-CPU scratch map.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BufRecord {
+    /// Header.
+    pub ev: BufEvent,
+    /// Data (only `ev.len` bytes are submitted).
+    pub data: [u8; CHUNK_LEN],
+}
+const _: () = assert!(core::mem::size_of::<BufRecord>() == 48 + CHUNK_LEN);
+
+/// Open, close or derivation of a watched descriptor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdEventRaw {
+    /// `EV_FD`.
+    pub hdr: EventHeader,
+    /// `bpf_ktime_get_ns`.
+    pub ts: u64,
+    /// Thread-group id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Descriptor.
+    pub fd: i32,
+    /// `FD_OP_*`.
+    pub op: u32,
+    /// Kernel-encoded device number (0 for derived).
+    pub dev: u64,
+    /// Inode number (0 for derived).
+    pub ino: u64,
+    /// Open flags.
+    pub flags: u32,
+    /// Pad.
+    pub _pad: u32,
+    /// Return value of the syscall.
+    pub ret: i64,
+    /// For derived descriptors: the call that returned it.
+    pub call_id: u64,
+    /// NUL-terminated path for opens.
+    pub path: [u8; PATH_LEN],
+}
+const _: () = assert!(core::mem::size_of::<FdEventRaw>() == 72 + PATH_LEN);
+
+/// A VMBus message seen by the uprobes / kernel hooks. Its bytes were sent before it as
+/// [`BufEvent`]s with the same `msg_id`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmbusEvent {
+    /// `EV_VMBUS`.
+    pub hdr: EventHeader,
+    /// Id shared by request and reply (`cpu << 56 | sequence`).
+    pub msg_id: u64,
+    /// `bpf_ktime_get_ns`.
+    pub ts: u64,
+    /// Thread-group id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Channel pointer as seen by the hook (opaque).
+    pub channel: u64,
+    /// Return value of the send (replies only).
+    pub status: i64,
+    /// Message length.
+    pub len: u64,
+    /// `VMBUS_*`.
+    pub dir: u8,
+    /// Sent with the async function.
+    pub is_async: u8,
+    /// `status` is meaningful.
+    pub has_status: u8,
+    /// Pad.
+    pub _pad: [u8; 5],
+}
+const _: () = assert!(core::mem::size_of::<VmbusEvent>() == 64);
+
+/// One embedded pointer to follow, in the flat form the kernel side reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PtrDesc {
+    /// Offset of the pointer field (in the struct, or in the parent's element).
+    pub ptr_off: u32,
+    /// Offset of the length field (same base as `ptr_off`).
+    pub len_off: u32,
+    /// Bytes per length unit.
+    pub elem_size: u32,
+    /// Length in units when `len_size` is 0.
+    pub fixed_len: u32,
+    /// Width of the length field: 0 (fixed), 1, 2, 4 or 8.
+    pub len_size: u8,
+    /// `DIR_IN` | `DIR_OUT`.
+    pub dir: u8,
+    /// Index of the array descriptor this pointer lives in, or [`NO_PARENT`].
+    pub parent: u8,
+    /// `PTR_*` flags.
+    pub flags: u8,
+    /// Cap in bytes (≤ [`MAX_BUF_LEN`]); longer buffers are cut and flagged.
+    pub max_len: u32,
+}
+const _: () = assert!(core::mem::size_of::<PtrDesc>() == 24);
+
+/// Everything the kernel side needs to know about one request code.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CmdDesc {
+    /// Used entries of `descs`.
+    pub n: u32,
+    /// `FD_*`.
+    pub fd_kind: u8,
+    /// Width of the fd field for `FD_FIELD` (4 or 8).
+    pub fd_size: u8,
+    /// Pad.
+    pub _pad: u16,
+    /// Offset of the fd field for `FD_FIELD`.
+    pub fd_off: u32,
+    /// Pad.
+    pub _pad2: u32,
+    /// Pointer descriptors; parents come before their children.
+    pub descs: [PtrDesc; MAX_DESCS],
+}
+const _: () = assert!(core::mem::size_of::<CmdDesc>() == 16 + 24 * MAX_DESCS);
+
+/// Key of the watch map: a character device (`ino` 0) or a regular file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WatchKey {
+    /// Kernel-encoded device number (`MKDEV`: major << 20 | minor).
+    pub dev: u32,
+    /// Pad.
+    pub _pad: u32,
+    /// Inode number, 0 for character devices.
+    pub ino: u64,
+}
+const _: () = assert!(core::mem::size_of::<WatchKey>() == 16);
+
+/// Key of the derived-descriptor map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PidFd {
+    /// Thread-group id.
+    pub pid: u32,
+    /// Descriptor.
+    pub fd: i32,
+}
+const _: () = assert!(core::mem::size_of::<PidFd>() == 8);
+
+/// Kernel struct offsets the loader reads from BTF (Rust cannot emit CO-RE relocations).
+/// The kernel side receives them as globals of the same names.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `task_struct.files`.
+    pub task_files: u32,
+    /// `files_struct.fdt`.
+    pub files_fdt: u32,
+    /// `fdtable.fd`.
+    pub fdt_fd: u32,
+    /// `fdtable.max_fds`.
+    pub fdt_max_fds: u32,
+    /// `file.f_inode`.
+    pub file_inode: u32,
+    /// `inode.i_rdev`.
+    pub inode_rdev: u32,
+    /// `inode.i_sb`.
+    pub inode_sb: u32,
+    /// `inode.i_ino`.
+    pub inode_ino: u32,
+    /// `super_block.s_dev`.
+    pub sb_dev: u32,
+    /// `inode.i_mode`.
+    pub inode_mode: u32,
+}
+
+/// Converts a user-space `st_rdev` / `st_dev` (glibc encoding) to the kernel's internal
+/// `dev_t` (`major << 20 | minor`), the value `inode.i_rdev` holds.
+pub const fn user_dev_to_kernel(dev: u64) -> u32 {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    ((major as u32) << 20) | (minor as u32 & 0xfffff)
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all these are #[repr(C)], fixed-width, with explicit padding only.
+    unsafe impl aya::Pod for super::CmdDesc {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::WatchKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PidFd {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_encoding_matches_kernel() {
+        // /dev/kvm is 10:232: glibc makedev gives 0xae8, the kernel MKDEV 10 << 20 | 232.
+        assert_eq!(user_dev_to_kernel(0x0ae8), (10 << 20) | 232);
+        // A large minor uses the high glibc bits.
+        let user = (0x1234u64 & 0xff) | ((0x1234u64 & !0xff) << 12) | (5 << 8);
+        assert_eq!(user_dev_to_kernel(user), (5 << 20) | 0x1234);
+    }
+}

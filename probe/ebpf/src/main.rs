@@ -1,0 +1,1086 @@
+//! Kernel side of the dxtrace probe: filter, copy, stamp, submit, count.
+//!
+//! Every program is `fn x(ctx) -> u32 { match try_x(ctx) { … } }`; a failure bumps a
+//! counter, never panics. Kernel struct offsets come from the loader (read from BTF) as
+//! globals, because Rust cannot emit CO-RE relocations.
+#![no_std]
+#![no_main]
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes, generated,
+    },
+    macros::{fentry, kprobe, kretprobe, map, tracepoint, uprobe, uretprobe},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{FEntryContext, ProbeContext, RetProbeContext, TracePointContext},
+};
+use probe_common::*;
+
+// ---- configuration written by the loader (globals live in .rodata) ----
+
+#[unsafe(no_mangle)]
+static OFF_TASK_FILES: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_FILES_FDT: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_FDT_FD: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_FDT_MAX_FDS: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_FILE_INODE: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_INODE_RDEV: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_INODE_SB: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_INODE_INO: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_SB_DEV: u32 = 0;
+/// Offset of `child_pid` in the sched_process_fork tracepoint record (from its format file).
+#[unsafe(no_mangle)]
+static OFF_FORK_CHILD_PID: u32 = 20;
+/// Non-zero: only processes in `PIDS` are traced.
+#[unsafe(no_mangle)]
+static FILTER_PIDS: u32 = 0;
+
+#[inline(always)]
+fn cfg(v: &'static u32) -> u32 {
+    // SAFETY: reading a static; volatile so the compiler does not fold the default value.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+// ---- maps ----
+
+/// Events to user space; its size is set by the loader.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+/// Watched files: character devices by `i_rdev`, FUSE files by (`s_dev`, `i_ino`).
+#[map]
+static WATCH: HashMap<WatchKey, u8> = HashMap::with_max_entries(64, 0);
+/// Descriptors returned by watched ioctls (anonymous inodes), by (tgid, fd).
+#[map]
+static DERIVED: LruHashMap<PidFd, u8> = LruHashMap::with_max_entries(16384, 0);
+/// Traced processes when `FILTER_PIDS` is set.
+#[map]
+static PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+/// Pointer descriptors by request code.
+#[map]
+static DESCS: HashMap<u32, CmdDesc> = HashMap::with_max_entries(1024, 0);
+/// Calls between entry and exit, by thread id.
+#[map]
+static INFLIGHT: LruHashMap<u32, Inflight> = LruHashMap::with_max_entries(16384, 0);
+/// `openat` arguments between entry and exit, by thread id.
+#[map]
+static OPENS: LruHashMap<u32, OpenArgs> = LruHashMap::with_max_entries(4096, 0);
+/// VMBus sync sends between entry and return, by thread id.
+#[map]
+static VMB_INFLIGHT: LruHashMap<u32, VmbInflight> = LruHashMap::with_max_entries(4096, 0);
+/// Staging area for buffer chunks (too big for the 512-byte stack).
+#[map]
+static SCRATCH: PerCpuArray<BufRecord> = PerCpuArray::with_max_entries(1, 0);
+/// Lost events per cause (`DROP_*`), per CPU.
+#[map]
+static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
+/// Activity counters (`CNT_*`), per CPU.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CNT_SLOTS, 0);
+/// Per-CPU sequence for call and message ids.
+#[map]
+static SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Inflight {
+    call_id: u64,
+    arg: u64,
+    cmd: u32,
+    fd: i32,
+    lost: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct OpenArgs {
+    filename: u64,
+    flags: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct VmbInflight {
+    msg_id: u64,
+    result: u64,
+    result_size: u64,
+    channel: u64,
+}
+
+// ---- helpers ----
+
+#[inline(always)]
+fn bump(map: &PerCpuArray<u64>, idx: u32, by: u64) {
+    if let Some(p) = map.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
+        unsafe { *p += by }
+    }
+}
+
+#[inline(always)]
+fn next_id() -> u64 {
+    // SAFETY: helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() } as u64;
+    let mut seq = 0;
+    if let Some(p) = SEQ.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        unsafe {
+            *p += 1;
+            seq = *p;
+        }
+    }
+    (cpu << 56) | (seq & ((1 << 56) - 1))
+}
+
+#[inline(always)]
+fn cpu() -> u32 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_get_smp_processor_id() }
+}
+
+#[inline(always)]
+fn ktime() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn pid_ok(tgid: u32) -> bool {
+    if cfg(&FILTER_PIDS) == 0 {
+        return true;
+    }
+    // SAFETY: value is only tested for presence.
+    unsafe { PIDS.get(&tgid).is_some() }
+}
+
+#[inline(always)]
+unsafe fn kread<T: Copy>(base: u64, off: u32) -> Result<T, i64> {
+    // SAFETY: bpf_probe_read_kernel tolerates any address.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).map_err(|e| e as i64) }
+}
+
+/// fd → file → inode of the current task. Returns `(dev, ino)` if the file is watched.
+#[inline(always)]
+fn watched_file(fd: i32) -> Result<Option<(u32, u64)>, i64> {
+    if fd < 0 {
+        return Ok(None);
+    }
+    // SAFETY: every dereference goes through bpf_probe_read_kernel.
+    unsafe {
+        let task = bpf_get_current_task();
+        let files: u64 = kread(task, cfg(&OFF_TASK_FILES))?;
+        let fdt: u64 = kread(files, cfg(&OFF_FILES_FDT))?;
+        let max_fds: u32 = kread(fdt, cfg(&OFF_FDT_MAX_FDS))?;
+        if fd as u32 >= max_fds {
+            return Ok(None);
+        }
+        let fdarr: u64 = kread(fdt, cfg(&OFF_FDT_FD))?;
+        let file: u64 = kread(fdarr, (fd as u32) * 8)?;
+        if file == 0 {
+            return Ok(None);
+        }
+        let inode: u64 = kread(file, cfg(&OFF_FILE_INODE))?;
+        let rdev: u32 = kread(inode, cfg(&OFF_INODE_RDEV))?;
+        if rdev != 0 {
+            let key = WatchKey {
+                dev: rdev,
+                _pad: 0,
+                ino: 0,
+            };
+            if WATCH.get(&key).is_some() {
+                let ino: u64 = kread(inode, cfg(&OFF_INODE_INO))?;
+                return Ok(Some((rdev, ino)));
+            }
+            return Ok(None);
+        }
+        let sb: u64 = kread(inode, cfg(&OFF_INODE_SB))?;
+        let sdev: u32 = kread(sb, cfg(&OFF_SB_DEV))?;
+        let ino: u64 = kread(inode, cfg(&OFF_INODE_INO))?;
+        let key = WatchKey {
+            dev: sdev,
+            _pad: 0,
+            ino,
+        };
+        if WATCH.get(&key).is_some() {
+            return Ok(Some((sdev, ino)));
+        }
+        Ok(None)
+    }
+}
+
+/// State shared with [`chunk_cb`] across `bpf_loop` iterations. Nothing that the size
+/// of a read depends on changes between iterations (the offset is derived from the
+/// index), so the verifier checks the callback once instead of once per chunk.
+#[repr(C)]
+struct CopyCtx {
+    id: u64,
+    addr: u64,
+    len: u64,
+    cap: u64,
+    lost: u32,
+    cpu: u32,
+    flags: u8,
+    role: u8,
+    desc: u8,
+    elem: u8,
+    kernel: u8,
+    _pad: [u8; 3],
+}
+
+/// One chunk: read `CHUNK_LEN` bytes (less for the last) and submit them.
+#[inline(never)]
+extern "C" fn chunk_cb(index: u64, ctx: *mut c_void) -> i64 {
+    let c = ctx as *mut CopyCtx;
+    let Some(rec) = SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: `c` is the caller's CopyCtx (bpf_loop passes it through); `rec` is this
+    // CPU's scratch slot.
+    unsafe {
+        let i = index & 0xff;
+        let off = i * CHUNK_LEN as u64;
+        let cap = (*c).cap;
+        if i > 0 && off >= cap {
+            return 1;
+        }
+        let mut n = cap.wrapping_sub(off);
+        if n > CHUNK_LEN as u64 {
+            n = CHUNK_LEN as u64;
+        }
+        (*rec).ev = BufEvent {
+            hdr: EventHeader {
+                kind: EV_BUF,
+                cpu: (*c).cpu,
+            },
+            id: (*c).id,
+            addr: (*c).addr,
+            total_len: (*c).len,
+            offset: off as u32,
+            len: n as u32,
+            role: (*c).role,
+            flags: if i == 0 { (*c).flags } else { 0 },
+            desc: (*c).desc,
+            elem: (*c).elem,
+            _pad: 0,
+        };
+        let dst = (*rec).data.as_mut_ptr() as *mut c_void;
+        let src = ((*c).addr + off) as *const c_void;
+        let r = if n == 0 {
+            0
+        } else if (*c).kernel != 0 {
+            generated::bpf_probe_read_kernel(dst, n as u32, src)
+        } else {
+            generated::bpf_probe_read_user(dst, n as u32, src)
+        };
+        if r != 0 {
+            bump(&COUNTERS, CNT_READ_FAIL, 1);
+            (*rec).ev.flags |= FLAG_UNREADABLE;
+            (*rec).ev.len = 0;
+            n = 0;
+        }
+        let total = (core::mem::size_of::<BufEvent>() as u64 + n) as usize;
+        let bytes = core::slice::from_raw_parts(rec as *const u8, total);
+        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+            (*c).lost += 1;
+            bump(&DROPS, DROP_CHUNK, 1);
+        } else {
+            bump(&COUNTERS, CNT_BYTES, n);
+        }
+        if r != 0 { 1 } else { 0 }
+    }
+}
+
+/// Copies `len` bytes at user (or kernel) address `addr` into the ring buffer as chunks.
+/// Returns the number of chunks that could not be submitted.
+/// `meta` packs what BPF's five argument registers cannot hold separately; see [`meta`].
+///
+/// A global function (external linkage, so BTF marks it global): the verifier checks it
+/// once on its own, instead of once per call site and loop iteration.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn dxt_copy_buf(id: u64, addr: u64, len: u64, meta: u64) -> u32 {
+    let max_len = (meta >> 32) as u32;
+    let limit = if max_len == 0 || max_len > MAX_BUF_LEN {
+        MAX_BUF_LEN
+    } else {
+        max_len
+    } as u64;
+    let mut cap = len;
+    let mut flags = 0u8;
+    if cap > limit {
+        cap = limit;
+        flags |= FLAG_TRUNCATED;
+    }
+    let mut ctx = CopyCtx {
+        id,
+        addr,
+        len,
+        cap,
+        lost: 0,
+        cpu: cpu(),
+        flags,
+        role: (meta >> 24) as u8,
+        desc: (meta >> 16) as u8,
+        elem: (meta >> 8) as u8,
+        kernel: (meta & 1) as u8,
+        _pad: [0; 3],
+    };
+    let mut chunks = cap.div_ceil(CHUNK_LEN as u64);
+    if chunks == 0 {
+        chunks = 1;
+    }
+    if chunks > MAX_CHUNKS as u64 {
+        chunks = MAX_CHUNKS as u64;
+    }
+    // SAFETY: the callback and its context outlive the call; bpf_loop is bounded.
+    let r = unsafe {
+        generated::bpf_loop(
+            chunks as u32,
+            chunk_cb as *const () as *mut c_void,
+            &mut ctx as *mut CopyCtx as *mut c_void,
+            0,
+        )
+    };
+    if r < 0 {
+        return chunks as u32;
+    }
+    ctx.lost
+}
+
+/// Packs the per-buffer arguments of [`copy_buf`].
+#[inline(always)]
+fn meta(max_len: u32, role: u8, desc: u8, elem: u8, kernel: bool) -> u64 {
+    ((max_len as u64) << 32)
+        | ((role as u64) << 24)
+        | ((desc as u64) << 16)
+        | ((elem as u64) << 8)
+        | kernel as u64
+}
+
+/// Bytes of `units` elements, without 128-bit arithmetic (BPF has none).
+#[inline(always)]
+fn byte_len(units: u64, elem_size: u32) -> u64 {
+    let units = if units > 0xffff_ffff {
+        0xffff_ffff
+    } else {
+        units
+    };
+    units * elem_size as u64
+}
+
+/// Reads the pointer and the length (in units) a descriptor names, relative to `base`.
+#[inline(always)]
+fn resolve(d: &PtrDesc, base: u64) -> Option<(u64, u64)> {
+    // SAFETY: user reads through the helper.
+    unsafe {
+        let ptr: u64 = if d.flags & PTR_TRAILING != 0 {
+            base + d.ptr_off as u64
+        } else {
+            bpf_probe_read_user((base + d.ptr_off as u64) as *const u64).ok()?
+        };
+        let units: u64 = match d.len_size {
+            0 => d.fixed_len as u64,
+            1 => bpf_probe_read_user((base + d.len_off as u64) as *const u8).ok()? as u64,
+            2 => bpf_probe_read_user((base + d.len_off as u64) as *const u16).ok()? as u64,
+            4 => bpf_probe_read_user((base + d.len_off as u64) as *const u32).ok()? as u64,
+            _ => bpf_probe_read_user((base + d.len_off as u64) as *const u64).ok()?,
+        };
+        Some((ptr, units))
+    }
+}
+
+/// Context of [`desc_cb`]: one iteration per pointer descriptor.
+#[repr(C)]
+struct WalkCtx {
+    cd: *const CmdDesc,
+    call_id: u64,
+    arg: u64,
+    lost: u32,
+    dir: u8,
+    _pad: [u8; 3],
+}
+
+/// Context of [`elem_cb`]: one iteration per element of the parent array.
+#[repr(C)]
+struct ElemCtx {
+    d: *const PtrDesc,
+    pptr: u64,
+    stride: u64,
+    call_id: u64,
+    lost: u32,
+    role: u8,
+    desc: u8,
+    _pad: [u8; 2],
+}
+
+/// Follows every descriptor whose direction matches `dir`. Loops go through `bpf_loop`
+/// so that the verifier checks each body once (open-coded loops over 8 descriptors ×
+/// 16 elements × 32 chunks exceed its one-million-instruction budget).
+/// Global for the same reason as [`dxt_copy_buf`]; takes the request code (a scalar)
+/// because global functions cannot take map-value pointers.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn dxt_walk(cmd: u64, call_id: u64, arg: u64, dir: u64) -> u32 {
+    let Some(cd) = DESCS.get_ptr(&(cmd as u32)) else {
+        return 0;
+    };
+    let dir = dir as u8;
+    let mut ctx = WalkCtx {
+        cd,
+        call_id,
+        arg,
+        lost: 0,
+        dir,
+        _pad: [0; 3],
+    };
+    // SAFETY: callback and context outlive the call.
+    unsafe {
+        generated::bpf_loop(
+            MAX_DESCS as u32,
+            desc_cb as *const () as *mut c_void,
+            &mut ctx as *mut WalkCtx as *mut c_void,
+            0,
+        );
+    }
+    ctx.lost
+}
+
+#[inline(never)]
+extern "C" fn desc_cb(index: u64, ctx: *mut c_void) -> i64 {
+    let w = ctx as *mut WalkCtx;
+    // SAFETY: `w` is walk()'s context; `cd` points into the DESCS map value.
+    unsafe {
+        let cd = (*w).cd;
+        let i = (index as usize) & (MAX_DESCS - 1);
+        if i as u32 >= (*cd).n {
+            return 1;
+        }
+        let d = &(*cd).descs[i];
+        let dir = (*w).dir;
+        if d.dir & dir == 0 {
+            return 0;
+        }
+        let role = if dir == DIR_IN {
+            ROLE_PTR_IN
+        } else {
+            ROLE_PTR_OUT
+        };
+        if d.parent == NO_PARENT {
+            if let Some((ptr, units)) = resolve(d, (*w).arg)
+                && ptr != 0
+            {
+                let bytes = byte_len(units, d.elem_size);
+                (*w).lost += dxt_copy_buf(
+                    (*w).call_id,
+                    ptr,
+                    bytes,
+                    meta(d.max_len, role, i as u8, 0, false),
+                );
+            }
+            return 0;
+        }
+        let pd = &(*cd).descs[(d.parent as usize) & (MAX_DESCS - 1)];
+        let Some((pptr, count)) = resolve(pd, (*w).arg) else {
+            return 0;
+        };
+        if pptr == 0 {
+            return 0;
+        }
+        // A pointer nested in a byte buffer (a private-data blob holding one struct)
+        // has exactly one "element": the buffer itself.
+        let count = if pd.elem_size <= 1 { 1 } else { count };
+        let n = if count > MAX_NESTED_ELEMS as u64 {
+            MAX_NESTED_ELEMS
+        } else {
+            count as u32
+        };
+        let mut e = ElemCtx {
+            d: d as *const PtrDesc,
+            pptr,
+            stride: pd.elem_size as u64,
+            call_id: (*w).call_id,
+            lost: 0,
+            role,
+            desc: i as u8,
+            _pad: [0; 2],
+        };
+        generated::bpf_loop(
+            n,
+            elem_cb as *const () as *mut c_void,
+            &mut e as *mut ElemCtx as *mut c_void,
+            0,
+        );
+        (*w).lost += e.lost;
+    }
+    0
+}
+
+#[inline(never)]
+extern "C" fn elem_cb(index: u64, ctx: *mut c_void) -> i64 {
+    let e = ctx as *mut ElemCtx;
+    // SAFETY: `e` is desc_cb()'s context; `d` points into the DESCS map value.
+    unsafe {
+        let j = index & 0xff;
+        let base = (*e).pptr + j * (*e).stride;
+        let d = &*(*e).d;
+        if let Some((ptr, units)) = resolve(d, base)
+            && ptr != 0
+        {
+            let bytes = byte_len(units, d.elem_size);
+            (*e).lost += dxt_copy_buf(
+                (*e).call_id,
+                ptr,
+                bytes,
+                meta(d.max_len, (*e).role, (*e).desc, j as u8, false),
+            );
+        }
+    }
+    0
+}
+
+// ---- ioctl ----
+
+#[tracepoint]
+pub fn sys_enter_ioctl(ctx: TracePointContext) -> u32 {
+    match try_enter_ioctl(&ctx) {
+        Ok(v) => v,
+        Err(_) => {
+            bump(&COUNTERS, CNT_WALK_FAIL, 1);
+            0
+        }
+    }
+}
+
+#[inline(always)]
+fn try_enter_ioctl(ctx: &TracePointContext) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    if !pid_ok(tgid) {
+        return Ok(0);
+    }
+    // SAFETY: offsets from the sys_enter_ioctl format (fd@16, cmd@24, arg@32).
+    let (fd, cmd, arg) = unsafe {
+        (
+            ctx.read_at::<u64>(16).map_err(|e| e as i64)? as i32,
+            ctx.read_at::<u64>(24).map_err(|e| e as i64)? as u32,
+            ctx.read_at::<u64>(32).map_err(|e| e as i64)?,
+        )
+    };
+    let key = PidFd { pid: tgid, fd };
+    // SAFETY: presence test only.
+    let (dev, ino) = if unsafe { DERIVED.get(&key) }.is_some() {
+        (0u32, 0u64)
+    } else {
+        match watched_file(fd)? {
+            Some(x) => x,
+            None => return Ok(0),
+        }
+    };
+    bump(&COUNTERS, CNT_CALLS, 1);
+    let call_id = next_id();
+    let ts = ktime();
+    let inflight = Inflight {
+        call_id,
+        arg,
+        cmd,
+        fd,
+        lost: 0,
+        _pad: 0,
+    };
+    if INFLIGHT.insert(&tid, &inflight, 0).is_err() {
+        bump(&DROPS, DROP_INFLIGHT, 1);
+        return Ok(0);
+    }
+    let Some(mut entry) = EVENTS.reserve::<EnterEvent>(0) else {
+        // The whole call is lost: forget it so that no orphan chunks or exit follow.
+        let _ = INFLIGHT.remove(&tid);
+        bump(&DROPS, DROP_CALL, 1);
+        return Ok(0);
+    };
+    entry.write(EnterEvent {
+        hdr: EventHeader {
+            kind: EV_ENTER,
+            cpu: cpu(),
+        },
+        call_id,
+        ts,
+        pid: tgid,
+        tid,
+        fd,
+        cmd,
+        arg,
+        dev: dev as u64,
+        ino,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    });
+    entry.submit(0);
+
+    let size = (cmd >> 16) & 0x3fff;
+    let mut lost = 0;
+    if size > 0 && arg != 0 {
+        lost += dxt_copy_buf(
+            call_id,
+            arg,
+            size as u64,
+            meta(0, ROLE_STRUCT_IN, DESC_STRUCT, 0, false),
+        );
+    }
+    lost += dxt_walk(cmd as u64, call_id, arg, DIR_IN as u64);
+    if lost > 0
+        && let Some(p) = INFLIGHT.get_ptr_mut(&tid)
+    {
+        // SAFETY: only this thread touches its entry.
+        unsafe { (*p).lost += lost }
+    }
+    Ok(0)
+}
+
+#[tracepoint]
+pub fn sys_exit_ioctl(ctx: TracePointContext) -> u32 {
+    match try_exit_ioctl(&ctx) {
+        Ok(v) => v,
+        Err(_) => {
+            bump(&COUNTERS, CNT_WALK_FAIL, 1);
+            0
+        }
+    }
+}
+
+#[inline(always)]
+fn try_exit_ioctl(ctx: &TracePointContext) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    // SAFETY: copied out before the entry is removed.
+    let Some(inf) = (unsafe { INFLIGHT.get(&tid) }).copied() else {
+        return Ok(0);
+    };
+    let _ = INFLIGHT.remove(&tid);
+    // SAFETY: sys_exit_ioctl format: ret@16.
+    let ret: i64 = unsafe { ctx.read_at::<i64>(16).map_err(|e| e as i64)? };
+    let ts = ktime();
+    let mut lost = inf.lost;
+    let size = (inf.cmd >> 16) & 0x3fff;
+    if size > 0 && inf.arg != 0 {
+        lost += dxt_copy_buf(
+            inf.call_id,
+            inf.arg,
+            size as u64,
+            meta(0, ROLE_STRUCT_OUT, DESC_STRUCT, 0, false),
+        );
+    }
+    lost += dxt_walk(inf.cmd as u64, inf.call_id, inf.arg, DIR_OUT as u64);
+    if let Some(cdp) = DESCS.get_ptr(&inf.cmd) {
+        // SAFETY: map value pointer, read-only.
+        let cd = unsafe { &*cdp };
+        let newfd: i64 = match cd.fd_kind {
+            FD_RET if ret >= 0 => ret,
+            FD_FIELD if ret == 0 => {
+                let at = inf.arg + cd.fd_off as u64;
+                // SAFETY: user read through the helper.
+                unsafe {
+                    if cd.fd_size == 8 {
+                        bpf_probe_read_user(at as *const i64).unwrap_or(-1)
+                    } else {
+                        bpf_probe_read_user(at as *const i32).unwrap_or(-1) as i64
+                    }
+                }
+            }
+            _ => -1,
+        };
+        if newfd >= 0 && newfd <= i32::MAX as i64 {
+            let key = PidFd {
+                pid: tgid,
+                fd: newfd as i32,
+            };
+            let _ = DERIVED.insert(&key, &1, 0);
+            emit_fd(
+                tgid,
+                tid,
+                newfd as i32,
+                FD_OP_DERIVED,
+                0,
+                0,
+                0,
+                ret,
+                inf.call_id,
+                0,
+            );
+        }
+    }
+    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
+        bump(&DROPS, DROP_EXIT, 1);
+        return Ok(0);
+    };
+    entry.write(ExitEvent {
+        hdr: EventHeader {
+            kind: EV_EXIT,
+            cpu: cpu(),
+        },
+        call_id: inf.call_id,
+        ts,
+        ret,
+        lost_chunks: lost,
+        _pad: 0,
+    });
+    entry.submit(0);
+    Ok(0)
+}
+
+// ---- descriptors: open / close / fork ----
+
+#[expect(clippy::too_many_arguments, reason = "flat record fields")]
+#[inline(always)]
+fn emit_fd(
+    tgid: u32,
+    tid: u32,
+    fd: i32,
+    op: u32,
+    dev: u32,
+    ino: u64,
+    flags: u32,
+    ret: i64,
+    call_id: u64,
+    path: u64,
+) {
+    let Some(mut entry) = EVENTS.reserve::<FdEventRaw>(0) else {
+        bump(&DROPS, DROP_FD, 1);
+        return;
+    };
+    let p = entry.as_mut_ptr();
+    // SAFETY: `p` is a reserved, writable FdEventRaw in the ring buffer.
+    unsafe {
+        (*p).hdr = EventHeader {
+            kind: EV_FD,
+            cpu: cpu(),
+        };
+        (*p).ts = ktime();
+        (*p).pid = tgid;
+        (*p).tid = tid;
+        (*p).fd = fd;
+        (*p).op = op;
+        (*p).dev = dev as u64;
+        (*p).ino = ino;
+        (*p).flags = flags;
+        (*p)._pad = 0;
+        (*p).ret = ret;
+        (*p).call_id = call_id;
+        (*p).path[0] = 0;
+        if path != 0 {
+            let _ = bpf_probe_read_user_str_bytes(path as *const u8, &mut (*p).path);
+        }
+    }
+    entry.submit(0);
+}
+
+#[tracepoint]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    match try_enter_openat(&ctx) {
+        Ok(v) => v,
+        Err(_) => 0,
+    }
+}
+
+#[inline(always)]
+fn try_enter_openat(ctx: &TracePointContext) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !pid_ok((pid_tgid >> 32) as u32) {
+        return Ok(0);
+    }
+    // SAFETY: sys_enter_openat format: filename@24, flags@32.
+    let (filename, flags) = unsafe {
+        (
+            ctx.read_at::<u64>(24).map_err(|e| e as i64)?,
+            ctx.read_at::<u64>(32).map_err(|e| e as i64)? as u32,
+        )
+    };
+    let args = OpenArgs {
+        filename,
+        flags,
+        _pad: 0,
+    };
+    let _ = OPENS.insert(&(pid_tgid as u32), &args, 0);
+    Ok(0)
+}
+
+#[tracepoint]
+pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
+    match try_exit_openat(&ctx) {
+        Ok(v) => v,
+        Err(_) => {
+            bump(&COUNTERS, CNT_WALK_FAIL, 1);
+            0
+        }
+    }
+}
+
+#[inline(always)]
+fn try_exit_openat(ctx: &TracePointContext) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: copied before removal.
+    let Some(args) = (unsafe { OPENS.get(&tid) }).copied() else {
+        return Ok(0);
+    };
+    let _ = OPENS.remove(&tid);
+    // SAFETY: sys_exit_openat format: ret@16.
+    let ret: i64 = unsafe { ctx.read_at::<i64>(16).map_err(|e| e as i64)? };
+    if ret < 0 {
+        return Ok(0);
+    }
+    if let Some((dev, ino)) = watched_file(ret as i32)? {
+        emit_fd(
+            (pid_tgid >> 32) as u32,
+            tid,
+            ret as i32,
+            FD_OP_OPEN,
+            dev,
+            ino,
+            args.flags,
+            ret,
+            0,
+            args.filename,
+        );
+    }
+    Ok(0)
+}
+
+#[tracepoint]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    match try_enter_close(&ctx) {
+        Ok(v) => v,
+        Err(_) => {
+            bump(&COUNTERS, CNT_WALK_FAIL, 1);
+            0
+        }
+    }
+}
+
+#[inline(always)]
+fn try_enter_close(ctx: &TracePointContext) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !pid_ok(tgid) {
+        return Ok(0);
+    }
+    // SAFETY: sys_enter_close format: fd@16.
+    let fd = unsafe { ctx.read_at::<u64>(16).map_err(|e| e as i64)? } as i32;
+    let key = PidFd { pid: tgid, fd };
+    // SAFETY: presence test only.
+    if unsafe { DERIVED.get(&key) }.is_some() {
+        let _ = DERIVED.remove(&key);
+        emit_fd(tgid, pid_tgid as u32, fd, FD_OP_CLOSE, 0, 0, 0, 0, 0, 0);
+        return Ok(0);
+    }
+    if let Some((dev, ino)) = watched_file(fd)? {
+        emit_fd(tgid, pid_tgid as u32, fd, FD_OP_CLOSE, dev, ino, 0, 0, 0, 0);
+    }
+    Ok(0)
+}
+
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    match try_fork(&ctx) {
+        Ok(v) => v,
+        Err(_) => 0,
+    }
+}
+
+#[inline(always)]
+fn try_fork(ctx: &TracePointContext) -> Result<u32, i64> {
+    if cfg(&FILTER_PIDS) == 0 {
+        return Ok(0);
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: presence test only.
+    if unsafe { PIDS.get(&tgid) }.is_none() {
+        return Ok(0);
+    }
+    // SAFETY: offset from the tracepoint's format file.
+    let child = unsafe {
+        ctx.read_at::<u32>(cfg(&OFF_FORK_CHILD_PID) as usize)
+            .map_err(|e| e as i64)?
+    };
+    // A new thread inserts its tid too; harmless (never a tgid of another process).
+    let _ = PIDS.insert(&child, &1, 0);
+    Ok(0)
+}
+
+// ---- VMBus: dxgvmb_send_sync_msg / dxgvmb_send_async_msg ----
+
+#[inline(always)]
+fn vmb_send(ctx: &ProbeContext, is_async: bool, kernel: bool) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !kernel && !pid_ok(tgid) {
+        return Ok(0);
+    }
+    let channel: u64 = ctx.arg(0).ok_or(1i64)?;
+    let command: u64 = ctx.arg(1).ok_or(1i64)?;
+    let cmd_size: u32 = ctx.arg(2).ok_or(1i64)?;
+    let msg_id = next_id();
+    bump(&COUNTERS, CNT_VMBUS, 1);
+    let lost = dxt_copy_buf(
+        msg_id,
+        command,
+        cmd_size as u64,
+        meta(0, ROLE_VMBUS_REQ, DESC_STRUCT, 0, kernel),
+    );
+    if lost > 0 {
+        bump(&DROPS, DROP_VMBUS, 1);
+    }
+    emit_vmbus(
+        msg_id,
+        tgid,
+        pid_tgid as u32,
+        channel,
+        cmd_size as u64,
+        VMBUS_GUEST_TO_HOST,
+        is_async,
+        None,
+    );
+    if !is_async {
+        let result: u64 = ctx.arg(3).ok_or(1i64)?;
+        let result_size: u32 = ctx.arg(4).ok_or(1i64)?;
+        let v = VmbInflight {
+            msg_id,
+            result,
+            result_size: result_size as u64,
+            channel,
+        };
+        let _ = VMB_INFLIGHT.insert(&(pid_tgid as u32), &v, 0);
+    }
+    Ok(0)
+}
+
+#[inline(always)]
+fn vmb_reply(ctx: &RetProbeContext, kernel: bool) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: copied before removal.
+    let Some(v) = (unsafe { VMB_INFLIGHT.get(&tid) }).copied() else {
+        return Ok(0);
+    };
+    let _ = VMB_INFLIGHT.remove(&tid);
+    let status: i32 = ctx.ret();
+    let lost = dxt_copy_buf(
+        v.msg_id,
+        v.result,
+        v.result_size,
+        meta(0, ROLE_VMBUS_REPLY, DESC_STRUCT, 0, kernel),
+    );
+    if lost > 0 {
+        bump(&DROPS, DROP_VMBUS, 1);
+    }
+    emit_vmbus(
+        v.msg_id,
+        (pid_tgid >> 32) as u32,
+        tid,
+        v.channel,
+        v.result_size,
+        VMBUS_HOST_REPLY,
+        false,
+        Some(status as i64),
+    );
+    Ok(0)
+}
+
+#[expect(clippy::too_many_arguments, reason = "flat record fields")]
+#[inline(always)]
+fn emit_vmbus(
+    msg_id: u64,
+    pid: u32,
+    tid: u32,
+    channel: u64,
+    len: u64,
+    dir: u8,
+    is_async: bool,
+    status: Option<i64>,
+) {
+    let Some(mut entry) = EVENTS.reserve::<VmbusEvent>(0) else {
+        bump(&DROPS, DROP_VMBUS, 1);
+        return;
+    };
+    entry.write(VmbusEvent {
+        hdr: EventHeader {
+            kind: EV_VMBUS,
+            cpu: cpu(),
+        },
+        msg_id,
+        ts: ktime(),
+        pid,
+        tid,
+        channel,
+        status: status.unwrap_or(0),
+        len,
+        dir,
+        is_async: is_async as u8,
+        has_status: status.is_some() as u8,
+        _pad: [0; 5],
+    });
+    entry.submit(0);
+}
+
+#[uprobe]
+pub fn uprobe_send_sync(ctx: ProbeContext) -> u32 {
+    vmb_send(&ctx, false, false).unwrap_or(0)
+}
+
+#[uretprobe]
+pub fn uretprobe_send_sync(ctx: RetProbeContext) -> u32 {
+    vmb_reply(&ctx, false).unwrap_or(0)
+}
+
+#[uprobe]
+pub fn uprobe_send_async(ctx: ProbeContext) -> u32 {
+    vmb_send(&ctx, true, false).unwrap_or(0)
+}
+
+/// Same as the uprobes, for a kernel that has dxgkrnl (WSL2); attached only where the
+/// symbols are in kallsyms and kprobes are available.
+#[kprobe]
+pub fn kprobe_send_sync(ctx: ProbeContext) -> u32 {
+    vmb_send(&ctx, false, true).unwrap_or(0)
+}
+
+#[kretprobe]
+pub fn kretprobe_send_sync(ctx: RetProbeContext) -> u32 {
+    vmb_reply(&ctx, true).unwrap_or(0)
+}
+
+#[kprobe]
+pub fn kprobe_send_async(ctx: ProbeContext) -> u32 {
+    vmb_send(&ctx, true, true).unwrap_or(0)
+}
+
+/// Used by `dxtrace doctor` only: tells whether this kernel lets fentry programs load
+/// (the loader picks the target function at load time).
+#[fentry(function = "do_sys_openat2")]
+pub fn doctor_fentry(_ctx: FEntryContext) -> u32 {
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the verifier rejects any reachable path here, so it is never taken at run time.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

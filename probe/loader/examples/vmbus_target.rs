@@ -1,0 +1,67 @@
+//! A stand-in for the emulator's VMBus send functions, for trying the uprobes by hand:
+//!
+//! ```text
+//! cargo build -p probe --example vmbus_target
+//! dxtrace record --device /dev/kvm --uprobe-binary target/debug/examples/vmbus_target \
+//!     -o /tmp/v.dxtrace -- target/debug/examples/vmbus_target 3
+//! ```
+//!
+//! It exports `dxgvmb_send_sync_msg` / `dxgvmb_send_async_msg` with the driver's C
+//! signatures and calls each N times with recognisable bytes.
+
+use std::ffi::c_void;
+use std::hint::black_box;
+
+/// Fills the reply with `!request` bytes and returns the command size (a recognisable status).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn dxgvmb_send_sync_msg(
+    channel: *mut c_void,
+    command: *const c_void,
+    cmd_size: u32,
+    result: *mut c_void,
+    result_size: u32,
+) -> i32 {
+    black_box(channel);
+    // SAFETY: the caller passes valid buffers of the given sizes.
+    unsafe {
+        let cmd = std::slice::from_raw_parts(command.cast::<u8>(), cmd_size as usize);
+        let res = std::slice::from_raw_parts_mut(result.cast::<u8>(), result_size as usize);
+        for (i, r) in res.iter_mut().enumerate() {
+            *r = !cmd.get(i).copied().unwrap_or(0);
+        }
+    }
+    cmd_size as i32
+}
+
+/// Does nothing but look at its arguments.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn dxgvmb_send_async_msg(
+    channel: *mut c_void,
+    command: *const c_void,
+    cmd_size: u32,
+) -> i32 {
+    black_box((channel, command, cmd_size));
+    0
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1);
+    for i in 0..n {
+        let cmd: Vec<u8> = (0..64).map(|b| (b + i) as u8).collect();
+        let mut reply = vec![0u8; 32];
+        let rc = dxgvmb_send_sync_msg(
+            std::ptr::null_mut(),
+            cmd.as_ptr().cast(),
+            cmd.len() as u32,
+            reply.as_mut_ptr().cast(),
+            reply.len() as u32,
+        );
+        black_box(rc);
+        dxgvmb_send_async_msg(std::ptr::null_mut(), cmd.as_ptr().cast(), 16);
+    }
+}

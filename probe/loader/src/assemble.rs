@@ -1,0 +1,406 @@
+//! Raw ring-buffer events → `.dxtrace` records.
+//!
+//! Chunks of a call arrive between its entry and exit events (they come from the same
+//! thread, and the ring buffer keeps reservation order), so a call is complete when its
+//! exit arrives. Calls still open when the capture ends are flushed with `ts_exit` 0.
+
+use std::collections::{HashMap, HashSet};
+
+use probe_common::*;
+use traces::{
+    BUF_TRUNCATED, BUF_UNREADABLE, Buffer, BufferRole, CaptureStats, Dropped, FdEvent, FdOp,
+    IoctlRecord, ProcessInfo, Record, VmbusDir, VmbusMessage,
+};
+
+use crate::desc::CmdDescriptor;
+use crate::load::RawEvent;
+
+struct Pending {
+    rec: IoctlRecord,
+    /// (role, desc, elem) → index in `rec.buffers`.
+    index: HashMap<(u8, u8, u8), usize>,
+}
+
+#[derive(Default)]
+struct PendingVmbus {
+    req: Option<Buffer>,
+    reply: Option<Buffer>,
+    /// Request already written (the reply comes later).
+    sent: bool,
+    ioctl_id: Option<u64>,
+}
+
+/// Turns raw events into records, in order.
+pub struct Assembler {
+    descs: HashMap<u32, CmdDescriptor>,
+    calls: HashMap<u64, Pending>,
+    vmbus: HashMap<u64, PendingVmbus>,
+    /// Thread → id of the ioctl it is in (links VMBus messages to ioctls).
+    in_call: HashMap<u32, u64>,
+    /// (pid, fd) of derived descriptors → device of the descriptor that created them.
+    derived_dev: HashMap<(u32, i32), u64>,
+    seen_pids: HashSet<u32>,
+    next_id: u64,
+    last_drops: Vec<Vec<u64>>,
+    /// Ioctl records written.
+    pub ioctls: u64,
+    /// VMBus records written.
+    pub vmbus_msgs: u64,
+    /// Buffer bytes written.
+    pub bytes: u64,
+    /// Sum of every drop record's count.
+    pub dropped: u64,
+}
+
+/// glibc `makedev` from the kernel's `major << 20 | minor`.
+fn kernel_dev_to_user(kdev: u64) -> u64 {
+    let major = (kdev >> 20) & 0xfff;
+    let minor = kdev & 0xfffff;
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12) | ((major & !0xfff) << 32)
+}
+
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+fn role_of(r: u8) -> BufferRole {
+    match r {
+        ROLE_STRUCT_OUT => BufferRole::StructOut,
+        ROLE_PTR_IN => BufferRole::PtrIn,
+        ROLE_PTR_OUT => BufferRole::PtrOut,
+        _ => BufferRole::StructIn,
+    }
+}
+
+/// Name of a `DROP_*` slot as written in [`Dropped::reason`].
+pub fn drop_reason(slot: u32) -> &'static str {
+    match slot {
+        DROP_CALL => "ringbuf_full",
+        DROP_CHUNK => "ringbuf_full_chunk",
+        DROP_EXIT => "ringbuf_full_exit",
+        DROP_FD => "ringbuf_full_fd",
+        DROP_VMBUS => "ringbuf_full_vmbus",
+        DROP_INFLIGHT => "inflight_full",
+        _ => "unknown",
+    }
+}
+
+fn append(buf: &mut Buffer, ev: &BufEvent, data: &[u8]) {
+    if ev.flags & FLAG_UNREADABLE != 0 {
+        buf.flags |= BUF_UNREADABLE;
+    }
+    if ev.flags & FLAG_TRUNCATED != 0 {
+        buf.flags |= BUF_TRUNCATED;
+    }
+    if ev.offset as usize == buf.data.len() {
+        buf.data.extend_from_slice(data);
+    } else {
+        // A chunk before this one was lost: keep the prefix only, flagged.
+        buf.flags |= BUF_TRUNCATED;
+    }
+}
+
+fn new_buffer(ev: &BufEvent, role: BufferRole, path: String) -> Buffer {
+    Buffer {
+        addr: ev.addr,
+        role,
+        path,
+        len: ev.total_len,
+        flags: 0,
+        data: Vec::new(),
+    }
+}
+
+impl Assembler {
+    /// An assembler that names pointer buffers after `descs`.
+    pub fn new(descs: impl IntoIterator<Item = CmdDescriptor>) -> Assembler {
+        Assembler {
+            descs: descs.into_iter().map(|d| (d.cmd, d)).collect(),
+            calls: HashMap::new(),
+            vmbus: HashMap::new(),
+            in_call: HashMap::new(),
+            derived_dev: HashMap::new(),
+            seen_pids: HashSet::new(),
+            next_id: 1,
+            last_drops: Vec::new(),
+            ioctls: 0,
+            vmbus_msgs: 0,
+            bytes: 0,
+            dropped: 0,
+        }
+    }
+
+    fn process(&mut self, pid: u32, comm: &str, ts: u64, out: &mut impl FnMut(Record)) {
+        if pid == 0 || !self.seen_pids.insert(pid) {
+            return;
+        }
+        out(Record::Process(process_info(pid, comm, ts)));
+    }
+
+    /// Feeds one event; completed records go to `out`.
+    pub fn push(&mut self, ev: RawEvent, out: &mut impl FnMut(Record)) {
+        match ev {
+            RawEvent::Enter(e) => {
+                self.process(e.pid, &cstr(&e.comm), e.ts, out);
+                let id = self.next_id;
+                self.next_id += 1;
+                let dev = if e.dev == 0 {
+                    self.derived_dev.get(&(e.pid, e.fd)).copied().unwrap_or(0)
+                } else {
+                    kernel_dev_to_user(e.dev)
+                };
+                self.in_call.insert(e.tid, id);
+                self.calls.insert(
+                    e.call_id,
+                    Pending {
+                        rec: IoctlRecord {
+                            id,
+                            ts_enter: e.ts,
+                            ts_exit: 0,
+                            pid: e.pid,
+                            tid: e.tid,
+                            fd: e.fd,
+                            dev,
+                            cmd: e.cmd,
+                            arg: e.arg,
+                            ret: 0,
+                            buffers: Vec::new(),
+                        },
+                        index: HashMap::new(),
+                    },
+                );
+            }
+            RawEvent::Buf(b, data) => {
+                if b.role == ROLE_VMBUS_REQ || b.role == ROLE_VMBUS_REPLY {
+                    let v = self.vmbus.entry(b.id).or_default();
+                    let slot = if b.role == ROLE_VMBUS_REQ {
+                        &mut v.req
+                    } else {
+                        &mut v.reply
+                    };
+                    let buf = slot
+                        .get_or_insert_with(|| new_buffer(&b, BufferRole::StructIn, String::new()));
+                    append(buf, &b, &data);
+                    return;
+                }
+                let Some(p) = self.calls.get_mut(&b.id) else {
+                    return;
+                };
+                let key = (b.role, b.desc, b.elem);
+                let idx = match p.index.get(&key) {
+                    Some(&i) => i,
+                    None => {
+                        let path = if b.desc == DESC_STRUCT {
+                            String::new()
+                        } else {
+                            self.descs
+                                .get(&p.rec.cmd)
+                                .map(|d| d.path_of(b.desc as usize, b.elem as usize))
+                                .unwrap_or_else(|| format!("desc{}", b.desc))
+                        };
+                        p.rec.buffers.push(new_buffer(&b, role_of(b.role), path));
+                        p.index.insert(key, p.rec.buffers.len() - 1);
+                        p.rec.buffers.len() - 1
+                    }
+                };
+                append(&mut p.rec.buffers[idx], &b, &data);
+            }
+            RawEvent::Exit(x) => {
+                let Some(mut p) = self.calls.remove(&x.call_id) else {
+                    return;
+                };
+                p.rec.ts_exit = x.ts;
+                p.rec.ret = x.ret;
+                if x.lost_chunks > 0 {
+                    for b in &mut p.rec.buffers {
+                        if (b.data.len() as u64) < b.len.min(MAX_BUF_LEN as u64) {
+                            b.flags |= BUF_TRUNCATED;
+                        }
+                    }
+                }
+                if self.in_call.get(&p.rec.tid) == Some(&p.rec.id) {
+                    self.in_call.remove(&p.rec.tid);
+                }
+                self.emit_ioctl(p.rec, out);
+            }
+            RawEvent::Fd(f) => {
+                self.process(f.pid, "", f.ts, out);
+                let op = match f.op {
+                    FD_OP_CLOSE => FdOp::Close,
+                    FD_OP_DERIVED => FdOp::Derived,
+                    _ => FdOp::Open,
+                };
+                let mut dev = kernel_dev_to_user(f.dev);
+                match op {
+                    FdOp::Derived => {
+                        // The creating call's device: the parent fd's device.
+                        let parent = self.calls.get(&f.call_id).map(|p| p.rec.dev).unwrap_or(0);
+                        self.derived_dev.insert((f.pid, f.fd), parent);
+                        dev = 0;
+                    }
+                    FdOp::Close => {
+                        self.derived_dev.remove(&(f.pid, f.fd));
+                    }
+                    FdOp::Open => {}
+                }
+                out(Record::Fd(FdEvent {
+                    ts: f.ts,
+                    pid: f.pid,
+                    tid: f.tid,
+                    fd: f.fd,
+                    op,
+                    path: cstr(&f.path),
+                    dev,
+                    ino: f.ino,
+                    flags: f.flags,
+                    ret: f.ret,
+                }));
+            }
+            RawEvent::Vmbus(v) => {
+                self.process(v.pid, "", v.ts, out);
+                let ioctl_id = self.in_call.get(&v.tid).copied();
+                let entry = self.vmbus.entry(v.msg_id).or_default();
+                if v.dir == VMBUS_GUEST_TO_HOST {
+                    entry.ioctl_id = ioctl_id;
+                }
+                let (buf, dir) = if v.dir == VMBUS_HOST_REPLY {
+                    (entry.reply.take(), VmbusDir::HostReply)
+                } else {
+                    entry.sent = true;
+                    (entry.req.take(), VmbusDir::GuestToHost)
+                };
+                let buf = buf.unwrap_or_default();
+                let msg = VmbusMessage {
+                    ts: v.ts,
+                    dir,
+                    // The hook sees a channel pointer, not the adapter LUID; unknown here.
+                    channel: None,
+                    request_id: 0,
+                    is_async: v.is_async != 0,
+                    status: (v.has_status != 0).then_some(v.status),
+                    ioctl_id: entry.ioctl_id.or(ioctl_id),
+                    pid: v.pid,
+                    tid: v.tid,
+                    len: v.len,
+                    flags: buf.flags,
+                    bytes: buf.data,
+                };
+                if v.dir == VMBUS_HOST_REPLY || v.is_async != 0 {
+                    self.vmbus.remove(&v.msg_id);
+                }
+                self.vmbus_msgs += 1;
+                self.bytes += msg.bytes.len() as u64;
+                out(Record::Vmbus(msg));
+            }
+        }
+    }
+
+    fn emit_ioctl(&mut self, rec: IoctlRecord, out: &mut impl FnMut(Record)) {
+        self.ioctls += 1;
+        self.bytes += rec.payload_bytes();
+        out(Record::Ioctl(rec));
+    }
+
+    /// Writes a [`Dropped`] record for every per-CPU counter that grew since the last call.
+    pub fn drops(&mut self, counts: &[Vec<u64>], ts: u64, out: &mut impl FnMut(Record)) {
+        for (slot, cpus) in counts.iter().enumerate() {
+            for (cpu, &v) in cpus.iter().enumerate() {
+                let last = self
+                    .last_drops
+                    .get(slot)
+                    .and_then(|c| c.get(cpu))
+                    .copied()
+                    .unwrap_or(0);
+                if v > last {
+                    self.dropped += v - last;
+                    out(Record::Dropped(Dropped {
+                        ts,
+                        count: v - last,
+                        reason: drop_reason(slot as u32).into(),
+                        cpu: Some(cpu as u32),
+                    }));
+                }
+            }
+        }
+        self.last_drops = counts.to_vec();
+    }
+
+    /// Flushes calls that never saw their exit (capture ended first, or the exit record
+    /// was dropped) and writes the final statistics.
+    pub fn finish(&mut self, counters: &[u64], ts: u64, out: &mut impl FnMut(Record)) {
+        let mut open: Vec<_> = self.calls.drain().map(|(_, p)| p.rec).collect();
+        open.sort_by_key(|r| r.id);
+        for rec in open {
+            self.emit_ioctl(rec, out);
+        }
+        let names = [
+            "kernel_calls",
+            "kernel_bytes",
+            "read_failures",
+            "walk_failures",
+            "kernel_vmbus",
+        ];
+        let mut c: Vec<(String, u64)> = names
+            .iter()
+            .zip(counters)
+            .map(|(n, v)| (n.to_string(), *v))
+            .collect();
+        c.push(("ioctl_records".into(), self.ioctls));
+        c.push(("vmbus_records".into(), self.vmbus_msgs));
+        c.push(("payload_bytes".into(), self.bytes));
+        c.push(("dropped".into(), self.dropped));
+        out(Record::Stats(CaptureStats { ts, counters: c }));
+    }
+}
+
+/// Reads what /proc still knows about a process.
+fn process_info(pid: u32, comm: &str, ts: u64) -> ProcessInfo {
+    let base = format!("/proc/{pid}");
+    let read = |f: &str| std::fs::read(format!("{base}/{f}")).ok();
+    let mut info = ProcessInfo {
+        ts,
+        pid,
+        comm: comm.to_string(),
+        ..ProcessInfo::default()
+    };
+    if let Some(c) = read("comm") {
+        info.comm = String::from_utf8_lossy(&c).trim_end().to_string();
+    }
+    if let Ok(exe) = std::fs::read_link(format!("{base}/exe")) {
+        info.exe = exe.display().to_string();
+    }
+    if let Some(c) = read("cmdline") {
+        info.cmdline = c
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+    }
+    if let Some(stat) = read("stat") {
+        let s = String::from_utf8_lossy(&stat);
+        // Fields after the parenthesised comm: state ppid … starttime is field 22.
+        if let Some(rest) = s.rsplit_once(')').map(|(_, r)| r) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            info.ppid = f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            // SAFETY: sysconf has no memory effects.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+            let ticks: u64 = f.get(19).and_then(|v| v.parse().ok()).unwrap_or(0);
+            info.start_ns = ticks * (1_000_000_000 / hz);
+        }
+    }
+    info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_round_trip() {
+        assert_eq!(kernel_dev_to_user((10 << 20) | 232), 0x0ae8);
+        for user in [0x0ae8u64, 0x0801, 0x1230_0345] {
+            assert_eq!(kernel_dev_to_user(user_dev_to_kernel(user) as u64), user);
+        }
+    }
+}

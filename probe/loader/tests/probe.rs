@@ -1,0 +1,560 @@
+//! Real load/attach tests of the probe (root only; never skipped in CI).
+//!
+//! Workloads run in a child process: this same test binary, started with a filter that
+//! selects one `child_*` test and an extra `out=PATH` argument that tells it to do the
+//! work (libtest treats the extra word as a second, non-matching filter). The probe
+//! filters by the child's pid, so the parallel test threads of this process are not seen.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::hint::black_box;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+
+use probe::{CmdDescriptor, FdReturn, LenSpec, PointerSpec, RecordOptions, RecordSummary};
+use traces::{BufferRole, FdOp, IoctlRecord, Reader, Record, VmbusDir};
+
+/// One probe at a time: keeps the fd leak check and the flood's timing meaningful.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const KVM_GET_API_VERSION: u32 = 0xae00;
+const KVM_CREATE_VM: u32 = 0xae01;
+const KVM_CHECK_EXTENSION: u32 = 0xae03;
+const KVM_CREATE_VCPU: u32 = 0xae41;
+const KVM_SET_USER_MEMORY_REGION: u32 = 0x4020_ae46;
+const KVM_GET_DIRTY_LOG: u32 = 0x4010_ae42;
+const KVM_GET_REGS: u32 = 0x8090_ae81;
+const KVM_CAP_USER_MEMORY: u64 = 3;
+const KVM_GET_SUPPORTED_CPUID: u32 = 0xc008_ae05;
+const SLOT_PAGES: usize = 64;
+const CPUID_NENT: usize = 100;
+
+// ---------------------------------------------------------------- helpers
+
+fn need_root() {
+    // SAFETY: no arguments.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the probe tests need root, and CI runs as root"
+        );
+        eprintln!("skipped: not root (the probe needs CAP_BPF + CAP_PERFMON)");
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: no arguments.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `out=PATH` if this process is a workload child.
+fn child_out() -> Option<PathBuf> {
+    std::env::args().find_map(|a| a.strip_prefix("out=").map(PathBuf::from))
+}
+
+fn child_argv(test: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        std::env::current_exe().unwrap().display().to_string(),
+        test.to_string(),
+        "--exact".into(),
+        "--nocapture".into(),
+        "--test-threads=1".into(),
+        format!("out={}", out.display()),
+    ];
+    v.extend(extra.iter().map(|s| format!("arg={s}")));
+    v
+}
+
+fn child_arg() -> Option<String> {
+    std::env::args().find_map(|a| a.strip_prefix("arg=").map(String::from))
+}
+
+fn bpf_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| {
+            let l = l.display().to_string();
+            l.contains("bpf-prog") || l.contains("bpf-map") || l.contains("bpf_link")
+        })
+        .count()
+}
+
+fn run(opts: RecordOptions) -> RecordSummary {
+    let stop = AtomicBool::new(false);
+    probe::record_blocking(opts, &stop, |_| {}).expect("record")
+}
+
+fn read_trace(path: &Path) -> (traces::Header, Vec<Record>) {
+    let r = Reader::open(path).expect("open trace");
+    let h = r.header().clone();
+    let recs = r.records().map(|r| r.expect("record")).collect();
+    (h, recs)
+}
+
+fn ioctls(recs: &[Record]) -> Vec<&IoctlRecord> {
+    recs.iter()
+        .filter_map(|r| match r {
+            Record::Ioctl(i) => Some(i),
+            _ => None,
+        })
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn ioctl(fd: i32, cmd: u32, arg: u64) -> i64 {
+    // SAFETY: every caller passes an argument valid for `cmd`.
+    unsafe { libc::ioctl(fd, cmd as libc::c_ulong, arg) as i64 }
+}
+
+/// driver-core's kvm table, plus a pointer the table does not list yet (the dirty log's
+/// bitmap, whose length depends on the memory slot) to exercise a plain embedded pointer.
+fn kvm_descriptors() -> Vec<CmdDescriptor> {
+    let mut d = probe::desc::from_table(driver_core::schema::Device::Kvm);
+    for want in [KVM_CREATE_VM, KVM_CREATE_VCPU] {
+        let e = d
+            .iter()
+            .find(|e| e.cmd == want)
+            .expect("fd-returning ioctl in the table");
+        assert_eq!(e.fd, FdReturn::Return);
+    }
+    if d.iter().any(|e| e.cmd == KVM_GET_DIRTY_LOG) {
+        return d;
+    }
+    d.extend([CmdDescriptor {
+        cmd: KVM_GET_DIRTY_LOG,
+        name: "KVM_GET_DIRTY_LOG".into(),
+        fd: FdReturn::None,
+        pointers: vec![PointerSpec {
+            path: "dirty_bitmap".into(),
+            ptr_offset: 8,
+            len: LenSpec::Fixed((SLOT_PAGES / 8) as u32),
+            elem_size: 1,
+            dir_in: false,
+            dir_out: true,
+            max_bytes: 0,
+            trailing: false,
+            parent: None,
+        }],
+    }]);
+    d
+}
+
+// ---------------------------------------------------------------- workloads (child side)
+
+/// The KVM workload: logs `cmd ret struct_in struct_out ptr_out` per call.
+#[test]
+fn child_kvm() {
+    let Some(out) = child_out() else { return };
+    let mut log = String::new();
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .expect("open /dev/kvm");
+    let kfd = kvm.as_raw_fd();
+    let mut line = |cmd: u32, ret: i64, sin: &[u8], sout: &[u8], pout: &[u8]| {
+        log.push_str(&format!(
+            "{cmd:x} {ret} {} {} {}\n",
+            hex(sin),
+            hex(sout),
+            hex(pout)
+        ));
+    };
+    let r = ioctl(kfd, KVM_GET_API_VERSION, 0);
+    line(KVM_GET_API_VERSION, r, &[], &[], &[]);
+    let r = ioctl(kfd, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY);
+    line(KVM_CHECK_EXTENSION, r, &[], &[], &[]);
+    // struct kvm_cpuid2 { nent, padding, entries[nent] (40 bytes each) }: a trailing array.
+    let mut cpuid = vec![0u8; 8 + CPUID_NENT * 40];
+    cpuid[0..4].copy_from_slice(&(CPUID_NENT as u32).to_le_bytes());
+    let before = cpuid[..8].to_vec();
+    let r = ioctl(kfd, KVM_GET_SUPPORTED_CPUID, cpuid.as_mut_ptr() as u64);
+    assert!(r >= 0, "KVM_GET_SUPPORTED_CPUID failed");
+    let nent = u32::from_le_bytes(cpuid[0..4].try_into().unwrap()) as usize;
+    line(
+        KVM_GET_SUPPORTED_CPUID,
+        r,
+        &before,
+        &cpuid[..8],
+        &cpuid[8..8 + nent * 40],
+    );
+    let vm = ioctl(kfd, KVM_CREATE_VM, 0);
+    line(KVM_CREATE_VM, vm, &[], &[], &[]);
+    assert!(vm >= 0, "KVM_CREATE_VM failed");
+    let vm = vm as i32;
+    let r = ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY);
+    line(KVM_CHECK_EXTENSION, r, &[], &[], &[]);
+
+    // SAFETY: anonymous private mapping.
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            SLOT_PAGES * 4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(mem, libc::MAP_FAILED);
+    // struct kvm_userspace_memory_region { slot, flags (LOG_DIRTY_PAGES), gpa, size, uaddr }
+    let mut region = [0u8; 32];
+    region[4..8].copy_from_slice(&1u32.to_le_bytes());
+    region[8..16].copy_from_slice(&0x10_0000u64.to_le_bytes());
+    region[16..24].copy_from_slice(&((SLOT_PAGES * 4096) as u64).to_le_bytes());
+    region[24..32].copy_from_slice(&(mem as u64).to_le_bytes());
+    let r = ioctl(vm, KVM_SET_USER_MEMORY_REGION, region.as_ptr() as u64);
+    line(KVM_SET_USER_MEMORY_REGION, r, &region, &region, &[]);
+
+    let mut bitmap = [0xa5u8; SLOT_PAGES / 8];
+    let mut dirty = [0u8; 16];
+    dirty[8..16].copy_from_slice(&(bitmap.as_mut_ptr() as u64).to_le_bytes());
+    let r = ioctl(vm, KVM_GET_DIRTY_LOG, dirty.as_ptr() as u64);
+    line(KVM_GET_DIRTY_LOG, r, &dirty, &dirty, &bitmap);
+
+    let vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
+    line(KVM_CREATE_VCPU, vcpu, &[], &[], &[]);
+    assert!(vcpu >= 0, "KVM_CREATE_VCPU failed");
+    let mut regs = [0x5au8; 144];
+    let before = regs;
+    let r = ioctl(vcpu as i32, KVM_GET_REGS, regs.as_mut_ptr() as u64);
+    line(KVM_GET_REGS, r, &before, &regs, &[]);
+
+    // SAFETY: closing descriptors this function owns.
+    unsafe {
+        libc::close(vcpu as i32);
+        libc::close(vm);
+    }
+    drop(kvm);
+    std::fs::write(out, log).unwrap();
+}
+
+/// A flood of KVM_CHECK_EXTENSION on /dev/kvm; writes the number of calls made.
+#[test]
+fn child_flood() {
+    let Some(out) = child_out() else { return };
+    let n: u64 = child_arg().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let kvm = std::fs::File::open("/dev/kvm").expect("open /dev/kvm");
+    for _ in 0..n {
+        black_box(ioctl(
+            kvm.as_raw_fd(),
+            KVM_CHECK_EXTENSION,
+            KVM_CAP_USER_MEMORY,
+        ));
+    }
+    std::fs::write(out, n.to_string()).unwrap();
+}
+
+/// Same signature as the driver's; the uprobe target. Fills the reply with the
+/// complement of the request and returns the request size.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn dxgvmb_send_sync_msg(
+    channel: *mut c_void,
+    command: *const c_void,
+    cmd_size: u32,
+    result: *mut c_void,
+    result_size: u32,
+) -> i32 {
+    black_box(channel);
+    // SAFETY: the caller passes valid buffers of these sizes.
+    unsafe {
+        let cmd = std::slice::from_raw_parts(command.cast::<u8>(), cmd_size as usize);
+        let res = std::slice::from_raw_parts_mut(result.cast::<u8>(), result_size as usize);
+        for (i, r) in res.iter_mut().enumerate() {
+            *r = !cmd.get(i).copied().unwrap_or(0);
+        }
+    }
+    black_box(cmd_size as i32)
+}
+
+/// The async send's signature; the uprobe target.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn dxgvmb_send_async_msg(
+    channel: *mut c_void,
+    command: *const c_void,
+    cmd_size: u32,
+) -> i32 {
+    black_box((channel, command, cmd_size));
+    0
+}
+
+/// Sends 3 sync (64-byte request, 32-byte reply; the last one 10 KiB to cross a chunk)
+/// and 3 async messages.
+#[test]
+fn child_vmbus() {
+    let Some(out) = child_out() else { return };
+    let mut log = String::new();
+    for i in 0..3usize {
+        let size = if i == 2 { 10_000 } else { 64 };
+        let cmd: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
+        let mut reply = vec![0u8; 32];
+        let rc = dxgvmb_send_sync_msg(
+            std::ptr::null_mut(),
+            black_box(cmd.as_ptr().cast()),
+            cmd.len() as u32,
+            reply.as_mut_ptr().cast(),
+            reply.len() as u32,
+        );
+        log.push_str(&format!("sync {rc} {} {}\n", hex(&cmd), hex(&reply)));
+        let rc = dxgvmb_send_async_msg(std::ptr::null_mut(), black_box(cmd.as_ptr().cast()), 16);
+        log.push_str(&format!("async {rc} {}\n", hex(&cmd[..16])));
+    }
+    std::fs::write(out, log).unwrap();
+}
+
+// ---------------------------------------------------------------- tests (parent side)
+
+#[test]
+fn kvm_workload_is_captured_exactly() {
+    need_root();
+    if !is_root() || child_out().is_some() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("kvm.log");
+    let trace = dir.path().join("kvm.dxtrace");
+    let bpf_before = bpf_fds();
+    let summary = run(RecordOptions {
+        devices: vec!["/dev/kvm".into()],
+        schemas: vec!["kvm".into()],
+        command: child_argv("child_kvm", &log, &[]),
+        output: trace.clone(),
+        descriptors: kvm_descriptors(),
+        ..Default::default()
+    });
+    assert_eq!(summary.exit_code, Some(0), "workload failed");
+    assert_eq!(
+        bpf_fds(),
+        bpf_before,
+        "programs, links or maps left open after stop"
+    );
+
+    let expected: Vec<Vec<String>> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').map(String::from).collect())
+        .collect();
+    let (header, recs) = read_trace(&trace);
+    assert_eq!(header.devices.len(), 1);
+    assert_eq!(header.devices[0].kind, "char");
+    assert!(!header.vmbus.active);
+    assert!(
+        header.vmbus.detail.contains("kallsyms"),
+        "header must say why VMBus is not captured: {:?}",
+        header.vmbus.detail
+    );
+    let calls = ioctls(&recs);
+    let got: Vec<String> = calls.iter().map(|c| format!("{:x}", c.cmd)).collect();
+    let want: Vec<String> = expected.iter().map(|e| e[0].clone()).collect();
+    assert_eq!(got, want, "captured ioctls differ from the workload's log");
+    assert_eq!(summary.dropped, 0);
+    let kvm_dev = header.devices[0].dev;
+    for (c, e) in calls.iter().zip(&expected) {
+        let ret: i64 = e[1].parse().unwrap();
+        assert_eq!(c.ret, ret, "return value of {:x}", c.cmd);
+        assert!(c.ts_exit >= c.ts_enter && c.ts_enter > 0);
+        assert_eq!(
+            c.dev, kvm_dev,
+            "derived fds inherit the device of their creator"
+        );
+        let size = ((c.cmd >> 16) & 0x3fff) as usize;
+        if size > 0 {
+            let sin = c.buffer(BufferRole::StructIn, "").expect("struct in");
+            assert_eq!(sin.data, unhex(&e[2]), "struct in of {:x}", c.cmd);
+            assert_eq!(sin.len as usize, size);
+            let sout = c.buffer(BufferRole::StructOut, "").expect("struct out");
+            assert_eq!(sout.data, unhex(&e[3]), "struct out of {:x}", c.cmd);
+        } else {
+            assert!(c.buffers.is_empty(), "no buffers for _IO ioctls");
+        }
+        if c.cmd == KVM_GET_SUPPORTED_CPUID {
+            let b = c
+                .buffer(BufferRole::PtrOut, "entries")
+                .expect("trailing cpuid entries");
+            assert_eq!(b.data, unhex(&e[4]), "cpuid entries");
+            let b = c.buffer(BufferRole::PtrIn, "entries").expect("entries in");
+            assert_eq!(b.data.len(), CPUID_NENT * 40);
+        }
+        if c.cmd == KVM_GET_DIRTY_LOG {
+            let b = c
+                .buffer(BufferRole::PtrOut, "dirty_bitmap")
+                .expect("dirty bitmap followed through its pointer");
+            assert_eq!(b.data, unhex(&e[4]));
+            assert_eq!(b.flags, 0);
+        }
+    }
+    // Fd events: open of /dev/kvm, two derived fds, three closes.
+    let fds: Vec<&traces::FdEvent> = recs
+        .iter()
+        .filter_map(|r| match r {
+            Record::Fd(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    let ops: Vec<FdOp> = fds.iter().map(|f| f.op).collect();
+    assert_eq!(
+        ops,
+        vec![
+            FdOp::Open,
+            FdOp::Derived,
+            FdOp::Derived,
+            FdOp::Close,
+            FdOp::Close,
+            FdOp::Close
+        ],
+        "{fds:#?}"
+    );
+    assert_eq!(fds[0].path, "/dev/kvm");
+    assert_eq!(fds[0].dev, kvm_dev);
+    assert!(
+        recs.iter()
+            .any(|r| matches!(r, Record::Process(p) if p.pid == calls[0].pid))
+    );
+    assert!(recs.iter().any(|r| matches!(r, Record::Stats(_))));
+}
+
+#[test]
+fn small_ringbuf_flood_drop_counts_add_up() {
+    need_root();
+    if !is_root() || child_out().is_some() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("flood.log");
+    let trace = dir.path().join("flood.dxtrace");
+    let summary = run(RecordOptions {
+        devices: vec!["/dev/kvm".into()],
+        command: child_argv("child_flood", &log, &["200000"]),
+        output: trace.clone(),
+        ringbuf_size: Some(4096),
+        ..Default::default()
+    });
+    assert_eq!(summary.exit_code, Some(0));
+    let made: u64 = std::fs::read_to_string(&log).unwrap().parse().unwrap();
+    let (_, recs) = read_trace(&trace);
+    let seen = ioctls(&recs).len() as u64;
+    let mut by_reason: HashMap<String, u64> = HashMap::new();
+    for r in &recs {
+        if let Record::Dropped(d) = r {
+            assert!(d.cpu.is_some(), "drops are per CPU");
+            *by_reason.entry(d.reason.clone()).or_default() += d.count;
+        }
+    }
+    let lost_calls = by_reason.get("ringbuf_full").copied().unwrap_or(0)
+        + by_reason.get("inflight_full").copied().unwrap_or(0);
+    assert!(
+        lost_calls > 0,
+        "a 4 KiB ring under a flood must drop: {by_reason:?}"
+    );
+    assert_eq!(
+        seen + lost_calls,
+        made,
+        "events seen ({seen}) + dropped calls ({lost_calls}) != calls made ({made}); {by_reason:?}"
+    );
+}
+
+#[test]
+fn vmbus_uprobes_capture_requests_and_replies() {
+    need_root();
+    if !is_root() || child_out().is_some() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("vmbus.log");
+    let trace = dir.path().join("vmbus.dxtrace");
+    let exe = std::env::current_exe().unwrap();
+    let summary = run(RecordOptions {
+        devices: vec!["/dev/kvm".into()],
+        command: child_argv("child_vmbus", &log, &[]),
+        output: trace.clone(),
+        uprobe_binary: Some(exe.clone()),
+        ..Default::default()
+    });
+    assert_eq!(summary.exit_code, Some(0));
+    let (header, recs) = read_trace(&trace);
+    assert!(header.vmbus.active, "{:?}", header.vmbus.detail);
+    assert!(header.vmbus.detail.starts_with("uprobe:"));
+    let msgs: Vec<&traces::VmbusMessage> = recs
+        .iter()
+        .filter_map(|r| match r {
+            Record::Vmbus(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    let lines: Vec<Vec<String>> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').map(String::from).collect())
+        .collect();
+    // Each sync line is a request + a reply; each async line one message.
+    let mut it = msgs.iter();
+    for l in &lines {
+        let req = it.next().expect("request");
+        assert_eq!(req.dir, VmbusDir::GuestToHost);
+        if l[0] == "sync" {
+            assert!(!req.is_async);
+            assert_eq!(req.bytes, unhex(&l[2]), "request bytes");
+            assert_eq!(req.len as usize, req.bytes.len());
+            assert_eq!(req.flags, 0);
+            let rep = it.next().expect("reply");
+            assert_eq!(rep.dir, VmbusDir::HostReply);
+            assert_eq!(rep.status, Some(l[1].parse().unwrap()));
+            assert_eq!(rep.bytes, unhex(&l[3]), "reply bytes");
+        } else {
+            assert!(req.is_async);
+            assert_eq!(req.bytes, unhex(&l[2]));
+        }
+    }
+    assert!(it.next().is_none(), "extra VMBus records");
+    assert_eq!(summary.dropped, 0);
+}
+
+#[test]
+fn doctor_reports_this_machine() {
+    need_root();
+    if !is_root() || child_out().is_some() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let checks = probe::doctor::run();
+    let get = |n: &str| {
+        checks
+            .iter()
+            .find(|c| c.name == n)
+            .unwrap_or_else(|| panic!("no {n} check in {checks:#?}"))
+    };
+    use probe::doctor::Status;
+    assert_eq!(get("tracepoint programs").status, Status::Ok, "{checks:#?}");
+    assert_eq!(get("uprobe programs").status, Status::Ok, "{checks:#?}");
+    assert_eq!(get("kernel BTF").status, Status::Ok);
+    assert_eq!(get("privileges").status, Status::Ok);
+    // Facts measured on the CI machine kind: no dxgkrnl, no kprobes, fentry refused.
+    if !Path::new("/dev/dxg").exists() {
+        assert_eq!(get("/dev/dxg").status, Status::Warn);
+        assert_eq!(get("dxgkrnl symbols").status, Status::Warn);
+    }
+    for c in &checks {
+        if matches!(c.status, Status::Warn | Status::Fail) {
+            assert!(!c.fix.is_empty(), "{} has no fix text", c.name);
+        }
+    }
+}

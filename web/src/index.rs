@@ -589,6 +589,13 @@ fn percentile(sorted: &[u32], p: f64) -> u64 {
 }
 
 fn sort_lane_io(c: &mut IoCols) {
+    // columns grew by doubling; give the slack back before the index lives for hours
+    c.ts.shrink_to_fit();
+    c.dur.shrink_to_fit();
+    c.code.shrink_to_fit();
+    c.ret.shrink_to_fit();
+    c.bytes.shrink_to_fit();
+    c.id.shrink_to_fit();
     if c.ts.is_sorted() {
         return;
     }
@@ -606,6 +613,12 @@ fn sort_lane_io(c: &mut IoCols) {
 }
 
 fn sort_lane_vm(c: &mut VmCols) {
+    c.ts.shrink_to_fit();
+    c.dur.shrink_to_fit();
+    c.cmd.shrink_to_fit();
+    c.flags.shrink_to_fit();
+    c.ioctl.shrink_to_fit();
+    c.bytes.shrink_to_fit();
     if c.ts.is_sorted() {
         return;
     }

@@ -18,7 +18,7 @@
   function x(t) { return LABEL_W + (t - st.t0) / (st.t1 - st.t0) * plotW(); }
   function lanesTop() { return AXIS_H + TRACKS.length * (TRACK_H + 2) + GAP; }
   function color(kind, c) {
-    const h = (c * 137.508) % 360;
+    const h = (c * 137.508 + (kind === 'vmbus' ? 170 : 20)) % 360;
     return kind === 'vmbus' ? `hsl(${h},45%,52%)` : `hsl(${h},65%,55%)`;
   }
   function fmtNs(n) {

@@ -1,10 +1,12 @@
 //! Subcommands. Each module holds one subcommand's clap arguments and its glue.
 
 mod emulate;
+mod export;
 mod info;
 mod serve;
 mod replay;
 mod schema;
+mod stats;
 mod trim;
 mod util;
 mod workload;
@@ -50,11 +52,9 @@ pub enum Command {
     /// Serve the web UI over a set of traces.
     Serve(serve::ServeArgs),
     /// Statistics per ioctl, process, thread and VMBus command.
-    #[command(disable_help_flag = true)]
-    Stats(util::NotBuilt),
+    Stats(stats::StatsArgs),
     /// Export a trace as Parquet, Perfetto JSON or JSON lines.
-    #[command(disable_help_flag = true)]
-    Export(util::NotBuilt),
+    Export(export::ExportArgs),
     /// Print a device's ioctl table (dxg or kvm).
     Schema(schema::SchemaArgs),
     /// Check what capture can do on this machine and how to fix what is missing.
@@ -89,8 +89,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Emulate(a) => emulate::run(a),
         Command::Workload(a) => workload::run(a),
         Command::Serve(a) => serve::run(a),
-        Command::Stats(_) => util::not_built("stats", 8),
-        Command::Export(_) => util::not_built("export", 8),
+        Command::Stats(a) => stats::run(a),
+        Command::Export(a) => export::run(a),
         Command::Schema(a) => schema::run(a),
         Command::Doctor(_) => util::not_built("doctor", 5),
         Command::Demo(_) => util::not_built("demo", 7),

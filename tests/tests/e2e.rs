@@ -1,5 +1,6 @@
 //! dxtrace end-to-end tests: one test binary, one module per area.
 
 mod e2e {
+    pub mod analysis;
     pub mod cli;
 }

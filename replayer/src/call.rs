@@ -248,6 +248,15 @@ pub(crate) fn prepare(
         let Some(desc) = find_pointer(entry, c.desc_path) else {
             continue;
         };
+        // The program passed memory that could not be read (an error-path test with a bad
+        // pointer): keep the recorded address so the driver faults the same way.
+        if rec
+            .buffers
+            .iter()
+            .any(|b| b.role == BufferRole::PtrIn && b.path == c.path && b.unreadable())
+        {
+            continue;
+        }
         let data_in = if c.dir.is_in() || c.dir == Dir::Pinned {
             recorded(rec, BufferRole::PtrIn, &c.path, c.addr)
         } else {

@@ -137,7 +137,12 @@ fn class_of(effect: Effect, t: HandleType) -> Class {
 /// a larger (opaque) leaf is split so only the effect's bytes change class.
 fn apply(leaves: &mut Vec<Leaf>, off: usize, size: usize, name: &str, class: Class) {
     if let Some(l) = leaves.iter_mut().find(|l| l.off == off && l.size == size) {
-        l.class = class;
+        // A union of a pointer and an fd (SIGNAL…FROMGPU2: monitored_fence_values /
+        // cpu_event_handle): the fd arm's condition is free text the replay cannot
+        // evaluate, while the pointer arm is driven by the table's walk; keep the pointer.
+        if !(l.class == Class::Pointer && matches!(class, Class::TakesFd(_))) {
+            l.class = class;
+        }
         return;
     }
     if let Some(i) = leaves
@@ -187,11 +192,28 @@ fn apply(leaves: &mut Vec<Leaf>, off: usize, size: usize, name: &str, class: Cla
     leaves.sort_by_key(|l| l.off);
 }
 
+/// The table's pointer descriptors are authoritative for which fields hold pointers
+/// (a union member may be declared as a plain integer in the layout).
+fn mark_pointers(leaves: &mut Vec<Leaf>, ptrs: &[PointerDesc]) {
+    for p in ptrs {
+        if let driver_core::schema::PtrAddr::Field { offset } = p.addr {
+            apply(leaves, offset as usize, 8, p.path, Class::Pointer);
+        }
+    }
+}
+
 /// Plan of an ioctl's argument struct, with the entry's field-level handle effects.
 pub(crate) fn struct_plan(entry: &IoctlDesc) -> Plan {
     let mut leaves = Vec::new();
     flatten_struct(entry.layout, 0, "", &mut leaves);
+    mark_pointers(&mut leaves, entry.pointers);
     for h in entry.handles {
+        // An fd taken only under a condition the table states in prose ("if
+        // flags.enqueue_cpu_event") shares its bytes with plain values (fence values): the
+        // replay cannot tell which arm is live, so it leaves the bytes as recorded.
+        if h.effect == Effect::TakesFd && !h.when.is_empty() {
+            continue;
+        }
         if let Loc::Field { path, offset, size } = h.loc {
             apply(
                 &mut leaves,
@@ -221,6 +243,7 @@ pub(crate) fn elem_plan(entry: &IoctlDesc, p: &PointerDesc) -> Plan {
                 l.path = s.to_string();
             }
         }
+        mark_pointers(&mut leaves, p.nested);
         for h in entry.handles {
             if let Loc::Elem {
                 pointer,

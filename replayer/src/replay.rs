@@ -412,6 +412,14 @@ impl<B: Backend> Replayer<B> {
         let mut prepared = match entry {
             Some(e) => {
                 let live = &self.live;
+                // A call that failed in the capture may have been given a bogus handle on
+                // purpose (error-path tests): pass unknown values through unchanged so the
+                // same failure is reproduced. Only successful calls need every input mapped.
+                let failed = matches!(
+                    driver_core::ntstatus::classify_return(rec.ret),
+                    driver_core::ReturnValue::Errno { .. }
+                        | driver_core::ReturnValue::RawNtStatus { .. }
+                );
                 let mut map = |v: u64, is_fd: bool, t: HandleType| -> Option<u64> {
                     let o = if is_fd {
                         Obj::Fd(v as i64)
@@ -423,6 +431,7 @@ impl<B: Backend> Replayer<B> {
                         // eventfds are made by the program, outside any traced device:
                         // the replay cannot recreate the program's, so it makes its own.
                         None if is_fd && t == HandleType::EventFd => make_eventfd(),
+                        None if failed => Some(v),
                         None => None,
                     }
                 };

@@ -3,4 +3,5 @@
 mod e2e {
     pub mod analysis;
     pub mod cli;
+    pub mod replay;
 }

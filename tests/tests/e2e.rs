@@ -4,4 +4,5 @@ mod e2e {
     pub mod analysis;
     pub mod cli;
     pub mod replay;
+    pub mod web;
 }

@@ -157,10 +157,11 @@ pub fn record_blocking(
     let mut pending: Vec<Record> = Vec::new();
     loop {
         let finished = stop.load(Ordering::SeqCst) || exit_code.is_some();
-        probe.poll(
-            Duration::from_millis(if finished { 0 } else { 100 }),
-            |ev| asm.push(ev, &mut |r| pending.push(r)),
-        )?;
+        // The kernel side wakes us only when the ring is an eighth full (see
+        // wake_flags in probe/ebpf), so this timeout bounds the latency of quiet periods.
+        probe.poll(Duration::from_millis(if finished { 0 } else { 50 }), |ev| {
+            asm.push(ev, &mut |r| pending.push(r))
+        })?;
         for r in pending.drain(..) {
             if let Err(e) = writer.push(&r) {
                 err.get_or_insert(e.into());

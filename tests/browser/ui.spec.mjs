@@ -80,6 +80,10 @@ try {
     const d = window.dxtrace.st.data;
     return d && d.lanes.some(l => l.mode === 'spans' && l.spans.length > 0);
   }, null, { timeout: 20000 });
+  // let the last debounced tile load land, so what is drawn is what will be clicked
+  await page.waitForFunction(() => window.dxtrace.idle(), null, { timeout: 20000 });
+  await page.waitForTimeout(200);
+  await page.waitForFunction(() => window.dxtrace.idle(), null, { timeout: 20000 });
   const w1 = await page.evaluate(() => window.dxtrace.st.t1 - window.dxtrace.st.t0);
   check(w1 < w0 / 3, `wheel zoomed in (${w0} ns → ${w1} ns)`);
   check(new URL(page.url()).searchParams.has('t0'), 'URL carries the time window');

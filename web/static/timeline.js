@@ -12,7 +12,7 @@
   const TRACKS = [['ioctls/s', 'ioctls', '#2f6fde'], ['bytes/s', 'bytes', '#7a4fd0'], ['VMBus msgs/s', 'vmbus', '#1f9d74']];
   const st = { t0: Number(cv.dataset.t0), t1: Number(cv.dataset.t1), data: null, sel: null, detail: null, seq: 0, rects: [] };
   // exposed for the end-to-end test and for debugging in the console
-  window.dxtrace = { st, draws: 0, loads: 0, rects: () => st.rects, hit: (x, y) => hit(x, y) };
+  window.dxtrace = { st, draws: 0, loads: 0, idle: () => !st.pending && !!st.data, rects: () => st.rects, hit: (x, y) => hit(x, y) };
 
   function plotW() { return Math.max(50, cv.clientWidth - LABEL_W); }
   function x(t) { return LABEL_W + (t - st.t0) / (st.t1 - st.t0) * plotW(); }
@@ -47,7 +47,7 @@
   }
 
   let timer = null;
-  function schedule() { clearTimeout(timer); timer = setTimeout(load, 60); draw(); updateUrl(); }
+  function schedule() { st.pending = true; clearTimeout(timer); timer = setTimeout(load, 60); draw(); updateUrl(); }
   async function load() {
     const seq = ++st.seq;
     const t0 = Math.max(0, Math.floor(st.t0)), t1 = Math.max(t0 + 1, Math.ceil(st.t1));
@@ -56,7 +56,10 @@
     if (seq !== st.seq) return;
     if (!r.ok) { showError((await r.json().catch(() => ({}))).error || r.statusText); return; }
     const lanesBefore = st.data ? st.data.lanes.length : -1;
-    st.data = await r.json();
+    const data = await r.json();
+    if (seq !== st.seq) return;
+    st.data = data;
+    st.pending = false;
     window.dxtrace.loads++;
     if (st.data.lanes.length !== lanesBefore) resize();
     draw();

@@ -1,8 +1,10 @@
 //! Subcommands. Each module holds one subcommand's clap arguments and its glue.
 
+mod doctor;
 mod emulate;
 mod export;
 mod info;
+mod record;
 mod serve;
 mod replay;
 mod schema;
@@ -39,8 +41,7 @@ pub enum Command {
     /// Show a trace's header, record counts, time span, processes, drops and integrity.
     Info(info::InfoArgs),
     /// Capture ioctls (and VMBus messages where possible) with the eBPF probe.
-    #[command(disable_help_flag = true)]
-    Record(util::NotBuilt),
+    Record(record::RecordArgs),
     /// Re-execute a trace against the emulator or a real device and report divergences.
     Replay(replay::ReplayArgs),
     /// Cut a trace down to what one call needs to replay.
@@ -58,8 +59,7 @@ pub enum Command {
     /// Print a device's ioctl table (dxg or kvm).
     Schema(schema::SchemaArgs),
     /// Check what capture can do on this machine and how to fix what is missing.
-    #[command(disable_help_flag = true)]
-    Doctor(util::NotBuilt),
+    Doctor(doctor::DoctorArgs),
     /// Record the emulator scenarios and serve the UI over them.
     #[command(disable_help_flag = true)]
     Demo(util::NotBuilt),
@@ -83,7 +83,7 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Info(a) => info::run(a),
-        Command::Record(_) => util::not_built("record", 5),
+        Command::Record(a) => record::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Trim(a) => trim::run(a),
         Command::Emulate(a) => emulate::run(a),
@@ -92,7 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(a) => stats::run(a),
         Command::Export(a) => export::run(a),
         Command::Schema(a) => schema::run(a),
-        Command::Doctor(_) => util::not_built("doctor", 5),
+        Command::Doctor(a) => doctor::run(a),
         Command::Demo(_) => util::not_built("demo", 7),
     }
 }

@@ -257,7 +257,7 @@
     zoom(e.deltaY < 0 ? 0.8 : 1.25, tAt(e.clientX - r.left));
   }, { passive: false });
   let drag = null;
-  cv.addEventListener('mousedown', e => { drag = { x: e.clientX, t0: st.t0, t1: st.t1, moved: false }; cv.focus(); });
+  cv.addEventListener('mousedown', e => { drag = { x: e.clientX, t0: st.t0, t1: st.t1, moved: false }; cv.focus({ preventScroll: true }); });
   window.addEventListener('mousemove', e => {
     const tip = document.getElementById('tl-tip');
     if (drag) {
@@ -280,6 +280,7 @@
     if (drag && !drag.moved) {
       const r = cv.getBoundingClientRect();
       const h = hit(e.clientX - r.left, e.clientY - r.top);
+      window.dxtrace.lastHit = h;
       if (h) select(h.lane, h.i);
     }
     drag = null;

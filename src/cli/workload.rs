@@ -31,11 +31,22 @@ pub fn run(a: WorkloadArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let Some(name) = a.name else { bail!("a scenario name is required (see --list)") };
-    let s = workload::scenario(&name).with_context(|| format!("unknown scenario {name:?} (see --list)"))?;
-    let device = a.device.unwrap_or_else(|| PathBuf::from(if s.device == "kvm" { "/dev/kvm" } else { "/dev/dxg" }));
+    let Some(name) = a.name else {
+        bail!("a scenario name is required (see --list)")
+    };
+    let s = workload::scenario(&name)
+        .with_context(|| format!("unknown scenario {name:?} (see --list)"))?;
+    let device = a.device.unwrap_or_else(|| {
+        PathBuf::from(if s.device == "kvm" {
+            "/dev/kvm"
+        } else {
+            "/dev/dxg"
+        })
+    });
     let mut file = match &a.log {
-        Some(p) => Some(std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
+        Some(p) => Some(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        ),
         None => None,
     };
     let mut backend = RealDevice::new();

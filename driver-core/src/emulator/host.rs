@@ -160,6 +160,66 @@ pub const IO_SPACE_BASE: u64 = 0x0000_0010_0000_0000;
 /// Size of the emulated IO space.
 pub const IO_SPACE_SIZE: u64 = 256 << 20;
 
+/// Where the CPU view of the first emulator's IO space is mapped (later emulators in the
+/// same process take the following slots).
+pub const IO_WINDOW_BASE: u64 = 0x0000_3e00_0000_0000;
+
+static NEXT_IO_SLOT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The CPU mapping of the whole IO space (fence pages, LOCK2 data), at a fixed address
+/// when possible: the driver hands these CPU addresses to user space in ioctl outputs and
+/// they end up in traces, which must be reproducible. Anonymous and `MAP_NORESERVE`, so
+/// only touched pages cost memory.
+struct IoWindow {
+    ptr: *mut u8,
+}
+
+// SAFETY: the window is plain memory owned by the host; all access goes through the
+// host's `&mut self` (the host lives behind a Mutex).
+unsafe impl Send for IoWindow {}
+
+impl IoWindow {
+    fn map() -> IoWindow {
+        let slot = NEXT_IO_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let want = IO_WINDOW_BASE + slot * IO_SPACE_SIZE;
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        let len = IO_SPACE_SIZE as usize;
+        // SAFETY: new anonymous mappings; NOREPLACE never clobbers an existing one.
+        let mut p = unsafe {
+            libc::mmap(
+                want as *mut libc::c_void,
+                len,
+                prot,
+                flags | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            // Taken: anywhere (addresses in traces then vary between runs).
+            // SAFETY: as above.
+            p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
+        }
+        assert!(p != libc::MAP_FAILED, "cannot map the emulated IO space");
+        IoWindow { ptr: p.cast() }
+    }
+    fn page(&mut self, phys: u64, len: u64) -> &mut [u8] {
+        let off = (phys - IO_SPACE_BASE) as usize;
+        assert!(off as u64 + len <= IO_SPACE_SIZE, "IO space overflow");
+        // SAFETY: inside the mapping (checked above); `&mut self` makes it exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len as usize) }
+    }
+}
+
+impl Drop for IoWindow {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping. A client still holding a fence CPU address would fault,
+        // as it would after the real device is gone.
+        unsafe { libc::munmap(self.ptr.cast(), IO_SPACE_SIZE as usize) };
+    }
+}
+
 /// The fake host.
 pub struct FakeHost {
     adapters: Vec<AdapterSpec>,
@@ -174,7 +234,9 @@ pub struct FakeHost {
     next_index: u32,
     objs: HashMap<u32, Obj>,
     fences: HashMap<u32, (u64, u64)>,
-    io: BTreeMap<u64, Box<[u8]>>,
+    /// IO-space allocations: base → size (bytes live in `window`).
+    io: BTreeMap<u64, u64>,
+    window: IoWindow,
     next_io: u64,
     pending: Vec<(u64, u32, u64)>,
     busy: HashMap<u32, u64>,
@@ -248,6 +310,7 @@ impl FakeHost {
             objs: HashMap::new(),
             fences: HashMap::new(),
             io: BTreeMap::new(),
+            window: IoWindow::map(),
             next_io: IO_SPACE_BASE,
             pending: Vec::new(),
             busy: HashMap::new(),
@@ -279,28 +342,32 @@ impl FakeHost {
         let size = size.max(4096).div_ceil(4096) * 4096;
         let a = self.next_io;
         self.next_io += size;
-        self.io
-            .insert(a, vec![0u8; size as usize].into_boxed_slice());
+        self.io.insert(a, size);
         a
     }
 
     /// CPU address of IO-space address `phys` (what `io_remap_pfn_range` gives the
     /// process). The page stays valid as long as the host lives.
     pub fn map_io(&mut self, phys: u64) -> Option<u64> {
-        let (base, page) = self.io.range_mut(..=phys).next_back()?;
+        let (base, size) = self.io.range(..=phys).next_back()?;
         let off = phys - base;
-        (off < page.len() as u64).then(|| page.as_mut_ptr() as u64 + off)
+        // Past the window (a very long session) there is no CPU view: 0, as for an
+        // unmapped page.
+        let inside = phys - IO_SPACE_BASE + 8 <= IO_SPACE_SIZE;
+        (off < *size && inside).then(|| self.window.ptr as u64 + (phys - IO_SPACE_BASE))
     }
 
     fn write_fence(&mut self, h: u32, v: u64) {
         if let Some(f) = self.fences.get_mut(&h) {
             f.0 = f.0.max(v);
             let (val, phys) = *f;
-            if let Some((base, page)) = self.io.range_mut(..=phys).next_back() {
-                let off = (phys - base) as usize;
-                if off + 8 <= page.len() {
-                    page[off..off + 8].copy_from_slice(&val.to_le_bytes());
-                }
+            if let Some((base, size)) = self.io.range(..=phys).next_back()
+                && phys - base + 8 <= *size
+                && phys - IO_SPACE_BASE + 8 <= IO_SPACE_SIZE
+            {
+                self.window
+                    .page(phys, 8)
+                    .copy_from_slice(&val.to_le_bytes());
             }
         }
     }

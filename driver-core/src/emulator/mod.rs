@@ -11,10 +11,12 @@
 //! * [`fault`] — fault injection specs ([`Fault::parse`]).
 //! * [`ProcessMemory`] — another process's memory through `process_vm_readv/writev`
 //!   (the FUSE device follows embedded pointers with it).
+//! * [`fuse`] — the emulated device as `DIR/dxg` on a FUSE mount ([`FuseMount`]).
 
 pub mod bus;
 pub mod driver;
 pub mod fault;
+pub mod fuse;
 pub mod host;
 pub mod sink;
 
@@ -28,6 +30,7 @@ use std::sync::{Arc, Mutex};
 
 pub use bus::{Clock, DxgVmbusChannel, dxgvmb_send_async_msg, dxgvmb_send_sync_msg};
 pub use fault::{Fault, FaultError, Occurrence};
+pub use fuse::FuseMount;
 pub use host::{AdapterSpec, LatencyModel};
 pub use sink::{
     AnnotationEvent, BufEvent, BufRole, Event, EventSink, FdOpEvent, FnSink, IoctlEvent, NullSink,

@@ -6,8 +6,11 @@ use crate::layout::Pod;
 
 type Res = Result<(), WorkloadError>;
 
-fn addr<T>(v: &mut [T]) -> u64 {
-    v.as_mut_ptr() as u64
+/// The address a scenario puts in a struct: a copy of `v` in the staging arena, written
+/// back to `v` after the next call (see [`super::arena`]).
+fn addr<T: Copy>(v: &mut [T]) -> u64 {
+    // SAFETY: every caller passes a local that outlives the next ioctl it is used by.
+    unsafe { super::arena::stage(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
 }
 
 /// Objects a session sets up.
@@ -104,7 +107,7 @@ fn allocate(
     let mut infos = vec![AllocationInfo2::zeroed(); n];
     for (i, info) in infos.iter_mut().enumerate() {
         privs[i][0] = i as u8 + 1;
-        info.priv_drv_data = privs[i].as_mut_ptr() as u64;
+        info.priv_drv_data = addr(&mut privs[i]);
         info.priv_drv_data_size = 32;
     }
     let mut rt = [0x5au8; 8];
@@ -657,8 +660,10 @@ pub fn error_paths(r: &mut Runner<'_, '_>) -> Res {
     let einval = -(libc::EINVAL as i64);
     let enotty = -(libc::ENOTTY as i64);
     // Unknown number, legacy number, wrong struct size.
-    r.raw("nr 0x60", 0xC004_4760, 0)?;
     let mut buf = [0u8; 128];
+    // A valid buffer even for the unknown number: through a FUSE file the kernel copies
+    // the struct before the daemon sees the call, so a NULL arg would be -EFAULT there.
+    r.raw("nr 0x60", 0xC004_4760, buf.as_mut_ptr() as u64)?;
     let bad = r.raw(
         "LX_DXCREATECONTEXT (legacy)",
         0xC060_4703,
@@ -708,7 +713,7 @@ pub fn error_paths(r: &mut Runner<'_, '_>) -> Res {
     a.device = s.device;
     a.alloc_count = 1;
     a.allocation_info = addr(&mut infos);
-    a.priv_drv_data = &mut std_ as *mut _ as u64;
+    a.priv_drv_data = addr(std::slice::from_mut(&mut std_));
     a.flags = 1 << 16;
     let raw = r.call("LX_DXCREATEALLOCATION", &mut a)?;
     r.note(format!(

@@ -3,8 +3,10 @@
 //!
 //! Every scenario issues its ioctls through a [`Runner`], which looks request codes up in
 //! the device table (never a second table), logs each call (`ioctl`, `code`, `ret`) and
-//! keeps the results so runs can be compared.
+//! keeps the results so runs can be compared. Every struct and pointed-to buffer goes
+//! through the fixed-address [`arena`], so traces of a scenario are reproducible.
 
+pub mod arena;
 mod dxg;
 pub mod kvm;
 
@@ -101,17 +103,34 @@ impl<'a, 'l> Runner<'a, 'l> {
             )));
         }
         // SAFETY: `arg` is a live, correctly sized struct; every pointer the scenarios put
-        // in it targets a live buffer of the size the struct states.
-        let ret = unsafe { self.backend.ioctl(self.fd, e.code, arg as *mut T as u64) };
+        // in it targets a live buffer (or its arena copy) of the size the struct states;
+        // the staged buffers' owners are still live locals of the calling scenario.
+        let ret = unsafe {
+            let staged = arena::stage((arg as *mut T).cast(), size_of::<T>());
+            let ret = self.backend.ioctl(self.fd, e.code, staged);
+            arena::sync_back();
+            ret
+        };
         self.record(e.name, e.code, ret, arg.as_bytes())?;
         Ok(ret)
     }
 
     /// Issues a raw request code (error paths: wrong sizes, unknown numbers).
     pub fn raw(&mut self, label: &str, code: u32, arg: u64) -> Result<i64, WorkloadError> {
+        // `_IO` requests carry a plain value, never an address: only sized ones are staged.
+        let size = ((code >> 16) & 0x3fff) as usize;
         // SAFETY: the scenarios pass either 0 or the address of a live buffer of at least
         // the size encoded in `code`.
-        let ret = unsafe { self.backend.ioctl(self.fd, code, arg) };
+        let ret = unsafe {
+            let staged = if arg != 0 && size > 0 {
+                arena::stage(arg as *mut u8, size)
+            } else {
+                arg
+            };
+            let ret = self.backend.ioctl(self.fd, code, staged);
+            arena::sync_back();
+            ret
+        };
         self.record(label, code, ret, &[])?;
         Ok(ret)
     }
@@ -258,6 +277,7 @@ pub fn run(
             path: device.display().to_string(),
             source,
         })?;
+    arena::reset();
     let (res, calls, notes) = {
         let mut r = Runner::new(backend, fd, log);
         let res = (s.run)(&mut r);

@@ -71,7 +71,7 @@
 //! | 1 | [`ProcessInfo`] | `[ts, pid, ppid, comm, exe, start_ns, cmdline[]]` |
 //! | 2 | [`FdEvent`] | `[ts, pid, tid, fd, op (0 open, 1 close, 2 derived), path, dev, ino, flags, ret]` |
 //! | 3 | [`IoctlRecord`] | `[id, ts_enter, ts_exit, pid, tid, fd, dev, cmd, arg, ret, buffers[]]` |
-//! |   | [`Buffer`] (element of `buffers`) | `[addr, role (0 struct_in, 1 struct_out, 2 ptr_in, 3 ptr_out), path, len, flags (1 truncated, 2 unreadable), data: bin]` |
+//! |   | [`Buffer`] (element of `buffers`) | `[addr, role (0 struct_in, 1 struct_out, 2 ptr_in, 3 ptr_out), path, len, flags (1 truncated, 2 unreadable, 4 zero-filled: non-resident pages of pinned memory stored as zeros), data: bin]` |
 //! | 4 | [`VmbusMessage`] | `[ts, dir (0 guest→host, 1 host reply, 2 host→guest), channel (nil = global, else adapter LUID u64), request_id, is_async, status (nil or i64), ioctl_id (nil or u64), pid, tid, len, flags, bytes: bin]` |
 //! | 5 | [`HostSignal`] | `[ts, event_id, pid, fd, source, detail]` |
 //! | 6 | [`Dropped`] | `[ts, count, reason, cpu (nil or u32)]` |

@@ -206,6 +206,9 @@ impl TryFrom<u8> for BufferRole {
 pub const BUF_TRUNCATED: u8 = 1;
 /// `Buffer::flags` bit: the memory could not be read at all (`data` is empty).
 pub const BUF_UNREADABLE: u8 = 2;
+/// `Buffer::flags` bit: some pages of pinned memory were not resident when captured
+/// (never touched, or swapped out) and are stored as zeros.
+pub const BUF_ZERO_FILLED: u8 = 4;
 
 /// One captured memory buffer. Body: `[addr, role, path, len, flags, data]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -220,7 +223,7 @@ pub struct Buffer {
     pub path: String,
     /// Length the program asked for (may exceed `data.len()` when truncated).
     pub len: u64,
-    /// [`BUF_TRUNCATED`] | [`BUF_UNREADABLE`].
+    /// [`BUF_TRUNCATED`] | [`BUF_UNREADABLE`] | [`BUF_ZERO_FILLED`].
     pub flags: u8,
     /// The bytes (MessagePack `bin`).
     #[serde(with = "serde_bytes")]

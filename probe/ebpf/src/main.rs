@@ -305,9 +305,11 @@ extern "C" fn chunk_cb(index: u64, ctx: *mut c_void) -> i64 {
             generated::bpf_probe_read_user(dst, n as u32, src)
         };
         if r != 0 {
+            // Not resident (never touched, or swapped out): this program cannot fault
+            // pages in. Report the chunk with its intended length and no bytes, and go
+            // on with the next chunk: later pages of the buffer may be readable.
             bump(&COUNTERS, CNT_READ_FAIL, 1);
             (*rec).ev.flags |= FLAG_UNREADABLE;
-            (*rec).ev.len = 0;
             n = 0;
         }
         let total = (core::mem::size_of::<BufEvent>() as u64 + n) as usize;
@@ -318,7 +320,7 @@ extern "C" fn chunk_cb(index: u64, ctx: *mut c_void) -> i64 {
         } else {
             bump(&COUNTERS, CNT_BYTES, n);
         }
-        if r != 0 { 1 } else { 0 }
+        0
     }
 }
 

@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 
 use probe_common::*;
 use traces::{
-    BUF_TRUNCATED, BUF_UNREADABLE, Buffer, BufferRole, CaptureStats, Dropped, FdEvent, FdOp,
-    IoctlRecord, ProcessInfo, Record, VmbusDir, VmbusMessage,
+    BUF_TRUNCATED, BUF_UNREADABLE, BUF_ZERO_FILLED, Buffer, BufferRole, CaptureStats, Dropped,
+    FdEvent, FdOp, IoctlRecord, ProcessInfo, Record, VmbusDir, VmbusMessage,
 };
 
 use crate::desc::CmdDescriptor;
@@ -86,8 +86,16 @@ pub fn drop_reason(slot: u32) -> &'static str {
     }
 }
 
-fn append(buf: &mut Buffer, ev: &BufEvent, data: &[u8]) {
+fn append(buf: &mut Buffer, ev: &BufEvent, data: &[u8], pinned: bool) {
     if ev.flags & FLAG_UNREADABLE != 0 {
+        if pinned && ev.offset as usize == buf.data.len() && data.is_empty() {
+            // A non-resident page of pinned memory (e.g. guest memory never touched
+            // before KVM_SET_USER_MEMORY_REGION): anonymous memory reads as zeros, and
+            // the flag says these bytes were not actually read.
+            buf.data.resize(buf.data.len() + ev.len as usize, 0);
+            buf.flags |= BUF_ZERO_FILLED;
+            return;
+        }
         buf.flags |= BUF_UNREADABLE;
     }
     if ev.flags & FLAG_TRUNCATED != 0 {
@@ -181,7 +189,7 @@ impl Assembler {
                     };
                     let buf = slot
                         .get_or_insert_with(|| new_buffer(&b, BufferRole::StructIn, String::new()));
-                    append(buf, &b, &data);
+                    append(buf, &b, &data, false);
                     return;
                 }
                 let Some(p) = self.calls.get_mut(&b.id) else {
@@ -204,7 +212,12 @@ impl Assembler {
                         p.rec.buffers.len() - 1
                     }
                 };
-                append(&mut p.rec.buffers[idx], &b, &data);
+                let pinned = b.desc != DESC_STRUCT
+                    && self
+                        .descs
+                        .get(&p.rec.cmd)
+                        .is_some_and(|d| d.is_pinned(b.desc as usize));
+                append(&mut p.rec.buffers[idx], &b, &data, pinned);
             }
             RawEvent::Exit(x) => {
                 let Some(mut p) = self.calls.remove(&x.call_id) else {

@@ -66,6 +66,10 @@ pub struct PointerSpec {
     pub max_bytes: u32,
     /// Index of the array pointer this one lives in (one level of nesting).
     pub parent: Option<usize>,
+    /// Memory the driver keeps using after the call (`Dir::Pinned`): pages that are not
+    /// resident are stored as zeros (flagged [`traces::BUF_ZERO_FILLED`]) rather than
+    /// ending the buffer.
+    pub pinned: bool,
 }
 
 /// Everything the probe needs to know about one request code.
@@ -123,6 +127,11 @@ impl CmdDescriptor {
         (cd, self.pointers.len() - n)
     }
 
+    /// True when descriptor `desc` is pinned memory.
+    pub fn is_pinned(&self, desc: usize) -> bool {
+        self.pointers.get(desc).is_some_and(|p| p.pinned)
+    }
+
     /// Field path of descriptor `desc` for element `elem` (nested pointers).
     pub fn path_of(&self, desc: usize, elem: usize) -> String {
         match self.pointers.get(desc) {
@@ -134,13 +143,16 @@ impl CmdDescriptor {
 }
 
 /// One pointer of a driver-core table in probe form; `None` for what the kernel side
-/// cannot copy (pinned pages, host-reported lengths).
+/// cannot copy (host-reported lengths).
 fn spec_of(p: &schema::PointerDesc, parent: Option<usize>) -> Option<PointerSpec> {
     let (dir_in, dir_out) = match p.dir {
         Dir::In => (true, false),
         Dir::Out => (false, true),
         Dir::InOut => (true, true),
-        Dir::Pinned => return None,
+        // Memory the driver keeps using after the call (KVM guest memory, dxg existing
+        // sysmem) is captured at entry: its content then (e.g. the guest code written
+        // before KVM_SET_USER_MEMORY_REGION) is what a replay must recreate.
+        Dir::Pinned => (true, false),
     };
     let (ptr_offset, trailing) = match p.addr {
         PtrAddr::Field { offset } => (offset, false),
@@ -167,6 +179,7 @@ fn spec_of(p: &schema::PointerDesc, parent: Option<usize>) -> Option<PointerSpec
         dir_out,
         max_bytes: p.max_bytes,
         parent,
+        pinned: p.dir == Dir::Pinned,
     })
 }
 

@@ -1,13 +1,14 @@
 //! Subcommands. Each module holds one subcommand's clap arguments and its glue.
 
+mod demo;
 mod doctor;
 mod emulate;
 mod export;
 mod info;
 mod record;
-mod serve;
 mod replay;
 mod schema;
+mod serve;
 mod stats;
 mod trim;
 mod util;
@@ -60,9 +61,8 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     /// Check what capture can do on this machine and how to fix what is missing.
     Doctor(doctor::DoctorArgs),
-    /// Record the emulator scenarios and serve the UI over them.
-    #[command(disable_help_flag = true)]
-    Demo(util::NotBuilt),
+    /// Record the emulator scenarios and serve the UI over them (the main demo).
+    Demo(demo::DemoArgs),
 }
 
 pub fn init_logging(verbose: u8) {
@@ -93,6 +93,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(a) => export::run(a),
         Command::Schema(a) => schema::run(a),
         Command::Doctor(a) => doctor::run(a),
-        Command::Demo(_) => util::not_built("demo", 7),
+        Command::Demo(a) => demo::run(a),
     }
 }

@@ -1,20 +1,5 @@
 //! Small helpers shared by subcommands.
 
-use std::process::ExitCode;
-
-/// Arguments of a subcommand that is not built yet: accepts anything so that the
-/// message below is what the user sees.
-#[derive(Debug, clap::Args)]
-pub struct NotBuilt {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    _rest: Vec<String>,
-}
-
-/// Says plainly that a subcommand does not exist yet.
-pub fn not_built(name: &str, issue: u32) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`dxtrace {name}` is not built yet (tracked in issue {issue}); nothing was done")
-}
-
 /// Human-readable byte count.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -263,6 +263,7 @@ mod tests {
                     max_bytes: 0,
                     trailing: false,
                     parent: None,
+                    pinned: false,
                 },
                 PointerSpec {
                     path: "allocation_info[].priv_drv_data".into(),
@@ -277,6 +278,7 @@ mod tests {
                     max_bytes: 0,
                     trailing: false,
                     parent: Some(0),
+                    pinned: false,
                 },
             ],
         };

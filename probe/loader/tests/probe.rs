@@ -148,6 +148,7 @@ fn kvm_descriptors() -> Vec<CmdDescriptor> {
             max_bytes: 0,
             trailing: false,
             parent: None,
+            pinned: false,
         }],
     }]);
     d

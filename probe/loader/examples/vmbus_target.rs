@@ -46,7 +46,38 @@ pub extern "C" fn dxgvmb_send_async_msg(
     0
 }
 
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `vmbus_target N`: N rounds of 64-byte sends. `vmbus_target --log FILE`: the probe
+/// test's sequence (3 sync sends of 64, 64 and 10,000 bytes with 32-byte replies, each
+/// followed by a 16-byte async send), logged as `sync RC REQ_HEX REPLY_HEX` /
+/// `async RC REQ_HEX` lines for the test to compare with the capture.
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--log") {
+        let out = args.get(2).expect("--log FILE");
+        let mut log = String::new();
+        for i in 0..3usize {
+            let size = if i == 2 { 10_000 } else { 64 };
+            let cmd: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
+            let mut reply = vec![0u8; 32];
+            let rc = dxgvmb_send_sync_msg(
+                std::ptr::null_mut(),
+                black_box(cmd.as_ptr().cast()),
+                cmd.len() as u32,
+                reply.as_mut_ptr().cast(),
+                reply.len() as u32,
+            );
+            log.push_str(&format!("sync {rc} {} {}\n", hex(&cmd), hex(&reply)));
+            let rc =
+                dxgvmb_send_async_msg(std::ptr::null_mut(), black_box(cmd.as_ptr().cast()), 16);
+            log.push_str(&format!("async {rc} {}\n", hex(&cmd[..16])));
+        }
+        std::fs::write(out, log).expect("write log");
+        return;
+    }
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

@@ -6,7 +6,6 @@
 //! filters by the child's pid, so the parallel test threads of this process are not seen.
 
 use std::collections::HashMap;
-use std::ffi::c_void;
 use std::hint::black_box;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -260,65 +259,6 @@ fn child_flood() {
     std::fs::write(out, n.to_string()).unwrap();
 }
 
-/// Same signature as the driver's; the uprobe target. Fills the reply with the
-/// complement of the request and returns the request size.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn dxgvmb_send_sync_msg(
-    channel: *mut c_void,
-    command: *const c_void,
-    cmd_size: u32,
-    result: *mut c_void,
-    result_size: u32,
-) -> i32 {
-    black_box(channel);
-    // SAFETY: the caller passes valid buffers of these sizes.
-    unsafe {
-        let cmd = std::slice::from_raw_parts(command.cast::<u8>(), cmd_size as usize);
-        let res = std::slice::from_raw_parts_mut(result.cast::<u8>(), result_size as usize);
-        for (i, r) in res.iter_mut().enumerate() {
-            *r = !cmd.get(i).copied().unwrap_or(0);
-        }
-    }
-    black_box(cmd_size as i32)
-}
-
-/// The async send's signature; the uprobe target.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn dxgvmb_send_async_msg(
-    channel: *mut c_void,
-    command: *const c_void,
-    cmd_size: u32,
-) -> i32 {
-    black_box((channel, command, cmd_size));
-    0
-}
-
-/// Sends 3 sync (64-byte request, 32-byte reply; the last one 10 KiB to cross a chunk)
-/// and 3 async messages.
-#[test]
-fn child_vmbus() {
-    let Some(out) = child_out() else { return };
-    let mut log = String::new();
-    for i in 0..3usize {
-        let size = if i == 2 { 10_000 } else { 64 };
-        let cmd: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
-        let mut reply = vec![0u8; 32];
-        let rc = dxgvmb_send_sync_msg(
-            std::ptr::null_mut(),
-            black_box(cmd.as_ptr().cast()),
-            cmd.len() as u32,
-            reply.as_mut_ptr().cast(),
-            reply.len() as u32,
-        );
-        log.push_str(&format!("sync {rc} {} {}\n", hex(&cmd), hex(&reply)));
-        let rc = dxgvmb_send_async_msg(std::ptr::null_mut(), black_box(cmd.as_ptr().cast()), 16);
-        log.push_str(&format!("async {rc} {}\n", hex(&cmd[..16])));
-    }
-    std::fs::write(out, log).unwrap();
-}
-
 // ---------------------------------------------------------------- tests (parent side)
 
 #[test]
@@ -482,12 +422,29 @@ fn vmbus_uprobes_capture_requests_and_replies() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("vmbus.log");
     let trace = dir.path().join("vmbus.dxtrace");
+    // The uprobe target is the vmbus_target example (cargo test builds examples): this
+    // test binary cannot export the driver's symbols itself, because it links
+    // driver-core, whose emulator exports them for real.
     let exe = std::env::current_exe().unwrap();
+    let target = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples/vmbus_target");
+    assert!(
+        target.exists(),
+        "{} missing: run the tests with `cargo test` (it builds the examples)",
+        target.display()
+    );
     let summary = run(RecordOptions {
         devices: vec!["/dev/kvm".into()],
-        command: child_argv("child_vmbus", &log, &[]),
+        command: vec![
+            target.display().to_string(),
+            "--log".into(),
+            log.display().to_string(),
+        ],
         output: trace.clone(),
-        uprobe_binary: Some(exe.clone()),
+        uprobe_binary: Some(target.clone()),
         ..Default::default()
     });
     assert_eq!(summary.exit_code, Some(0));

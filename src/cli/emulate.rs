@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use driver_core::emulator::{self, Emulator, EmulatorBackend, EmulatorConfig, Event, Fault};
 use driver_core::workload;
 use traces::{
-    Annotation, Buffer, BufferRole, CaptureSource, DeviceInfo, Header, HostSignal, IoctlRecord,
-    Record, VmbusCapture, VmbusDir, VmbusMessage, Writer, WriterOptions,
+    Annotation, Buffer, BufferRole, CaptureSource, DeviceInfo, FdEvent, FdOp, Header, HostSignal,
+    IoctlRecord, Record, VmbusCapture, VmbusDir, VmbusMessage, Writer, WriterOptions,
 };
 
 /// Run the dxg emulator: in-process scenarios written to a trace.
@@ -135,7 +135,16 @@ pub fn to_record(ev: Event) -> Option<Record> {
             key: a.key,
             text: a.text,
         }),
-        Event::Fd(_) => return None,
+        Event::Fd(f) => Record::Fd(FdEvent {
+            ts: f.ts,
+            pid: f.pid,
+            tid: f.tid,
+            fd: f.fd,
+            op: if f.open { FdOp::Open } else { FdOp::Close },
+            path: f.path,
+            ret: f.ret,
+            ..FdEvent::default()
+        }),
     })
 }
 

@@ -137,6 +137,24 @@ impl Emulator {
         self.lock().close(file, tid)
     }
 
+    /// Reports an open or close of a descriptor to the sink, stamped with the emulator's
+    /// clock. The emulator itself sees files, not descriptor numbers; the front end that
+    /// hands out the numbers (the in-process backend) reports them, so traces carry the
+    /// fd records a replay needs to map descriptors.
+    pub fn record_fd(&self, pid: u32, tid: u32, fd: i32, open: bool, path: &str, ret: i64) {
+        let d = self.lock();
+        let ts = d.bus.clock.now();
+        d.bus.emit(Event::Fd(FdOpEvent {
+            ts,
+            pid,
+            tid,
+            fd,
+            open,
+            path: path.to_string(),
+            ret,
+        }));
+    }
+
     /// One ioctl by `tgid`/`tid` on `file`, whose embedded pointers are resolved in `mem`.
     pub fn ioctl(
         &self,
@@ -269,6 +287,11 @@ impl Backend for EmulatorBackend {
         let fd = self.next_fd;
         self.next_fd += 1;
         self.fds.insert(fd, f);
+        // Ioctl records name the descriptor by the emulator's file id (the driver sees
+        // files, not descriptor numbers), so the fd records use the same id.
+        let tid = self.tid();
+        self.emu
+            .record_fd(self.pid, tid, f as i32, true, "/dev/dxg", f as i64);
         Ok(fd)
     }
 
@@ -287,6 +310,9 @@ impl Backend for EmulatorBackend {
             .remove(&fd)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
         self.emu.close(f, self.tid());
+        let tid = self.tid();
+        self.emu
+            .record_fd(self.pid, tid, f as i32, false, "/dev/dxg", 0);
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 mod e2e {
     pub mod analysis;
     pub mod cli;
+    pub mod corrupt;
     pub mod emulator;
     pub mod replay;
     pub mod web;

@@ -2,12 +2,11 @@
 //! the FUSE device against the in-process emulator, and `kvm-smoke` on the real /dev/kvm.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use driver_core::emulator::{Emulator, EmulatorBackend, EmulatorConfig, NullSink};
 use driver_core::workload::{self, SCENARIOS, arena};
-use dxtrace_tests::{dxtrace, dxtrace_bin, repo_root, run, stderr, stdout};
+use dxtrace_tests::{Daemon, dxtrace, dxtrace_bin, repo_root, run, skip_fuse, stderr, stdout};
 use serde_json::Value;
 
 fn dxg_scenarios() -> Vec<&'static str> {
@@ -24,95 +23,6 @@ fn records(path: &Path) -> Vec<traces::Record> {
     r.records()
         .map(|x| x.unwrap_or_else(|e| panic!("bad record in {}: {e:#}", path.display())))
         .collect()
-}
-
-/// Whether we can mount FUSE and read other processes' memory; the reason if not.
-fn fuse_unavailable() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("?");
-    if uid != "0" {
-        return Some(format!("not root (euid {uid}): mounting FUSE needs root"));
-    }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("/dev/fuse is missing".into());
-    }
-    None
-}
-
-/// CI runs as root with /dev/fuse: a FUSE test never skips there.
-fn skip_fuse(test: &str) -> bool {
-    match fuse_unavailable() {
-        Some(why) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED {test}: {why}");
-            true
-        }
-        Some(why) => panic!("{test}: FUSE must work in CI, but {why}"),
-        None => false,
-    }
-}
-
-/// A `dxtrace emulate --mount` daemon; SIGTERM and wait on drop, so a failing test never
-/// leaves a mount behind.
-struct Daemon {
-    child: Option<Child>,
-    dir: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path, extra: &[&str]) -> Daemon {
-        let child = Command::new(dxtrace_bin())
-            .args(["emulate", "--deterministic", "--mount"])
-            .arg(dir)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn dxtrace emulate --mount");
-        let mut d = Daemon {
-            child: Some(child),
-            dir: dir.to_path_buf(),
-        };
-        let t0 = Instant::now();
-        while !d.dir.join("dxg").exists() {
-            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                let out = d
-                    .child
-                    .take()
-                    .expect("child")
-                    .wait_with_output()
-                    .expect("output");
-                panic!("daemon exited with {st}: {}", stderr(&out));
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "DIR/dxg never appeared"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    /// SIGTERM, wait, and return (success, stdout, stderr).
-    fn stop(&mut self) -> (bool, String, String) {
-        let Some(child) = self.child.take() else {
-            return (true, String::new(), String::new());
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let out = child.wait_with_output().expect("daemon output");
-        (out.status.success(), stdout(&out), stderr(&out))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// A call log line with addresses in the workload arena made relative to the arena's

@@ -10,8 +10,6 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use driver_core::dxg::vmbus::{HostToVmHdr, VgpuToHostHdr};
-use driver_core::layout::read_uint;
 use driver_core::schema::{VmbusChannel, VmbusCmd};
 use traces::{BufferRole, ProcessInfo, Reader, Record, VmbusDir};
 
@@ -169,35 +167,22 @@ pub fn is_error_return(ret: i64) -> bool {
 /// header layouts (decoding the whole message would cost far more than the rest of the
 /// statistics). Replies get their request's key during pairing.
 pub fn vmbus_key(dir: VmbusDir, bytes: &[u8]) -> u64 {
-    match dir {
-        VmbusDir::GuestToHost => {
-            let body = if driver_core::decode::has_ext_header(bytes) {
-                &bytes[16..]
-            } else {
-                bytes
+    use driver_core::VmbusDirection as D;
+    let d = match dir {
+        VmbusDir::GuestToHost => D::GuestToHost,
+        VmbusDir::HostToGuest => D::HostToGuest,
+        VmbusDir::HostReply => return FAM_UNPAIRED_REPLY << 32,
+    };
+    match driver_core::decode::vmbus_command(d, bytes) {
+        Some(c) => {
+            let fam = match c.channel {
+                VmbusChannel::Adapter => FAM_ADAPTER,
+                VmbusChannel::Global => FAM_GLOBAL,
+                VmbusChannel::HostToGuest => FAM_HOST_TO_GUEST,
             };
-            let d = &VgpuToHostHdr::DESC;
-            let off = |n: &str| d.field(n).map(|f| f.offset).unwrap_or(usize::MAX);
-            let chan = read_uint(body, off("channel_bits"), 4).map(|v| v & 0xff);
-            let ct = read_uint(body, off("command_type"), 4);
-            match (chan, ct) {
-                (Some(0), Some(v)) => (FAM_ADAPTER << 32) | (v & 0xffff_ffff),
-                (Some(1), Some(v)) => (FAM_GLOBAL << 32) | (v & 0xffff_ffff),
-                _ => FAM_UNKNOWN << 32,
-            }
+            (fam << 32) | c.value as u64
         }
-        VmbusDir::HostToGuest => {
-            let d = &HostToVmHdr::DESC;
-            let off = d
-                .field("command_type")
-                .map(|f| f.offset)
-                .unwrap_or(usize::MAX);
-            match read_uint(bytes, off, 4) {
-                Some(v) => (FAM_HOST_TO_GUEST << 32) | v,
-                None => FAM_UNKNOWN << 32,
-            }
-        }
-        VmbusDir::HostReply => FAM_UNPAIRED_REPLY << 32,
+        None => FAM_UNKNOWN << 32,
     }
 }
 

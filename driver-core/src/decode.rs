@@ -596,6 +596,42 @@ pub fn has_ext_header(b: &[u8]) -> bool {
     read_uint(b, 0, 4) == Some(16) && b.len() >= 16 + 24
 }
 
+/// The command a VMBus message carries, read from its header alone (no field tree): the
+/// cheap path for statistics and indexes over millions of messages, and the one place
+/// that knows where the command sits. A guest→host message's channel type picks the
+/// family (1 global, 0 per adapter; anything else is not a command), a host→guest
+/// message is always host-initiated; a reply carries no command of its own, so it is the
+/// request's, when the caller knows it.
+pub fn vmbus_command(dir: VmbusDirection, bytes: &[u8]) -> Option<VmbusCmd> {
+    match dir {
+        VmbusDirection::GuestToHost => {
+            let body = if has_ext_header(bytes) {
+                &bytes[16..]
+            } else {
+                bytes
+            };
+            let d = &vmbus::VgpuToHostHdr::DESC;
+            let off = |n: &str| d.field(n).map(|f| f.offset);
+            let chan = read_uint(body, off("channel_bits")?, 4)? & 0xff;
+            let value = read_uint(body, off("command_type")?, 4)? as u32;
+            let channel = match chan {
+                1 => VmbusChannel::Global,
+                0 => VmbusChannel::Adapter,
+                _ => return None,
+            };
+            Some(VmbusCmd { channel, value })
+        }
+        VmbusDirection::HostToGuest => {
+            let off = HostToVmHdr::DESC.field("command_type").map(|f| f.offset)?;
+            read_uint(bytes, off, 4).map(|v| VmbusCmd {
+                channel: VmbusChannel::HostToGuest,
+                value: v as u32,
+            })
+        }
+        VmbusDirection::Reply { request } => request,
+    }
+}
+
 /// Decodes a VMBus message. Never fails.
 pub fn decode_vmbus(dir: VmbusDirection, bytes: &[u8]) -> DecodedMessage {
     match dir {
@@ -612,19 +648,7 @@ pub fn decode_vmbus(dir: VmbusDirection, bytes: &[u8]) -> DecodedMessage {
             } else {
                 bytes
             };
-            let chan = read_uint(body, 12, 4).map(|v| v & 0xff);
-            let ct = read_uint(body, 16, 4);
-            let cmd = match (chan, ct) {
-                (Some(1), Some(v)) => Some(VmbusCmd {
-                    channel: VmbusChannel::Global,
-                    value: v as u32,
-                }),
-                (Some(0), Some(v)) => Some(VmbusCmd {
-                    channel: VmbusChannel::Adapter,
-                    value: v as u32,
-                }),
-                _ => None,
-            };
+            let cmd = vmbus_command(dir, bytes);
             msg(
                 cmd,
                 cmd.and_then(vmbus::command).map(|c| c.request),
@@ -635,10 +659,7 @@ pub fn decode_vmbus(dir: VmbusDirection, bytes: &[u8]) -> DecodedMessage {
             )
         }
         VmbusDirection::HostToGuest => {
-            let cmd = read_uint(bytes, 16, 4).map(|v| VmbusCmd {
-                channel: VmbusChannel::HostToGuest,
-                value: v as u32,
-            });
+            let cmd = vmbus_command(dir, bytes);
             let desc = cmd
                 .and_then(vmbus::command)
                 .map(|c| c.request)

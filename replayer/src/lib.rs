@@ -40,6 +40,24 @@ pub use mem::{Region, page_size};
 pub use replay::{Divergence, Pace, ReplayOptions, Replayer, Report, Target, is_known};
 pub use trim::{TrimOptions, TrimResult, trim, trim_file};
 
+/// The in-process emulator set up to replay a trace with `header`: the scenario's seed
+/// when the trace says which one made it (so host-chosen values such as GPU VAs come out
+/// the same), deterministic, its own VMBus events discarded. `dxtrace replay --target
+/// emulator` and the web UI's replay both use it.
+pub fn emulator_backend(header: &traces::Header) -> driver_core::emulator::EmulatorBackend {
+    use driver_core::emulator::{Emulator, EmulatorBackend, EmulatorConfig, NullSink};
+    let seed = header
+        .extra("seed")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let cfg = EmulatorConfig {
+        seed,
+        deterministic: true,
+        ..EmulatorConfig::default()
+    };
+    EmulatorBackend::new(Emulator::new(cfg, Box::new(NullSink)))
+}
+
 /// Replays a whole trace file against `backend`.
 pub fn replay_file<B: driver_core::Backend>(
     path: impl AsRef<std::path::Path>,

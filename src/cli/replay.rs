@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use driver_core::RealDevice;
-use driver_core::emulator::{Emulator, EmulatorBackend, EmulatorConfig, NullSink};
 use replayer::{Pace, ReplayOptions, Replayer, Report, Target};
 
 /// Re-execute a trace against the emulator or a real device and report divergences.
@@ -56,21 +55,6 @@ pub struct ReplayArgs {
     /// Send ioctls that no device table knows to a real device.
     #[arg(long)]
     pub allow_unknown: bool,
-}
-
-fn emulator_backend(header: &traces::Header) -> EmulatorBackend {
-    // Use the scenario's seed when the trace says which one made it, so host-chosen
-    // values (GPU VAs) come out the same.
-    let seed = header
-        .extra("seed")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let cfg = EmulatorConfig {
-        seed,
-        deterministic: true,
-        ..EmulatorConfig::default()
-    };
-    EmulatorBackend::new(Emulator::new(cfg, Box::new(NullSink)))
 }
 
 pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -124,7 +108,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let report = match target {
         Target::InProcess => {
-            let mut r = Replayer::new(emulator_backend(reader.header()), opts);
+            let mut r = Replayer::new(replayer::emulator_backend(reader.header()), opts);
             r.run(reader.records(), &mut progress)
                 .context("replay stopped")?;
             r.finish()

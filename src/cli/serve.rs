@@ -9,9 +9,10 @@ use anyhow::Context;
 /// Serve the web UI over a set of traces.
 ///
 /// Lists every .dxtrace file under the given files and directories, indexes each once in
-/// the background, and serves the library, overview, timeline, event detail, search and
-/// compare pages plus a JSON API (see the README). Only files under the given paths are
-/// ever read. Binds loopback unless --addr says otherwise.
+/// the background (or loads the index from the cache), and serves the library, overview,
+/// timeline, event detail, search, replay and compare pages plus a JSON API (see the
+/// README). Only files under the given paths are ever read. Binds loopback unless --addr
+/// says otherwise.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Trace files or directories to serve.
@@ -38,6 +39,16 @@ pub struct ServeArgs {
     /// Threads used to index traces (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// Directory where trace indexes and statistics are cached across restarts, keyed
+    /// by each trace's path, size, mtime and inode (a changed trace is re-indexed, a
+    /// damaged cache file rebuilt). Default: $XDG_CACHE_HOME/dxtrace or ~/.cache/dxtrace.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Keep indexes in memory only.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
 }
 
 /// Runs the server until Ctrl-C.
@@ -47,6 +58,11 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         opts.threads = t.max(1);
     }
     opts.upload_limit = a.upload_limit_mib.saturating_mul(1 << 20);
+    if a.no_cache {
+        opts.cache_dir = None;
+    } else if let Some(d) = a.cache_dir {
+        opts.cache_dir = Some(d);
+    }
     opts.upload_dir = if a.no_upload {
         None
     } else {

@@ -24,6 +24,12 @@ pub enum AppError {
     /// Asked for something this build cannot do yet.
     #[error("not available: {0}")]
     NotAvailable(String),
+    /// The request body is over its limit.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// The request took longer than the server allows.
+    #[error("timed out: {0}")]
+    Timeout(String),
     /// The trace file could not be read.
     #[error("cannot read trace {path}")]
     Trace {
@@ -47,6 +53,8 @@ impl AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::NotAvailable(_) => StatusCode::NOT_IMPLEMENTED,
+            AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::Trace { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -1,5 +1,7 @@
 //! The per-trace index: every ioctl and VMBus round trip as compact columns per lane,
-//! level-of-detail summaries per lane, overview statistics.
+//! level-of-detail summaries per lane, the process list, drops and damage. (Per-name
+//! statistics come from the `analysis` crate: [`crate::state::AppState::stats`].)
+//! Cached on disk across restarts ([`crate::cache`]).
 //!
 //! Built once per trace (frames decoded in parallel), then every timeline query at any
 //! zoom is answered from it without touching the file: a window holding few events gets
@@ -15,14 +17,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use driver_core::layout::read_uint;
 use driver_core::ntstatus::{ReturnValue, classify_return};
-use driver_core::schema::{VmbusChannel, VmbusCmd};
-use serde::Serialize;
+use driver_core::schema::VmbusCmd;
+use serde::{Deserialize, Serialize};
 use traces::{Header, Reader, Record, VmbusDir};
 
 /// Which events a lane holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LaneKind {
     /// ioctl spans of one thread.
@@ -39,20 +40,27 @@ pub enum LaneKind {
     },
 }
 
-/// Columns of one ioctl lane, sorted by `ts`.
-#[derive(Debug, Default)]
+/// Columns of one ioctl lane, sorted by `ts`. (Columns are stored in the on-disk cache
+/// as little-endian byte strings: [`crate::cache`].)
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct IoCols {
     /// Entry time, absolute monotonic ns.
+    #[serde(with = "crate::cache::le")]
     pub ts: Vec<u64>,
     /// Duration, ns (saturated at u32::MAX ≈ 4.3 s).
+    #[serde(with = "crate::cache::le")]
     pub dur: Vec<u32>,
     /// Index into [`TraceIndex::codes`].
+    #[serde(with = "crate::cache::le")]
     pub code: Vec<u16>,
     /// Full return value.
+    #[serde(with = "crate::cache::le")]
     pub ret: Vec<i64>,
     /// Captured buffer bytes.
+    #[serde(with = "crate::cache::le")]
     pub bytes: Vec<u32>,
     /// Capture id ([`traces::IoctlRecord::id`]).
+    #[serde(with = "crate::cache::le")]
     pub id: Vec<u64>,
 }
 
@@ -66,24 +74,30 @@ pub const VM_HOST: u8 = 4;
 pub const VM_NO_REPLY: u8 = 8;
 
 /// Columns of one VMBus lane, sorted by `ts`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct VmCols {
     /// Send time (absolute monotonic ns).
+    #[serde(with = "crate::cache::le")]
     pub ts: Vec<u64>,
     /// Round trip to the reply, ns (0 when there is none).
+    #[serde(with = "crate::cache::le")]
     pub dur: Vec<u32>,
     /// Index into [`TraceIndex::cmds`].
+    #[serde(with = "crate::cache::le")]
     pub cmd: Vec<u16>,
     /// `VM_*` bits.
+    #[serde(with = "crate::cache::le")]
     pub flags: Vec<u8>,
     /// Id of the ioctl that caused it, `u64::MAX` if unknown.
+    #[serde(with = "crate::cache::le")]
     pub ioctl: Vec<u64>,
     /// Message bytes (request + reply).
+    #[serde(with = "crate::cache::le")]
     pub bytes: Vec<u32>,
 }
 
 /// The events of a lane.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum LaneData {
     /// ioctl spans.
     Io(IoCols),
@@ -92,7 +106,7 @@ pub enum LaneData {
 }
 
 /// One timeline lane.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Lane {
     /// What it holds.
     pub kind: LaneKind,
@@ -169,7 +183,7 @@ pub fn is_error(ret: i64) -> bool {
 }
 
 /// Summary of the events starting in one bucket.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Events.
     pub count: u32,
@@ -208,20 +222,22 @@ impl Summary {
 }
 
 /// One level of a [`Pyramid`]: non-empty buckets of `width` ns, by bucket number.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Level {
     /// Bucket width, ns.
     pub width: u64,
     /// Bucket numbers (`(ts - origin) / width`), ascending.
+    #[serde(with = "crate::cache::le")]
     pub idx: Vec<u32>,
     /// Their summaries.
+    #[serde(with = "crate::cache::summaries")]
     pub sum: Vec<Summary>,
 }
 
 /// Level-of-detail summaries of one lane: level 0 has buckets holding ~16 events on
 /// average, each further level is 4× coarser, up to one bucket for the whole trace.
 /// Sparse, so a lane that is idle most of the time costs nothing for its idle time.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Pyramid {
     /// Time of bucket 0 of every level.
     pub origin: u64,
@@ -295,7 +311,7 @@ impl Pyramid {
 }
 
 /// A request code seen in the trace, with its name from `driver-core`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CodeInfo {
     /// Request code.
     pub code: u32,
@@ -304,36 +320,14 @@ pub struct CodeInfo {
 }
 
 /// A VMBus command seen in the trace.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CmdInfo {
     /// Display name (`G:CREATEPROCESS`, `SUBMITCOMMAND`, `UNKNOWN`).
     pub name: String,
-    /// The command identity, when the header was readable.
-    #[serde(skip)]
-    pub cmd: Option<VmbusCmd>,
-}
-
-/// Latency and volume of one ioctl name or VMBus command.
-#[derive(Debug, Clone, Serialize)]
-pub struct CallStats {
-    /// Name.
-    pub name: String,
-    /// Calls.
-    pub count: u64,
-    /// Failed calls.
-    pub errors: u64,
-    /// Median duration, ns.
-    pub p50_ns: u64,
-    /// 99th percentile, ns.
-    pub p99_ns: u64,
-    /// Longest, ns.
-    pub max_ns: u64,
-    /// Bytes captured.
-    pub bytes: u64,
 }
 
 /// A process and its threads.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessRow {
     /// pid.
     pub pid: u32,
@@ -346,7 +340,7 @@ pub struct ProcessRow {
 }
 
 /// Lost events reported by the capture.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DropMark {
     /// When (absolute ns).
     pub ts: u64,
@@ -357,7 +351,7 @@ pub struct DropMark {
 }
 
 /// A region of the file that could not be read, with the time it covers when known.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Gap {
     /// Byte offset.
     pub offset: u64,
@@ -368,7 +362,7 @@ pub struct Gap {
 }
 
 /// Everything the pages need about one trace.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TraceIndex {
     /// Header from the file.
     pub header: Header,
@@ -398,10 +392,6 @@ pub struct TraceIndex {
     pub all_io: Pyramid,
     /// Global VMBus throughput summaries.
     pub all_vm: Pyramid,
-    /// Per ioctl name, by count descending.
-    pub ioctl_stats: Vec<CallStats>,
-    /// Per VMBus command (round trip), by count descending.
-    pub vmbus_stats: Vec<CallStats>,
     /// Processes.
     pub processes: Vec<ProcessRow>,
     /// Drop records.
@@ -458,39 +448,6 @@ struct RawReply {
     request_id: u64,
     err: bool,
     bytes: u32,
-}
-
-/// The VMBus command a message carries, read from its header the way
-/// `driver_core::decode_vmbus` does (without building the field tree, which would cost
-/// far too much for millions of messages).
-pub fn vmbus_cmd_of(dir: VmbusDir, b: &[u8]) -> Option<VmbusCmd> {
-    match dir {
-        VmbusDir::GuestToHost => {
-            let body = if driver_core::decode::has_ext_header(b) {
-                &b[16..]
-            } else {
-                b
-            };
-            let chan = read_uint(body, 12, 4)? & 0xff;
-            let value = read_uint(body, 16, 4)? as u32;
-            match chan {
-                1 => Some(VmbusCmd {
-                    channel: VmbusChannel::Global,
-                    value,
-                }),
-                0 => Some(VmbusCmd {
-                    channel: VmbusChannel::Adapter,
-                    value,
-                }),
-                _ => None,
-            }
-        }
-        VmbusDir::HostToGuest => read_uint(b, 16, 4).map(|v| VmbusCmd {
-            channel: VmbusChannel::HostToGuest,
-            value: v as u32,
-        }),
-        VmbusDir::HostReply => None,
-    }
 }
 
 fn decode_chunk(recs: Vec<Record>) -> Chunk {
@@ -555,7 +512,14 @@ fn decode_chunk(recs: Vec<Record>) -> Chunk {
                             ts: m.ts,
                             channel: m.channel,
                             request_id: m.request_id,
-                            cmd: vmbus_cmd_of(dir, &m.bytes),
+                            cmd: driver_core::decode::vmbus_command(
+                                if dir == VmbusDir::HostToGuest {
+                                    driver_core::VmbusDirection::HostToGuest
+                                } else {
+                                    driver_core::VmbusDirection::GuestToHost
+                                },
+                                &m.bytes,
+                            ),
                             flags,
                             ioctl: m.ioctl_id.unwrap_or(u64::MAX),
                             bytes,
@@ -578,14 +542,6 @@ fn decode_chunk(recs: Vec<Record>) -> Chunk {
         }
     }
     c
-}
-
-fn percentile(sorted: &[u32], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i] as u64
 }
 
 fn sort_lane_io(c: &mut IoCols) {
@@ -802,7 +758,6 @@ impl TraceIndex {
                                     .cmd
                                     .map(driver_core::decode::vmbus_cmd_label)
                                     .unwrap_or_else(|| "UNKNOWN".into()),
-                                cmd: x.cmd,
                             });
                             (cmds.len() - 1).min(u16::MAX as usize) as u16
                         });
@@ -910,8 +865,6 @@ impl TraceIndex {
             .collect();
         let all_io = build_global(&io_lanes, start, span);
         let all_vm = build_global(&vm_lanes, start, span);
-        let ioctl_stats = call_stats(&io_lanes, codes.len(), |i| codes[i].name.clone());
-        let vmbus_stats = call_stats(&vm_lanes, cmds.len(), |i| cmds[i].name.clone());
 
         let mut prows: BTreeMap<u32, ProcessRow> = BTreeMap::new();
         for (pid, comm) in &procs {
@@ -955,8 +908,6 @@ impl TraceIndex {
             lanes: built,
             all_io,
             all_vm,
-            ioctl_stats,
-            vmbus_stats,
             processes: prows.into_values().collect(),
             drops,
             dropped_events,
@@ -1025,38 +976,4 @@ impl TraceIndex {
         }
         n + pyr(&self.all_io) + pyr(&self.all_vm)
     }
-}
-
-fn call_stats(lanes: &[&Lane], ncodes: usize, name: impl Fn(usize) -> String) -> Vec<CallStats> {
-    let mut durs: Vec<Vec<u32>> = vec![Vec::new(); ncodes];
-    let mut errs = vec![0u64; ncodes];
-    let mut bytes = vec![0u64; ncodes];
-    for l in lanes {
-        let dur = l.dur();
-        for (i, &d) in dur.iter().enumerate() {
-            let c = l.code(i) as usize;
-            durs[c].push(d);
-            errs[c] += l.err(i) as u64;
-            bytes[c] += l.bytes(i) as u64;
-        }
-    }
-    let mut out: Vec<CallStats> = durs
-        .into_iter()
-        .enumerate()
-        .filter(|(_, d)| !d.is_empty())
-        .map(|(c, mut d)| {
-            d.sort_unstable();
-            CallStats {
-                name: name(c),
-                count: d.len() as u64,
-                errors: errs[c],
-                p50_ns: percentile(&d, 0.5),
-                p99_ns: percentile(&d, 0.99),
-                max_ns: *d.last().expect("non-empty") as u64,
-                bytes: bytes[c],
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
-    out
 }

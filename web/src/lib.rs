@@ -6,22 +6,29 @@
 //!   until Ctrl-C — `dxtrace serve` and `dxtrace demo` are one call to it;
 //! * [`index`] is the per-trace index (columns per lane, level-of-detail summaries),
 //!   [`query`] answers timeline, search, detail and comparison questions from it;
-//! * [`routes`] lists every page and API route.
+//! * [`routes`] lists every page and API route, and the request limits;
+//! * [`cache`] keeps indexes and statistics on disk across restarts, [`replay`] runs
+//!   replays against the emulator in the background.
 //!
 //! Only files under the served paths are read: requests name traces by keys that are
 //! checked and canonicalised ([`AppState::resolve`]).
 
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod error;
 pub mod fmt;
 pub mod index;
+pub mod listener;
 pub mod pages;
 pub mod query;
+pub mod replay;
 pub mod routes;
 pub mod state;
 
 use std::net::SocketAddr;
+
+use listener::IdleTimeoutListener;
 
 pub use error::AppError;
 pub use routes::app;
@@ -55,6 +62,11 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// The server state (e.g. to load a trace before serving).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
@@ -69,7 +81,8 @@ impl Bound {
     ) -> Result<(), ServeError> {
         let st = self.state.clone();
         tokio::spawn(async move { st.index_all().await });
-        axum::serve(self.listener, app(self.state))
+        let listener = IdleTimeoutListener::new(self.listener, self.state.idle_timeout());
+        axum::serve(listener, app(self.state))
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(ServeError::Io)

@@ -954,32 +954,40 @@ fn sequence(ix: &TraceIndex) -> impl Iterator<Item = CallRef> + '_ {
     })
 }
 
-/// Compares two traces: counts and latency per ioctl name, and the first call where the
-/// sequences differ.
-pub fn compare(a: &TraceIndex, b: &TraceIndex) -> Comparison {
-    let mut names: Vec<String> = a
-        .ioctl_stats
-        .iter()
-        .chain(&b.ioctl_stats)
-        .map(|s| s.name.clone())
-        .collect();
+/// Compares two traces: counts and latency per ioctl name (from their `analysis`
+/// statistics), and the first call where the ioctl sequences differ.
+pub fn compare(
+    a: &TraceIndex,
+    a_stats: &analysis::Stats,
+    b: &TraceIndex,
+    b_stats: &analysis::Stats,
+) -> Comparison {
+    let by = |s: &analysis::Stats| -> std::collections::BTreeMap<String, analysis::CallStats> {
+        s.by_ioctl
+            .iter()
+            .flatten()
+            .map(|x| (x.name.clone(), x.calls.clone()))
+            .collect()
+    };
+    let (ma, mb) = (by(a_stats), by(b_stats));
+    let mut names: Vec<&String> = ma.keys().chain(mb.keys()).collect();
     names.sort();
     names.dedup();
     let rows = names
         .into_iter()
         .map(|n| {
-            let sa = a.ioctl_stats.iter().find(|s| s.name == n);
-            let sb = b.ioctl_stats.iter().find(|s| s.name == n);
+            let sa = ma.get(n);
+            let sb = mb.get(n);
             CompareRow {
                 a_count: sa.map_or(0, |s| s.count),
                 b_count: sb.map_or(0, |s| s.count),
-                a_p50_ns: sa.map_or(0, |s| s.p50_ns),
-                b_p50_ns: sb.map_or(0, |s| s.p50_ns),
-                a_p99_ns: sa.map_or(0, |s| s.p99_ns),
-                b_p99_ns: sb.map_or(0, |s| s.p99_ns),
+                a_p50_ns: sa.map_or(0, |s| s.latency.p50_ns),
+                b_p50_ns: sb.map_or(0, |s| s.latency.p50_ns),
+                a_p99_ns: sa.map_or(0, |s| s.latency.p99_ns),
+                b_p99_ns: sb.map_or(0, |s| s.latency.p99_ns),
                 a_errors: sa.map_or(0, |s| s.errors),
                 b_errors: sb.map_or(0, |s| s.errors),
-                name: n,
+                name: n.clone(),
             }
         })
         .collect();

@@ -9,17 +9,27 @@
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 use traces::Reader;
 
+use crate::cache::{self, SourceKey};
 use crate::error::AppError;
 use crate::index::TraceIndex;
+use crate::replay::ReplayJob;
 
 /// Default limit of an uploaded trace, bytes.
 pub const DEFAULT_UPLOAD_LIMIT: usize = 256 << 20;
+/// Default limit of any other request body, bytes (the API takes no bodies but uploads).
+pub const DEFAULT_BODY_LIMIT: usize = 64 << 10;
+/// Default time a request may take before it is answered 408.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a connection may stay silent (no byte read or written) before it is
+/// closed: slow or stalled clients hold a task and a socket, never a worker, and not
+/// for long.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How the server is set up.
 #[derive(Debug, Clone)]
@@ -33,10 +43,22 @@ pub struct ServeOptions {
     pub upload_limit: usize,
     /// Threads for index builds.
     pub threads: usize,
+    /// Where indexes and statistics are cached across restarts ([`crate::cache`]);
+    /// `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Largest request body other than an upload, bytes.
+    pub body_limit: usize,
+    /// Longest a request may take (408 after that).
+    pub request_timeout: Duration,
+    /// Longest a connection may stay silent before it is closed.
+    pub idle_timeout: Duration,
+    /// Replays that may run at once (each trace has at most one running).
+    pub max_replays: usize,
 }
 
 impl ServeOptions {
-    /// Serve `paths` with uploads off and all cores for indexing.
+    /// Serve `paths` with uploads off, all cores for indexing, the default cache
+    /// directory ([`cache::default_dir`]) and the default limits.
     pub fn new(paths: Vec<PathBuf>) -> ServeOptions {
         ServeOptions {
             paths,
@@ -45,6 +67,11 @@ impl ServeOptions {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            cache_dir: cache::default_dir(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_replays: 2,
         }
     }
 }
@@ -60,15 +87,35 @@ pub struct Root {
     pub is_dir: bool,
 }
 
+/// Where a trace's index came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexOrigin {
+    /// Built from the trace now.
+    Built,
+    /// Loaded from the on-disk cache.
+    Cache,
+}
+
 /// A trace file and its index, loaded once.
 #[derive(Debug)]
 pub struct Loaded {
     /// Key.
     pub key: String,
+    /// Canonical path.
+    pub path: PathBuf,
     /// The open reader (detail views re-read single frames through it).
     pub reader: Reader,
     /// The index.
     pub index: TraceIndex,
+    /// Built now or loaded from the cache.
+    pub origin: IndexOrigin,
+    /// Wall time of the build or of the cache load, ms.
+    pub load_ms: u64,
+    /// Identity of the file the index was built from.
+    pub source: SourceKey,
+    /// `analysis` statistics, computed on first use.
+    stats: OnceCell<Result<Arc<analysis::Stats>, String>>,
 }
 
 #[derive(Debug)]
@@ -84,7 +131,13 @@ struct Inner {
     upload: Option<Root>,
     upload_limit: usize,
     threads: usize,
+    cache_dir: Option<PathBuf>,
+    body_limit: usize,
+    request_timeout: Duration,
+    idle_timeout: Duration,
     cache: Mutex<HashMap<PathBuf, Arc<CacheEntry>>>,
+    replays: Mutex<HashMap<PathBuf, Arc<ReplayJob>>>,
+    replay_slots: Arc<Semaphore>,
 }
 
 /// Shared state of the router (cheap to clone).
@@ -179,7 +232,13 @@ impl AppState {
                 upload,
                 upload_limit: opts.upload_limit,
                 threads: opts.threads.max(1),
+                cache_dir: opts.cache_dir.clone(),
+                body_limit: opts.body_limit,
+                request_timeout: opts.request_timeout,
+                idle_timeout: opts.idle_timeout,
                 cache: Mutex::new(HashMap::new()),
+                replays: Mutex::new(HashMap::new()),
+                replay_slots: Arc::new(Semaphore::new(opts.max_replays.max(1))),
             }),
         })
     }
@@ -197,6 +256,36 @@ impl AppState {
     /// Largest accepted upload, bytes.
     pub fn upload_limit(&self) -> usize {
         self.inner.upload_limit
+    }
+
+    /// Largest other request body, bytes.
+    pub fn body_limit(&self) -> usize {
+        self.inner.body_limit
+    }
+
+    /// Longest a request may take.
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
+    /// Longest a connection may stay silent.
+    pub fn idle_timeout(&self) -> Duration {
+        self.inner.idle_timeout
+    }
+
+    /// The cache directory, if indexes are cached on disk.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.inner.cache_dir.as_deref()
+    }
+
+    /// Threads for index builds and statistics.
+    pub fn threads(&self) -> usize {
+        self.inner.threads
+    }
+
+    /// Replay jobs by trace path, and the slots that bound how many run at once.
+    pub(crate) fn replays(&self) -> (&Mutex<HashMap<PathBuf, Arc<ReplayJob>>>, &Arc<Semaphore>) {
+        (&self.inner.replays, &self.inner.replay_slots)
     }
 
     /// Every `.dxtrace` file under the roots (directories searched 4 levels deep;
@@ -231,7 +320,13 @@ impl AppState {
                 "trace name {key:?} is an absolute path; use a name from the library"
             )));
         }
-        if p.components().any(|c| !matches!(c, Component::Normal(_))) {
+        // Path::components() skips "." and empty segments; keys must not have them
+        // either, so that one trace has one key
+        if p.components().any(|c| !matches!(c, Component::Normal(_)))
+            || key
+                .split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
             return Err(AppError::BadRequest(format!(
                 "trace name {key:?} contains '..' or '.'; use a name from the library"
             )));
@@ -290,27 +385,48 @@ impl AppState {
             e.clone()
         };
         let threads = self.inner.threads;
+        let cache_dir = self.inner.cache_dir.clone();
         let key_owned = key.to_string();
-        let res = entry
-            .cell
-            .get_or_init(|| async move {
-                let k = key_owned.clone();
-                tokio::task::spawn_blocking(move || -> Result<Arc<Loaded>, String> {
-                    let reader = Reader::open(&path).map_err(|e| e.to_string())?;
-                    let index = TraceIndex::build(&reader, threads);
-                    tracing::info!(key = %k, ms = index.build_ms, "indexed");
-                    Ok(Arc::new(Loaded {
-                        key: k,
-                        reader,
-                        index,
-                    }))
+        // The build runs in its own task: a request that gives up (timeout, closed
+        // connection) does not cancel it, so the next request finds it done.
+        let task = tokio::spawn(async move {
+            entry
+                .cell
+                .get_or_init(|| async move {
+                    let k = key_owned.clone();
+                    tokio::task::spawn_blocking(move || open_indexed(k, path, threads, cache_dir))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("index build panicked: {e}")))
                 })
                 .await
-                .unwrap_or_else(|e| Err(format!("index build panicked: {e}")))
-            })
-            .await;
-        res.clone()
-            .map_err(|e| AppError::BadRequest(format!("cannot read trace {key:?}: {e}")))
+                .clone()
+        });
+        let res = task
+            .await
+            .map_err(|e| AppError::Internal(format!("index task: {e}")))?;
+        res.map_err(|e| AppError::BadRequest(format!("cannot read trace {key:?}: {e}")))
+    }
+
+    /// The `analysis` statistics of a loaded trace (ioctls, processes, threads, VMBus
+    /// commands), computed once on a blocking thread and cached beside the index.
+    pub async fn stats(&self, l: &Arc<Loaded>) -> Result<Arc<analysis::Stats>, AppError> {
+        let threads = self.inner.threads;
+        let cache_dir = self.inner.cache_dir.clone();
+        let l2 = l.clone();
+        let task = tokio::spawn(async move {
+            let l3 = l2.clone();
+            l2.stats
+                .get_or_init(|| async move {
+                    tokio::task::spawn_blocking(move || stats_of(&l3, threads, cache_dir))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("statistics panicked: {e}")))
+                })
+                .await
+                .clone()
+        });
+        task.await
+            .map_err(|e| AppError::Internal(format!("statistics task: {e}")))?
+            .map_err(|e| AppError::Internal(format!("statistics of {}: {e}", l.key)))
     }
 
     /// The loaded trace if it is already indexed (never starts a build).
@@ -350,6 +466,95 @@ impl AppState {
             }
         }
     }
+}
+
+/// Opens `path` and gets its index: from the cache when a valid entry for this exact
+/// file exists, else built (and then cached).
+fn open_indexed(
+    key: String,
+    path: PathBuf,
+    threads: usize,
+    cache_dir: Option<PathBuf>,
+) -> Result<Arc<Loaded>, String> {
+    let t = Instant::now();
+    let source = SourceKey::of(&path).map_err(|e| e.to_string())?;
+    let reader = Reader::open(&path).map_err(|e| e.to_string())?;
+    let file = cache_dir
+        .as_ref()
+        .map(|d| cache::file_for(d, "index", &path));
+    let cached = match &file {
+        Some(f) => match cache::read::<TraceIndex>(f, &source) {
+            Ok(ix) => Some(ix),
+            Err(cache::Miss::Absent) => None,
+            Err(why) => {
+                tracing::warn!(%key, cache = %f.display(), %why, "index cache not used; rebuilding");
+                None
+            }
+        },
+        None => None,
+    };
+    let (index, origin) = match cached {
+        Some(ix) => (ix, IndexOrigin::Cache),
+        None => {
+            let ix = TraceIndex::build(&reader, threads);
+            if let Some(f) = &file {
+                match cache::write(f, &source, &ix) {
+                    Ok(()) => tracing::debug!(%key, cache = %f.display(), "index cached"),
+                    Err(e) => tracing::warn!(%key, error = %e, "cannot write the index cache"),
+                }
+            }
+            (ix, IndexOrigin::Built)
+        }
+    };
+    let load_ms = t.elapsed().as_millis() as u64;
+    match origin {
+        IndexOrigin::Cache => tracing::info!(%key, ms = load_ms, "index loaded from cache"),
+        IndexOrigin::Built => tracing::info!(%key, ms = load_ms, "indexed"),
+    }
+    Ok(Arc::new(Loaded {
+        key,
+        path,
+        reader,
+        index,
+        origin,
+        load_ms,
+        source,
+        stats: OnceCell::new(),
+    }))
+}
+
+fn stats_of(
+    l: &Loaded,
+    threads: usize,
+    cache_dir: Option<PathBuf>,
+) -> Result<Arc<analysis::Stats>, String> {
+    let file = cache_dir
+        .as_ref()
+        .map(|d| cache::file_for(d, "stats", &l.path));
+    if let Some(f) = &file {
+        match cache::read::<analysis::Stats>(f, &l.source) {
+            Ok(s) => return Ok(Arc::new(s)),
+            Err(cache::Miss::Absent) => {}
+            Err(why) => {
+                tracing::warn!(key = %l.key, cache = %f.display(), %why, "statistics cache not used; recomputing")
+            }
+        }
+    }
+    let span = l.index.end.saturating_sub(l.index.start);
+    let opts = analysis::StatsOptions {
+        by: None,
+        // a few hundred throughput buckets whatever the span (the timeline draws its own)
+        bucket_ns: (span / 256).max(1_000_000),
+        threads,
+    };
+    let cols = analysis::columns::load_reader(&l.reader, threads, None);
+    let s = analysis::stats_of(&cols, &l.key, &opts).map_err(|e| format!("{e:#}"))?;
+    if let Some(f) = &file
+        && let Err(e) = cache::write(f, &l.source, &s)
+    {
+        tracing::warn!(key = %l.key, error = %e, "cannot write the statistics cache");
+    }
+    Ok(Arc::new(s))
 }
 
 /// Library facts of an index.

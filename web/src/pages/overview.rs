@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::error::{AppError, HtmlError};
 use crate::fmt;
-use crate::index::{CallStats, Gap, LaneKind, ProcessRow, TraceIndex};
-use crate::state::AppState;
+use crate::index::{Gap, LaneKind, TraceIndex};
+use crate::state::{AppState, IndexOrigin};
 
 /// A lane as listed by the API.
 #[derive(Debug, Serialize)]
@@ -48,12 +48,9 @@ pub struct OverviewJson {
     pub end_ns: u64,
     /// Records per kind.
     pub records: BTreeMap<String, u64>,
-    /// ioctls per name.
-    pub ioctls: Vec<CallStats>,
-    /// VMBus commands (round trip).
-    pub vmbus: Vec<CallStats>,
-    /// Processes and threads.
-    pub processes: Vec<ProcessRow>,
+    /// The `analysis` statistics (`dxtrace stats --json`, schema `dxtrace.stats.v1`):
+    /// totals, `by_ioctl`, `by_process`, `by_thread`, `by_vmbus`, throughput.
+    pub stats: analysis::Stats,
     /// Events lost.
     pub dropped_events: u64,
     /// Lost events per reason.
@@ -64,8 +61,12 @@ pub struct OverviewJson {
     pub incomplete_buffers: u64,
     /// Lanes of the timeline.
     pub lanes: Vec<LaneInfo>,
-    /// Index build time, ms.
+    /// Index build time, ms (when it was built, possibly by an earlier run).
     pub index_ms: u64,
+    /// Where this server got the index: `built` now or loaded from the `cache`.
+    pub index_origin: IndexOrigin,
+    /// Time this server took to build or load it, ms.
+    pub index_load_ms: u64,
 }
 
 fn drops_by_reason(ix: &TraceIndex) -> BTreeMap<String, u64> {
@@ -82,6 +83,7 @@ pub async fn api(
     Path(key): Path<String>,
 ) -> Result<Json<OverviewJson>, AppError> {
     let l = super::load(&state, &key).await?;
+    let stats = state.stats(&l).await?;
     let ix = &l.index;
     Ok(Json(OverviewJson {
         key: l.key.clone(),
@@ -93,9 +95,7 @@ pub async fn api(
         start_ns: ix.start,
         end_ns: ix.end,
         records: ix.records.clone(),
-        ioctls: ix.ioctl_stats.clone(),
-        vmbus: ix.vmbus_stats.clone(),
-        processes: ix.processes.clone(),
+        stats: (*stats).clone(),
         dropped_events: ix.dropped_events,
         dropped_by_reason: drops_by_reason(ix),
         gaps: ix.gaps.clone(),
@@ -112,6 +112,8 @@ pub async fn api(
             })
             .collect(),
         index_ms: ix.build_ms,
+        index_origin: l.origin,
+        index_load_ms: l.load_ms,
     }))
 }
 
@@ -133,16 +135,58 @@ pub struct StatRow {
     pub bytes: String,
 }
 
-fn stat_rows(s: &[CallStats]) -> Vec<StatRow> {
-    s.iter()
+fn ioctl_rows(s: &analysis::Stats) -> Vec<StatRow> {
+    s.by_ioctl
+        .iter()
+        .flatten()
         .map(|c| StatRow {
             name: c.name.clone(),
-            count: c.count,
-            errors: c.errors,
-            p50: fmt::ns(c.p50_ns),
-            p99: fmt::ns(c.p99_ns),
-            max: fmt::ns(c.max_ns),
-            bytes: fmt::bytes(c.bytes),
+            count: c.calls.count,
+            errors: c.calls.errors,
+            p50: fmt::ns(c.calls.latency.p50_ns),
+            p99: fmt::ns(c.calls.latency.p99_ns),
+            max: fmt::ns(c.calls.latency.max_ns),
+            bytes: fmt::bytes(c.calls.bytes_in + c.calls.bytes_out),
+        })
+        .collect()
+}
+
+/// VMBus rows: `count` is messages of every direction, `errors` the sync requests that
+/// saw no reply, latencies are round trips.
+fn vmbus_rows(s: &analysis::Stats) -> Vec<StatRow> {
+    let dash = || "—".to_string();
+    s.by_vmbus
+        .iter()
+        .flatten()
+        .map(|c| StatRow {
+            name: c.command.clone(),
+            count: c.messages,
+            errors: c.unanswered,
+            p50: c.rtt.as_ref().map_or_else(dash, |l| fmt::ns(l.p50_ns)),
+            p99: c.rtt.as_ref().map_or_else(dash, |l| fmt::ns(l.p99_ns)),
+            max: c.rtt.as_ref().map_or_else(dash, |l| fmt::ns(l.max_ns)),
+            bytes: fmt::bytes(c.request_bytes + c.reply_bytes),
+        })
+        .collect()
+}
+
+fn process_rows(s: &analysis::Stats) -> Vec<ProcRow> {
+    let threads = s.by_thread.as_deref().unwrap_or_default();
+    s.by_process
+        .iter()
+        .flatten()
+        .map(|p| ProcRow {
+            pid: p.pid,
+            comm: p.comm.clone().unwrap_or_default(),
+            threads: threads
+                .iter()
+                .filter(|t| t.pid == p.pid)
+                .map(|t| format!("{} ({})", t.tid.unwrap_or(0), t.calls.count))
+                .collect::<Vec<_>>()
+                .join(", "),
+            ioctls: p.calls.count,
+            errors: p.calls.errors,
+            p99: fmt::ns(p.calls.latency.p99_ns),
         })
         .collect()
 }
@@ -157,6 +201,10 @@ pub struct ProcRow {
     pub threads: String,
     /// ioctls.
     pub ioctls: u64,
+    /// Failed ioctls.
+    pub errors: u64,
+    /// ioctl latency p99.
+    pub p99: String,
 }
 
 /// `GET /traces/{key}`.
@@ -187,6 +235,7 @@ pub async fn page(
     Path(key): Path<String>,
 ) -> Result<OverviewPage, HtmlError> {
     let l = super::load(&state, &key).await?;
+    let stats = state.stats(&l).await?;
     let ix = &l.index;
     let h = &ix.header;
     let mut facts = vec![
@@ -217,7 +266,16 @@ pub async fn page(
                 h.vmbus.detail
             ),
         ),
-        ("index build".into(), format!("{} ms", ix.build_ms)),
+        (
+            "index".into(),
+            match l.origin {
+                IndexOrigin::Built => format!("built in {} ms", l.load_ms),
+                IndexOrigin::Cache => format!(
+                    "loaded from the cache in {} ms (built in {} ms)",
+                    l.load_ms, ix.build_ms
+                ),
+            },
+        ),
     ];
     if let Some(g) = &h.generated {
         facts.push(("generated".into(), g.clone()));
@@ -254,23 +312,9 @@ pub async fn page(
         href: fmt::enc(&l.key),
         key: l.key.clone(),
         facts,
-        ioctls: stat_rows(&ix.ioctl_stats),
-        vmbus: stat_rows(&ix.vmbus_stats),
-        processes: ix
-            .processes
-            .iter()
-            .map(|p| ProcRow {
-                pid: p.pid,
-                comm: p.comm.clone(),
-                threads: p
-                    .threads
-                    .iter()
-                    .map(|(t, n)| format!("{t} ({n})"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                ioctls: p.ioctls,
-            })
-            .collect(),
+        ioctls: ioctl_rows(&stats),
+        vmbus: vmbus_rows(&stats),
+        processes: process_rows(&stats),
         drops: drops_by_reason(ix).into_iter().collect(),
         warnings,
     })

@@ -1,28 +1,63 @@
-//! Replay against the emulator (not available until the replayer has a library entry
-//! point) and side-by-side comparison of two traces.
+//! Replay against the emulator from the page (a background job, [`crate::replay`]) and
+//! side-by-side comparison of two traces.
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
 use crate::error::{AppError, HtmlError};
 use crate::fmt;
 use crate::query::{self, Comparison};
+use crate::replay::{self, ReplayStatus};
 use crate::state::AppState;
 
-/// Why the replay button does nothing yet; said on the page and by the API.
-pub const REPLAY_UNAVAILABLE: &str = "replay from the web UI is not available yet: the \
-    replayer crate has no library entry point to call in this build";
-
-/// `POST /api/traces/{key}/replay`: answers 501 until the replayer lands.
-pub async fn api_replay(
+/// `POST /api/traces/{key}/replay`: starts a replay against the emulator (or joins the
+/// one running) and answers 202 with its status; poll `GET` for the result.
+pub async fn api_start(
     State(state): State<AppState>,
     Path(key): Path<String>,
-) -> Result<Json<()>, AppError> {
-    state.resolve(&key)?;
-    Err(AppError::NotAvailable(REPLAY_UNAVAILABLE.into()))
+) -> Result<(StatusCode, Json<ReplayStatus>), AppError> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(replay::start(&state, &key).await?),
+    ))
+}
+
+/// `GET /api/traces/{key}/replay`: the replay's status, and its report once done.
+pub async fn api_status(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Json<ReplayStatus>, AppError> {
+    Ok(Json(replay::status(&state, &key)?))
+}
+
+/// `POST /traces/{key}/replay` (the page's button): starts it, back to the page.
+pub async fn form_start(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<impl IntoResponse, HtmlError> {
+    replay::start(&state, &key).await?;
+    Ok(Redirect::to(&format!("/traces/{}/replay", fmt::enc(&key))))
+}
+
+/// A divergence, formatted.
+pub struct DivRow {
+    /// Call index.
+    pub call: u64,
+    /// ioctl.
+    pub ioctl: String,
+    /// Field.
+    pub field: String,
+    /// Recorded value.
+    pub recorded: String,
+    /// Replayed value.
+    pub replayed: String,
+    /// Link to the call in the timeline, or empty.
+    pub link: String,
 }
 
 /// `GET /traces/{key}/replay`.
@@ -33,8 +68,18 @@ pub struct ReplayPage {
     pub key: String,
     /// URL-encoded key.
     pub href: String,
-    /// The plain statement that replay is not available.
-    pub unavailable: String,
+    /// `idle`, `queued`, `running`, `done`, `failed`.
+    pub state: String,
+    /// Progress or outcome in one line.
+    pub summary: String,
+    /// Why it failed.
+    pub error: String,
+    /// Divergences shown.
+    pub divergences: Vec<DivRow>,
+    /// Divergences not shown.
+    pub hidden: u64,
+    /// Replayer notes.
+    pub notes: Vec<String>,
     /// Other traces to compare with.
     pub others: Vec<String>,
 }
@@ -44,19 +89,65 @@ pub async fn page(
     State(state): State<AppState>,
     Path(key): Path<String>,
 ) -> Result<ReplayPage, HtmlError> {
-    state.resolve(&key)?;
+    let st = replay::status(&state, &key)?;
+    let href = fmt::enc(&key);
     let others = state
         .catalogue()
         .into_iter()
         .map(|(k, _)| k)
         .filter(|k| *k != key)
         .collect();
-    Ok(ReplayPage {
-        href: fmt::enc(&key),
+    let mut page = ReplayPage {
         key,
-        unavailable: REPLAY_UNAVAILABLE.into(),
+        href,
+        state: st.state.to_string(),
+        summary: String::new(),
+        error: st.error.clone().unwrap_or_default(),
+        divergences: Vec::new(),
+        hidden: 0,
+        notes: Vec::new(),
         others,
-    })
+    };
+    page.summary = match (st.state, &st.result) {
+        ("idle", _) => "This trace has not been replayed yet.".into(),
+        ("queued", _) => "Queued: waiting for another replay to finish…".into(),
+        ("running", _) => format!(
+            "Running: {} of {} calls replayed…",
+            st.calls_done, st.calls_total
+        ),
+        ("failed", _) => format!("The replay stopped after {} calls.", st.calls_done),
+        (_, Some(r)) => {
+            page.divergences = r
+                .divergences
+                .iter()
+                .map(|d| DivRow {
+                    call: d.divergence.call,
+                    ioctl: d.divergence.ioctl.clone(),
+                    field: d.divergence.field.clone(),
+                    recorded: d.divergence.recorded.clone(),
+                    replayed: d.divergence.replayed.clone(),
+                    link: d
+                        .event
+                        .map(|(l, i)| format!("/traces/{}/events/{l}/{i}", page.href))
+                        .unwrap_or_default(),
+                })
+                .collect();
+            page.hidden = r.divergences_total - r.divergences.len() as u64;
+            page.notes = r.notes.clone();
+            format!(
+                "{} calls replayed against the emulator ({} compared, {} fd events) in {:.3} s: \
+                 {} divergence{}.",
+                r.calls,
+                r.compared,
+                r.fd_events,
+                r.elapsed_s,
+                r.divergences_total,
+                if r.divergences_total == 1 { "" } else { "s" }
+            )
+        }
+        _ => String::new(),
+    };
+    Ok(page)
 }
 
 /// Query of the comparison.
@@ -71,7 +162,9 @@ pub struct CompareQuery {
 async fn run(state: &AppState, q: &CompareQuery) -> Result<Comparison, AppError> {
     let a = state.load(&q.a).await?;
     let b = state.load(&q.b).await?;
-    tokio::task::spawn_blocking(move || query::compare(&a.index, &b.index))
+    let sa = state.stats(&a).await?;
+    let sb = state.stats(&b).await?;
+    tokio::task::spawn_blocking(move || query::compare(&a.index, &sa, &b.index, &sb))
         .await
         .map_err(|e| AppError::Internal(format!("compare task: {e}")))
 }

@@ -1,5 +1,6 @@
 //! Benchmark of the web index on a big synthetic trace (figures for BENCHMARKS.md):
-//! index build time, first timeline view, tile query p50/p95, event detail, RSS.
+//! index build time, writing and loading the on-disk index cache, first timeline view,
+//! tile query p50/p95, event detail, RSS.
 //!
 //! `cargo run --release -p web --example bench -- [IOCTLS] [PATH]`
 //! (default 10,000,000 ioctls — 30M records — in /tmp/dxtrace-bench-<N>.dxtrace,
@@ -78,6 +79,35 @@ fn main() {
     );
     println!(
         "RSS after build: {:.0} MiB (peak {:.0} MiB)",
+        rss_kib("VmRSS:") as f64 / 1024.0,
+        rss_kib("VmHWM:") as f64 / 1024.0
+    );
+    // the on-disk cache: what a restarted server does instead of the build above
+    let cache_dir = std::env::temp_dir().join("dxtrace-bench-cache");
+    let canon = path.canonicalize().expect("canonical path");
+    let key = web::cache::SourceKey::of(&canon).expect("source key");
+    let file = web::cache::file_for(&cache_dir, "index", &canon);
+    let t = Instant::now();
+    web::cache::write(&file, &key, &ix).expect("write cache");
+    let write_s = t.elapsed().as_secs_f64();
+    let cache_mib = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;
+    drop(ix);
+    let mut loads = Vec::new();
+    let mut ix = None;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let loaded: TraceIndex = web::cache::read(&file, &key).expect("load cache");
+        loads.push(t.elapsed().as_secs_f64());
+        ix = Some(loaded);
+    }
+    let ix = ix.expect("loaded");
+    println!(
+        "index cache: {cache_mib:.0} MiB written in {write_s:.2} s; load from cache \
+         (read + CRC + decode) {:.2} / {:.2} / {:.2} s vs build {build:.2} s",
+        loads[0], loads[1], loads[2]
+    );
+    println!(
+        "RSS after the cache loads: {:.0} MiB (peak {:.0} MiB)",
         rss_kib("VmRSS:") as f64 / 1024.0,
         rss_kib("VmHWM:") as f64 / 1024.0
     );

@@ -3,8 +3,10 @@
 //   DXTRACE_URL=http://127.0.0.1:PORT/ OUT_DIR=../../test-output node ui.spec.mjs
 //
 // Opens the library, opens a trace, checks the timeline canvas drew (pixels are not
-// blank), zooms, clicks a span and waits for the decoded ioctl name in the detail panel.
-// Screenshots go to OUT_DIR. Exits non-zero with a message on the first failed check.
+// blank), zooms, clicks a span and waits for the decoded ioctl name in the detail panel;
+// then replays an emulator recording from its replay page and follows the divergence
+// report to the divergent call. Screenshots go to OUT_DIR. Exits non-zero with a message
+// on the first failed check.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -38,11 +40,11 @@ try {
   // library
   await page.goto(base, { waitUntil: 'load' });
   const links = page.locator('a.trace-link');
-  check(await links.count() > 0, 'library lists at least one trace');
+  check(await links.count() > 1, 'library lists the traces');
   await page.screenshot({ path: join(out, 'web-1-library.png'), fullPage: true });
 
   // overview
-  await links.first().click();
+  await page.locator('a.trace-link', { hasText: 'browser.dxtrace' }).click();
   await page.waitForSelector('#ioctls');
   check((await page.locator('#ioctls tbody tr').count()) > 0, 'overview lists ioctls by name');
   await page.screenshot({ path: join(out, 'web-2-overview.png'), fullPage: true });
@@ -117,6 +119,28 @@ try {
   await page.goto(page.url());
   await page.waitForSelector('#detail-name', { timeout: 20000 });
   check(await page.textContent('#detail-name') === name, 'deep link restores the selection');
+
+  // replay an emulator recording from its page: the recording had an injected fault
+  // (a lost signal) that the replaying emulator does not have, so exactly one call diverges
+  await page.goto(base, { waitUntil: 'load' });
+  await page.locator('a.trace-link', { hasText: 'emu-faults.dxtrace' }).click();
+  await page.waitForSelector('#ioctls');
+  await page.click('nav a:has-text("Replay")');
+  await page.waitForSelector('#replay-run');
+  check((await page.textContent('#replay-summary')).includes('not been replayed'), 'replay page says it has not run yet');
+  await page.click('#replay-run');
+  await page.waitForSelector('#divergences, #replay-clean, #replay-error', { timeout: 60000 });
+  const summary = await page.textContent('#replay-summary');
+  check(summary.includes('replayed against the emulator') && summary.includes('1 divergence.'),
+    `the replay ran and reported one divergence (${summary.trim()})`);
+  const row = page.locator('#divergences tbody tr').first();
+  const divName = (await row.locator('td').nth(1).textContent()).trim();
+  check(divName.includes('WAITFORSYNCHRONIZATIONOBJECT'), `the divergent call is named (${divName})`);
+  check((await row.locator('td').nth(2).textContent()).trim() === 'return', 'the divergent field is the return value');
+  await page.screenshot({ path: join(out, 'web-6-replay.png'), fullPage: true });
+  await row.locator('td a').first().click();
+  await page.waitForSelector('#event-name');
+  check((await page.textContent('#event-name')).includes(divName), 'the divergence links to the recorded call');
   check(errors.length === 0, 'no JavaScript errors: ' + errors.join('; '));
 } catch (e) {
   failed = true;

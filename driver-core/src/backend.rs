@@ -25,6 +25,25 @@ pub trait Backend {
     unsafe fn ioctl(&mut self, fd: i32, cmd: u32, arg: u64) -> i64;
     /// Closes an fd.
     fn close(&mut self, fd: i32) -> io::Result<()>;
+    /// [`Backend::ioctl`] for callers that know where the call's memory is: `live` lists
+    /// ranges `(address, length)` of this process that stay valid for reads and writes
+    /// for the whole call (the argument struct and every buffer it points to). An
+    /// in-process backend (the emulator) may access them with plain copies instead of
+    /// checked ones; a real device ignores them.
+    ///
+    /// # Safety
+    /// As [`Backend::ioctl`], and every range in `live` must be valid as stated.
+    unsafe fn ioctl_live(&mut self, fd: i32, cmd: u32, arg: u64, live: &[(u64, usize)]) -> i64 {
+        let _ = live;
+        // SAFETY: forwarded; the caller upholds the contract.
+        unsafe { self.ioctl(fd, cmd, arg) }
+    }
+    /// The process id the device sees the calls come from (what a driver reports in
+    /// process lists such as dxg ENUMPROCESSES). The replay maps a trace's recorded pid
+    /// to this one.
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
 }
 
 /// The real kernel driver, through libc. The only `unsafe` ioctl call site.
@@ -159,6 +178,54 @@ impl UserMemory for InProcessMemory {
     }
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemError> {
         Self::xfer(addr, data.as_ptr() as *mut libc::c_void, data.len(), true)
+    }
+}
+
+/// This process's memory where the caller vouches for some ranges: accesses that fall
+/// inside one of them are plain copies (no syscall); anything else goes through
+/// [`InProcessMemory`], so a bad address is still an error and never a crash.
+#[derive(Debug)]
+pub struct VouchedMemory<'a> {
+    live: &'a [(u64, usize)],
+}
+
+impl<'a> VouchedMemory<'a> {
+    /// Over `live` ranges `(address, length)`.
+    ///
+    /// # Safety
+    /// Every range must be readable and writable memory of this process, not otherwise
+    /// borrowed, for as long as the value is used.
+    pub unsafe fn new(live: &'a [(u64, usize)]) -> Self {
+        VouchedMemory { live }
+    }
+    fn inside(&self, addr: u64, len: usize) -> bool {
+        self.live.iter().any(|(a, l)| {
+            addr >= *a
+                && (addr - a)
+                    .checked_add(len as u64)
+                    .is_some_and(|e| e <= *l as u64)
+        })
+    }
+}
+
+impl UserMemory for VouchedMemory<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        if self.inside(addr, buf.len()) {
+            // SAFETY: inside a range the constructor's caller vouched for.
+            unsafe {
+                std::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len())
+            };
+            return Ok(());
+        }
+        InProcessMemory.read(addr, buf)
+    }
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        if self.inside(addr, data.len()) {
+            // SAFETY: inside a range the constructor's caller vouched for.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
+            return Ok(());
+        }
+        InProcessMemory.write(addr, data)
     }
 }
 

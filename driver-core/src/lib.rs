@@ -22,7 +22,9 @@ pub mod render;
 pub mod schema;
 pub mod workload;
 
-pub use backend::{Backend, InProcessMemory, MemError, RealDevice, RegionMemory, UserMemory};
+pub use backend::{
+    Backend, InProcessMemory, MemError, RealDevice, RegionMemory, UserMemory, VouchedMemory,
+};
 pub use decode::{
     BufferRole, BufferView, DecodedCall, DecodedMessage, Field, VmbusDirection, decode_ioctl,
     decode_vmbus,

@@ -90,7 +90,7 @@ impl<B: Backend> RecordingBackend<B> {
     fn fd_event(&mut self, fd: i32, op: FdOp, path: String, ret: i64) {
         self.records.push(Record::Fd(FdEvent {
             ts: monotonic_ns(),
-            pid: std::process::id(),
+            pid: self.inner.pid(),
             tid: tid(),
             fd,
             op,
@@ -238,7 +238,7 @@ impl<B: Backend> Backend for RecordingBackend<B> {
             id,
             ts_enter,
             ts_exit,
-            pid: std::process::id(),
+            pid: self.inner.pid(),
             tid: tid(),
             fd,
             dev: 0,
@@ -256,6 +256,10 @@ impl<B: Backend> Backend for RecordingBackend<B> {
             self.fd_event(ret as i32, FdOp::Derived, String::new(), ret);
         }
         ret
+    }
+
+    fn pid(&self) -> u32 {
+        self.inner.pid()
     }
 
     fn close(&mut self, fd: i32) -> io::Result<()> {

@@ -90,6 +90,18 @@ pub enum ReplayError {
         /// Calls in the trace.
         calls: u64,
     },
+    /// The trace was synthesised by a generator, not captured: its handles and results
+    /// were never produced by a driver, so there is nothing to reproduce.
+    #[error(
+        "the trace is synthetic, not a capture ({generated}); its calls were never made on a driver, so their handles and results cannot be reproduced: replay a captured or emulator trace instead"
+    )]
+    Synthetic {
+        /// The header's `generated` label.
+        generated: String,
+    },
+    /// The header's emulator settings cannot be applied.
+    #[error("cannot configure the emulator from the trace header")]
+    EmulatorConfig(#[source] driver_core::emulator::ConfigError),
     /// A recording backend failed to write.
     #[error("cannot write the trace")]
     Write(#[source] traces::TraceError),

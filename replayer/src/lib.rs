@@ -32,18 +32,22 @@ pub mod error;
 pub mod kvm_smoke;
 mod mem;
 mod plan;
+pub mod recorded_host;
 pub mod replay;
 pub mod trim;
 
 pub use error::ReplayError;
 pub use mem::{Region, page_size};
-pub use replay::{Divergence, Pace, ReplayOptions, Replayer, Report, Target, is_known};
+pub use replay::{Divergence, HostMode, Pace, ReplayOptions, Replayer, Report, Target, is_known};
 pub use trim::{TrimOptions, TrimResult, trim, trim_file};
 
 /// The in-process emulator set up to replay a trace with `header`: the scenario's seed
 /// when the trace says which one made it (so host-chosen values such as GPU VAs come out
 /// the same), deterministic, its own VMBus events discarded. `dxtrace replay --target
-/// emulator` and the web UI's replay both use it.
+/// emulator` used to, and the web UI's replay still does.
+///
+/// Only the seed is taken from the header: the fault plan and latency model are not
+/// ([`replay_file_on_emulator`] applies the whole configuration, [`emulator_config`]).
 pub fn emulator_backend(header: &traces::Header) -> driver_core::emulator::EmulatorBackend {
     use driver_core::emulator::{Emulator, EmulatorBackend, EmulatorConfig, NullSink};
     let seed = header
@@ -58,7 +62,35 @@ pub fn emulator_backend(header: &traces::Header) -> driver_core::emulator::Emula
     EmulatorBackend::new(Emulator::new(cfg, Box::new(NullSink)))
 }
 
-/// Replays a whole trace file against `backend`.
+/// Refuses traces that were generated rather than captured ([`ReplayError::Synthetic`]).
+pub fn check_replayable(header: &traces::Header) -> Result<(), ReplayError> {
+    if header.source == traces::CaptureSource::Generated {
+        return Err(ReplayError::Synthetic {
+            generated: header
+                .generated
+                .clone()
+                .unwrap_or_else(|| "capture source: generated".into()),
+        });
+    }
+    Ok(())
+}
+
+/// The emulator configuration a trace's header describes: seed, fault plan, latency
+/// model, message mode and process name as the capture's emulator had them (written by
+/// `dxtrace emulate`), so host-chosen values and injected faults reproduce. Traces from
+/// elsewhere get the defaults. The replay always runs on the virtual clock, so timing
+/// (GPU completions, hang bounds) is the same on every run.
+pub fn emulator_config(
+    header: &traces::Header,
+) -> Result<driver_core::emulator::EmulatorConfig, ReplayError> {
+    let mut cfg = driver_core::emulator::EmulatorConfig::from_header_extras(&header.extra)
+        .map_err(ReplayError::EmulatorConfig)?;
+    cfg.deterministic = true;
+    Ok(cfg)
+}
+
+/// Replays a whole trace file against `backend`. Unlike [`replay_file_on_emulator`] it
+/// does not refuse synthetic traces (call [`check_replayable`] first to).
 pub fn replay_file<B: driver_core::Backend>(
     path: impl AsRef<std::path::Path>,
     backend: B,
@@ -69,6 +101,38 @@ pub fn replay_file<B: driver_core::Backend>(
     let mut r = Replayer::new(backend, opts);
     r.run(reader.records(), progress)?;
     Ok(r.finish())
+}
+
+/// Replays a trace file against the in-process emulator configured from the trace's
+/// header ([`emulator_config`]) and returns the report: the one-call entry point (the
+/// CLI's `--target emulator` and the web server use it). `opts.target` should be
+/// [`Target::InProcess`]; `opts.host` picks the fake host or the recorded replies.
+pub fn replay_file_on_emulator(
+    path: impl AsRef<std::path::Path>,
+    opts: ReplayOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Report, ReplayError> {
+    let reader = traces::Reader::open(path)?;
+    check_replayable(reader.header())?;
+    let cfg = emulator_config(reader.header())?;
+    let sink = Box::new(driver_core::emulator::NullSink);
+    match opts.host {
+        HostMode::Fake => {
+            let emu = driver_core::emulator::Emulator::new(cfg, sink);
+            let mut r = Replayer::new(driver_core::emulator::EmulatorBackend::new(emu), opts);
+            r.run(reader.records(), progress)?;
+            Ok(r.finish())
+        }
+        HostMode::Recorded => {
+            let host = recorded_host::RecordedHost::from_records(reader.records())?;
+            let check = host.check();
+            let emu = driver_core::emulator::Emulator::with_host(cfg, sink, Box::new(host));
+            let mut r = Replayer::new(driver_core::emulator::EmulatorBackend::new(emu), opts);
+            r.set_vmbus_check(check);
+            r.run(reader.records(), progress)?;
+            Ok(r.finish())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -31,7 +31,16 @@ pub(crate) enum Class {
     TakesFd(HandleType),
     /// The handle here is destroyed by the call.
     Destroys(HandleType),
+    /// A process id ([`PID_LISTS`]): the traced process's recorded pid maps to the
+    /// replaying process's pid; a pid the trace never saw (another program on the
+    /// capturing machine) is not compared.
+    Pid,
 }
+
+/// Pointed-to arrays of process ids, by ioctl and pointer path. Process ids are chosen by
+/// the OS, so they legitimately differ between capture and replay; the table types them
+/// as plain integers (`Kind::U`), hence this list.
+pub(crate) const PID_LISTS: &[(&str, &str)] = &[("LX_DXENUMPROCESSES", "buffer")];
 
 /// One flattened field.
 #[derive(Debug, Clone)]
@@ -259,6 +268,13 @@ pub(crate) fn elem_plan(entry: &IoctlDesc, p: &PointerDesc) -> Plan {
                     "",
                     class_of(h.effect, h.handle_type),
                 );
+            }
+        }
+    }
+    if PID_LISTS.contains(&(entry.name, p.path)) {
+        for l in &mut leaves {
+            if l.class == Class::Plain {
+                l.class = Class::Pid;
             }
         }
     }

@@ -44,6 +44,19 @@ pub enum Target {
     Device(PathBuf),
 }
 
+/// What the in-process emulator's driver logic talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostMode {
+    /// The emulator's fake host GPU, configured from the trace header.
+    #[default]
+    Fake,
+    /// The trace's recorded VMBus replies; the requests the driver logic sends are
+    /// compared with the recorded ones (offline driver-in-the-loop,
+    /// [`crate::recorded_host`]).
+    Recorded,
+}
+
 /// Replay settings.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -60,6 +73,8 @@ pub struct ReplayOptions {
     pub to: Option<u64>,
     /// Send ioctls that no device table knows to a real device.
     pub allow_unknown: bool,
+    /// With the in-process emulator: its host (see [`crate::replay_file_on_emulator`]).
+    pub host: HostMode,
 }
 
 impl ReplayOptions {
@@ -72,6 +87,7 @@ impl ReplayOptions {
             from: None,
             to: None,
             allow_unknown: false,
+            host: HostMode::Fake,
         }
     }
 }
@@ -125,6 +141,9 @@ pub struct Report {
     pub replayed_ioctl_ns: u64,
     /// Remarks (implicit opens, skipped records…).
     pub notes: Vec<String>,
+    /// Driver-in-the-loop: VMBus requests the driver logic sent, and how many the trace
+    /// recorded (`None` with the fake host). Differences are in `divergences`.
+    pub vmbus_messages: Option<(u64, u64)>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -170,6 +189,12 @@ pub struct Replayer<B: Backend> {
     started: Instant,
     done: bool,
     cur_id: u64,
+    /// Pids of the traced processes (ioctl and fd records): they map to the backend's pid.
+    traced_pids: std::collections::HashSet<u32>,
+    vmbus: Option<crate::recorded_host::VmbusCheck>,
+    live_ranges: Vec<(u64, usize)>,
+    /// Name of the call in flight (for VMBus differences).
+    cur_name: String,
 }
 
 enum Cmp<'a> {
@@ -194,6 +219,42 @@ impl<B: Backend> Replayer<B> {
             started: Instant::now(),
             done: false,
             cur_id: 0,
+            traced_pids: Default::default(),
+            vmbus: None,
+            live_ranges: Vec::new(),
+            cur_name: "emulator start".into(),
+        }
+    }
+
+    /// Driver-in-the-loop: differences a [`crate::recorded_host::RecordedHost`] finds
+    /// in the requests are reported as divergences of the call that sent them.
+    pub fn set_vmbus_check(&mut self, check: crate::recorded_host::VmbusCheck) {
+        check.set_replay_pid(self.backend.pid());
+        self.vmbus = Some(check);
+        self.drain_vmbus();
+    }
+
+    /// Moves the recorded host's differences into the report.
+    fn drain_vmbus(&mut self) {
+        let Some(c) = &self.vmbus else { return };
+        let diffs = c.take();
+        if diffs.is_empty() {
+            return;
+        }
+        let call = self.call_index.saturating_sub(1);
+        for d in diffs {
+            self.report.divergences.push(Divergence {
+                call,
+                id: self.cur_id,
+                ioctl: self.cur_name.clone(),
+                field: format!("vmbus #{} {}: {}", d.seq, d.message, d.field),
+                recorded: d.recorded,
+                replayed: d.replayed,
+            });
+        }
+        if self.opts.strict {
+            self.report.stopped_early = true;
+            self.done = true;
         }
     }
 
@@ -243,6 +304,7 @@ impl<B: Backend> Replayer<B> {
     /// Closes every fd the replay still holds and returns the report.
     pub fn finish(mut self) -> Report {
         self.report.elapsed = self.started.elapsed();
+        self.cur_name = "close at the end of the replay".into();
         let fds: Vec<(Obj, u64)> = self
             .live
             .iter()
@@ -255,6 +317,27 @@ impl<B: Backend> Replayer<B> {
         for (_, fd) in fds {
             let _ = self.backend.close(fd as i32);
         }
+        if self.vmbus.is_some() {
+            let done = self.done;
+            self.done = false;
+            self.drain_vmbus();
+            self.done = done;
+        }
+        if let Some(c) = &self.vmbus {
+            let (sent, recorded) = (c.sent(), c.recorded());
+            self.report.vmbus_messages = Some((sent, recorded));
+            // Stopping early (`--to`, `--strict`) legitimately leaves messages unsent.
+            if sent < recorded && !self.done {
+                self.report.divergences.push(Divergence {
+                    call: self.call_index.saturating_sub(1),
+                    id: self.cur_id,
+                    ioctl: self.cur_name.clone(),
+                    field: "vmbus".into(),
+                    recorded: format!("{recorded} guest→host messages"),
+                    replayed: format!("{sent} sent by the driver logic"),
+                });
+            }
+        }
         self.report
     }
 
@@ -264,8 +347,19 @@ impl<B: Backend> Replayer<B> {
             return Ok(());
         }
         match rec {
-            Record::Fd(ev) => self.fd_event(ev),
+            Record::Fd(ev) => {
+                self.traced_pids.insert(ev.pid);
+                self.cur_name = match ev.op {
+                    FdOp::Open => format!("open of fd {}", ev.fd),
+                    FdOp::Close => format!("close of fd {}", ev.fd),
+                    FdOp::Derived => format!("fd {}", ev.fd),
+                };
+                let r = self.fd_event(ev);
+                self.drain_vmbus();
+                r
+            }
             Record::Ioctl(io) => {
+                self.traced_pids.insert(io.pid);
                 let idx = self.call_index;
                 self.call_index += 1;
                 if self.opts.to.is_some_and(|to| idx > to) {
@@ -273,7 +367,9 @@ impl<B: Backend> Replayer<B> {
                     return Ok(());
                 }
                 self.pace(io.ts_enter);
-                self.ioctl(idx, io)
+                let r = self.ioctl(idx, io);
+                self.drain_vmbus();
+                r
             }
             _ => Ok(()),
         }
@@ -394,6 +490,7 @@ impl<B: Backend> Replayer<B> {
         self.cur_id = rec.id;
         let entry = lookup_code(rec.cmd);
         let name = Self::name_of(entry, rec.cmd);
+        self.cur_name.clone_from(&name);
         let real = matches!(self.opts.target, Target::Device(_));
         if entry.is_none() && real && !self.opts.allow_unknown {
             return Err(ReplayError::UnknownRefused {
@@ -469,10 +566,29 @@ impl<B: Backend> Replayer<B> {
             None => unknown_prepare(rec),
         };
 
+        // The memory this replay owns for the call: an in-process backend may access it
+        // directly (no checked copies).
+        let mut live = std::mem::take(&mut self.live_ranges);
+        live.clear();
+        if let Some(sb) = &prepared.sb {
+            live.push((sb.addr(), sb.bytes().len()));
+        }
+        for b in &prepared.bufs {
+            match &b.mem {
+                call::BufMem::Heap(h) => live.push((h.addr(), h.bytes().len())),
+                call::BufMem::Pinned(r) => live.push((r.addr(), r.len())),
+                call::BufMem::Trailing(_) => {}
+            }
+        }
+        for regions in self.memory.values() {
+            live.extend(regions.iter().map(|r| (r.addr(), r.len())));
+        }
         let t0 = Instant::now();
         // SAFETY: `prepared` owns the argument struct and every buffer its pointer fields
-        // were patched to, sized per the table; they outlive the call.
-        let ret = unsafe { self.backend.ioctl(fd, rec.cmd, prepared.arg) };
+        // were patched to, sized per the table; they outlive the call, and so do the
+        // long-lived regions in `self.memory` (the `live` ranges).
+        let ret = unsafe { self.backend.ioctl_live(fd, rec.cmd, prepared.arg, &live) };
+        self.live_ranges = live;
         self.report.replayed_ioctl_ns += t0.elapsed().as_nanos() as u64;
         self.report.recorded_ioctl_ns += rec.ts_exit.saturating_sub(rec.ts_enter);
         self.report.calls += 1;
@@ -730,7 +846,9 @@ impl<B: Backend> Replayer<B> {
                 };
                 let field = || match what {
                     Cmp::Struct => format!("out.{}", l.path),
+                    Cmp::Buf(p) if arr && l.path.is_empty() => format!("{p}[{i}]"),
                     Cmp::Buf(p) if arr => format!("{p}[{i}].{}", l.path),
+                    Cmp::Buf(p) if l.path.is_empty() => p.to_string(),
                     Cmp::Buf(p) => format!("{p}.{}", l.path),
                 };
                 let small = l.size <= 8;
@@ -746,6 +864,22 @@ impl<B: Backend> Replayer<B> {
                 };
                 match l.class {
                     Class::Pointer | Class::Masked => {}
+                    Class::Pid if small => {
+                        // Another program on the capturing machine: the replay cannot
+                        // recreate it, so its pid is not compared.
+                        if !self.traced_pids.contains(&(r as u32)) {
+                            continue;
+                        }
+                        let expected = self.backend.pid() as u64;
+                        if pvv != expected {
+                            let mut d = self.div(idx, e, field(), l, rv, pv, None);
+                            d.replayed = format!(
+                                "{} (expected {expected}: the recorded pid is the traced process, which is pid {expected} in the replay)",
+                                d.replayed
+                            );
+                            divs.push(d);
+                        }
+                    }
                     Class::Plain => {
                         if rv != pv {
                             divs.push(self.div(idx, e, field(), l, rv, pv, None));

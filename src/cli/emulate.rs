@@ -214,10 +214,18 @@ pub fn run(a: EmulateArgs) -> anyhow::Result<ExitCode> {
     } else {
         std::env::args().collect()
     };
-    header.extra = vec![
-        ("scenarios".into(), names.join(",")),
-        ("seed".into(), a.seed.to_string()),
-    ];
+    let cfg = EmulatorConfig {
+        seed: a.seed,
+        async_msg: a.async_msg,
+        faults,
+        deterministic: a.deterministic,
+        comm: a.deterministic.then(|| "dxtrace".to_string()),
+        ..EmulatorConfig::default()
+    };
+    // Everything that decides what the emulator did (seed, fault plan, latency model…):
+    // `dxtrace replay --target emulator` configures its emulator from these.
+    header.extra = vec![("scenarios".into(), names.join(","))];
+    header.extra.extend(cfg.header_extras());
     if a.deterministic && !workload::arena::is_fixed() {
         eprintln!(
             "dxtrace: warning: the workload arena could not be mapped at {:#x}; addresses in this trace are not reproducible",
@@ -232,14 +240,6 @@ pub fn run(a: EmulateArgs) -> anyhow::Result<ExitCode> {
     let mut writer = Writer::create(out, &header, opts)
         .with_context(|| format!("cannot create {}", out.display()))?;
     let sink = emulator::VecSink::new();
-    let cfg = EmulatorConfig {
-        seed: a.seed,
-        async_msg: a.async_msg,
-        faults,
-        deterministic: a.deterministic,
-        comm: a.deterministic.then(|| "dxtrace".to_string()),
-        ..EmulatorConfig::default()
-    };
     let emu = Emulator::new(cfg, Box::new(sink.clone()));
     let mut failures = 0;
     for (i, name) in names.iter().enumerate() {
@@ -310,6 +310,14 @@ fn serve(a: &EmulateArgs, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|f| Fault::parse(f))
         .collect::<Result<Vec<_>, _>>()?;
+    let cfg = EmulatorConfig {
+        seed: a.seed,
+        async_msg: a.async_msg,
+        faults,
+        deterministic: a.deterministic,
+        comm: a.deterministic.then(|| "dxtrace".to_string()),
+        ..EmulatorConfig::default()
+    };
     let writer = match &a.output {
         Some(out) => {
             let mut header = Header::for_this_machine(CaptureSource::Emulator);
@@ -331,7 +339,7 @@ fn serve(a: &EmulateArgs, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
                 detail: "FUSE-served instrumented driver".into(),
             };
             header.command = std::env::args().collect();
-            header.extra = vec![("seed".into(), a.seed.to_string())];
+            header.extra = cfg.header_extras();
             let opts = WriterOptions {
                 threads: 1,
                 max_frame_age: Duration::from_secs(1),
@@ -356,14 +364,6 @@ fn serve(a: &EmulateArgs, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
                 failed.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         })
-    };
-    let cfg = EmulatorConfig {
-        seed: a.seed,
-        async_msg: a.async_msg,
-        faults,
-        deterministic: a.deterministic,
-        comm: a.deterministic.then(|| "dxtrace".to_string()),
-        ..EmulatorConfig::default()
     };
     let emu = Emulator::new(cfg, Box::new(sink));
     let mount = emulator::FuseMount::mount(emu, dir)

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use driver_core::RealDevice;
-use replayer::{Pace, ReplayOptions, Replayer, Report, Target};
+use replayer::{HostMode, Pace, ReplayOptions, Replayer, Report, Target};
 
 /// Re-execute a trace against the emulator or a real device and report divergences.
 ///
@@ -14,6 +14,11 @@ use replayer::{Pace, ReplayOptions, Replayer, Report, Target};
 /// remapped. Each call's full return value, out struct and out buffers are compared with
 /// the recording; differences are listed decoded. Calls run one after another in the
 /// order the trace stores them (threads are not re-created).
+///
+/// Process ids legitimately differ: the traced process's recorded pid is compared as the
+/// replaying process's pid (ENUMPROCESSES lists, CREATEPROCESS messages); pids of other
+/// programs on the capturing machine are not compared. Synthetic (generated) traces are
+/// refused: their calls were never made on a driver.
 ///
 /// Exit status: 0 with no divergence, 1 when results diverged, 2 when the replay could
 /// not run (unreadable trace, a handle no earlier call created, a refused ioctl).
@@ -27,8 +32,10 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "emulator|PATH")]
     pub target: String,
 
-    /// With `--target emulator`: `fake` runs the emulator's fake host; `recorded` would
-    /// answer from the trace's VMBus replies (driver-in-the-loop; not available yet).
+    /// With `--target emulator`: `fake` runs the emulator's fake host, configured as the
+    /// trace header says the capture's was (seed, fault plan, latency model); `recorded`
+    /// answers the driver logic's VMBus requests with the trace's recorded replies and
+    /// reports every request that differs from the recorded one (driver-in-the-loop).
     #[arg(long, value_name = "fake|recorded", default_value = "fake")]
     pub host: String,
 
@@ -70,14 +77,14 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     } else {
         Target::Device(PathBuf::from(&a.target))
     };
-    match (a.host.as_str(), &target) {
-        ("fake", _) => {}
-        ("recorded", Target::InProcess) => bail!(
-            "--host recorded is not available yet: the emulator has no hook to replace its fake host with the trace's VMBus replies (issue 6)"
-        ),
+    let host = match (a.host.as_str(), &target) {
+        ("fake", _) => HostMode::Fake,
+        ("recorded", Target::InProcess) => HostMode::Recorded,
         ("recorded", _) => bail!("--host recorded only applies to --target emulator"),
         (other, _) => bail!("--host must be `fake` or `recorded`, not `{other}`"),
-    }
+    };
+    replayer::check_replayable(reader.header())
+        .with_context(|| format!("cannot replay {}", a.file.display()))?;
     let opts = ReplayOptions {
         target: target.clone(),
         strict: a.strict,
@@ -85,6 +92,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         from: a.from,
         to: a.to,
         allow_unknown: a.allow_unknown,
+        host,
     };
     let calls = reader
         .frames()
@@ -108,10 +116,9 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let report = match target {
         Target::InProcess => {
-            let mut r = Replayer::new(replayer::emulator_backend(reader.header()), opts);
-            r.run(reader.records(), &mut progress)
-                .context("replay stopped")?;
-            r.finish()
+            drop(reader);
+            replayer::replay_file_on_emulator(&a.file, opts, &mut progress)
+                .context("replay stopped")?
         }
         Target::Device(_) => {
             let mut r = Replayer::new(RealDevice::new(), opts);
@@ -143,6 +150,12 @@ fn print(r: &Report, json: bool) -> anyhow::Result<()> {
     }
     for n in &r.notes {
         writeln!(out, "note: {n}")?;
+    }
+    if let Some((sent, recorded)) = r.vmbus_messages {
+        writeln!(
+            out,
+            "driver-in-the-loop: {sent} VMBus requests sent by the driver logic, {recorded} recorded"
+        )?;
     }
     writeln!(
         out,

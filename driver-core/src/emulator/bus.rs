@@ -10,7 +10,7 @@ use std::ffi::c_void;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::host::{FakeHost, HostOutcome};
+use super::host::{Host, HostOutcome};
 use super::sink::{AnnotationEvent, Event, EventSink, VmbusDirection, VmbusEvent};
 use crate::dxg::vmbus::MAX_PACKET_SIZE;
 
@@ -85,8 +85,8 @@ pub struct CallCtx {
 
 /// Everything the exported send functions reach through a channel pointer.
 pub struct Bus {
-    /// The fake host GPU.
-    pub host: Mutex<FakeHost>,
+    /// The host: the fake host GPU, or a replay's recorded replies.
+    pub host: Mutex<Box<dyn Host>>,
     /// Instrumentation.
     pub sink: Mutex<Box<dyn EventSink>>,
     /// Clock.
@@ -95,11 +95,16 @@ pub struct Bus {
     pub inbound: Mutex<VecDeque<Vec<u8>>>,
     /// Caller.
     pub ctx: Mutex<CallCtx>,
+    /// The sink wants events ([`EventSink::enabled`]); when not, none are built.
+    pub recording: bool,
 }
 
 impl Bus {
     /// Emits one event.
     pub fn emit(&self, ev: Event) {
+        if !self.recording {
+            return;
+        }
         self.sink
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -174,18 +179,20 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
     let request_id = ch.request_id.fetch_add(1, Ordering::SeqCst) + 1;
     let c = bus.ctx();
     let channel_id = (ch.adapter_luid != 0).then_some(ch.adapter_luid);
-    bus.emit(Event::Vmbus(VmbusEvent {
-        ts: bus.clock.now(),
-        dir: VmbusDirection::GuestToHost,
-        channel: channel_id,
-        request_id,
-        is_async: false,
-        status: None,
-        ioctl_id: c.ioctl_id,
-        pid: c.pid,
-        tid: c.tid,
-        bytes: req.to_vec(),
-    }));
+    if bus.recording {
+        bus.emit(Event::Vmbus(VmbusEvent {
+            ts: bus.clock.now(),
+            dir: VmbusDirection::GuestToHost,
+            channel: channel_id,
+            request_id,
+            is_async: false,
+            status: None,
+            ioctl_id: c.ioctl_id,
+            pid: c.pid,
+            tid: c.tid,
+            bytes: req.to_vec(),
+        }));
+    }
     let outcome = bus.host.lock().unwrap_or_else(|e| e.into_inner()).process(
         req,
         false,
@@ -207,6 +214,9 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
                 };
                 0
             };
+            if !bus.recording {
+                return ret;
+            }
             bus.emit(Event::Vmbus(VmbusEvent {
                 ts: bus.clock.now(),
                 dir: VmbusDirection::HostReply,
@@ -270,18 +280,20 @@ pub unsafe extern "C" fn dxgvmb_send_async_msg(
     // SAFETY: guaranteed by the caller.
     let req = unsafe { std::slice::from_raw_parts(command as *const u8, cmd_size as usize) };
     let c = bus.ctx();
-    bus.emit(Event::Vmbus(VmbusEvent {
-        ts: bus.clock.now(),
-        dir: VmbusDirection::GuestToHost,
-        channel: None,
-        request_id: 0,
-        is_async: true,
-        status: None,
-        ioctl_id: c.ioctl_id,
-        pid: c.pid,
-        tid: c.tid,
-        bytes: req.to_vec(),
-    }));
+    if bus.recording {
+        bus.emit(Event::Vmbus(VmbusEvent {
+            ts: bus.clock.now(),
+            dir: VmbusDirection::GuestToHost,
+            channel: None,
+            request_id: 0,
+            is_async: true,
+            status: None,
+            ioctl_id: c.ioctl_id,
+            pid: c.pid,
+            tid: c.tid,
+            bytes: req.to_vec(),
+        }));
+    }
     let _ = bus.host.lock().unwrap_or_else(|e| e.into_inner()).process(
         req,
         true,

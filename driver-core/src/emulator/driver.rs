@@ -87,7 +87,13 @@ pub struct Driver {
     removed_after: Option<u64>,
     hang_bound_ns: u64,
     pub(crate) comm_override: Option<String>,
+    pub(crate) request_patch: Option<RequestPatch>,
 }
+
+/// Alters a guest→host message after the driver logic built it (the whole packet, ext
+/// header included), before it is sent. For tests that check a driver-in-the-loop replay
+/// notices a change in the driver's request building.
+pub type RequestPatch = Box<dyn FnMut(crate::schema::VmbusCmd, &mut Vec<u8>) + Send>;
 
 fn rd<T: Pod>(mem: &dyn UserMemory, addr: u64) -> Result<T, i64> {
     let mut v = T::zeroed();
@@ -171,6 +177,7 @@ impl Driver {
             removed_after,
             hang_bound_ns,
             comm_override: None,
+            request_patch: None,
         };
         d.bring_up(async_msg);
         d
@@ -269,6 +276,19 @@ impl Driver {
             }
         }
         msg.extend_from_slice(body);
+        if let Some(patch) = &mut self.request_patch {
+            let channel = match target {
+                Target::Global => crate::schema::VmbusChannel::Global,
+                Target::Adapter(_) => crate::schema::VmbusChannel::Adapter,
+            };
+            patch(
+                crate::schema::VmbusCmd {
+                    channel,
+                    value: cmd,
+                },
+                &mut msg,
+            );
+        }
         // §3.2: with async messages enabled every message travels on the global channel.
         let ch: *const DxgVmbusChannel = match target {
             Target::Adapter(i) if !self.async_msg => &*self.adapters[i].ch,
@@ -334,18 +354,20 @@ impl Driver {
                 break;
             };
             let c = self.bus.ctx();
-            self.bus.emit(Event::Vmbus(VmbusEvent {
-                ts: self.bus.clock.now(),
-                dir: VmbusDirection::HostToGuest,
-                channel: None,
-                request_id: 0,
-                is_async: false,
-                status: None,
-                ioctl_id: c.ioctl_id,
-                pid: c.pid,
-                tid: c.tid,
-                bytes: p.clone(),
-            }));
+            if self.bus.recording {
+                self.bus.emit(Event::Vmbus(VmbusEvent {
+                    ts: self.bus.clock.now(),
+                    dir: VmbusDirection::HostToGuest,
+                    channel: None,
+                    request_id: 0,
+                    is_async: false,
+                    status: None,
+                    ioctl_id: c.ioctl_id,
+                    pid: c.pid,
+                    tid: c.tid,
+                    bytes: p.clone(),
+                }));
+            }
             match u32_at(&p, 16) {
                 0 | 3 if p.len() >= 48 => self.signal_host_event(u64_at(&p, 24)),
                 2 if p.len() >= 48 => {
@@ -608,7 +630,8 @@ impl Driver {
             }
             _ => None,
         };
-        if let Some(e) = ok_entry {
+        let recording = self.bus.recording;
+        if let Some(e) = ok_entry.filter(|_| recording) {
             capture(mem, e, arg, size, true, &mut bufs);
         }
         let ret = match (ok_entry, self.files.get(&file)) {
@@ -619,22 +642,24 @@ impl Driver {
                 Ok(v) | Err(v) => v,
             },
         };
-        if let Some(e) = ok_entry {
+        if let Some(e) = ok_entry.filter(|_| recording) {
             capture(mem, e, arg, size, false, &mut bufs);
         }
         let ts_exit = self.bus.clock.advance(800);
-        self.bus.emit(Event::Ioctl(IoctlEvent {
-            id,
-            ts_enter,
-            ts_exit,
-            pid: tgid,
-            tid,
-            fd: file as i32,
-            cmd,
-            arg,
-            ret,
-            buffers: bufs,
-        }));
+        if recording {
+            self.bus.emit(Event::Ioctl(IoctlEvent {
+                id,
+                ts_enter,
+                ts_exit,
+                pid: tgid,
+                tid,
+                fd: file as i32,
+                cmd,
+                arg,
+                ret,
+                buffers: bufs,
+            }));
+        }
         if self.removed_after == Some(self.ioctls) {
             self.set_ctx(CallCtx {
                 pid: tgid,

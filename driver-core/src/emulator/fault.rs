@@ -191,6 +191,44 @@ impl Fault {
     }
 }
 
+impl std::fmt::Display for Occurrence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Occurrence::Nth(n) => write!(f, "{n}"),
+            Occurrence::Every => f.write_str("*"),
+        }
+    }
+}
+
+fn cmd_spec(cmd: VmbusCmd) -> String {
+    let name = crate::dxg::vmbus::command_name(cmd)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("#{}", cmd.value));
+    // The parser looks names up in the adapter enum first: a global command whose name
+    // also exists there keeps its `G:` prefix.
+    if cmd.channel == VmbusChannel::Global && command_by_name(&name) != Some(cmd) {
+        format!("G:{name}")
+    } else {
+        name
+    }
+}
+
+/// The spec string [`Fault::parse`] reads back as the same fault (it is what trace headers
+/// store, so a replay can configure the emulator the way the capture did).
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Status { cmd, status, at } => {
+                write!(f, "{}:status={status:#010x}@{at}", cmd_spec(*cmd))
+            }
+            Fault::DeviceRemoved { after } => write!(f, "device-removed@after={after}"),
+            Fault::Hang { cmd, at } => write!(f, "hang:{}@{at}", cmd_spec(*cmd)),
+            Fault::LoseSignal { at } => write!(f, "lose-signal@{at}"),
+            Fault::DupSignal { at } => write!(f, "dup-signal@{at}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +283,21 @@ mod tests {
             }
         ));
         assert!(Fault::parse("NOPE:status=1").is_err());
+        for spec in [
+            "CREATEALLOCATION:status=0xC0000017@3",
+            "DESTROYSYNCOBJECT:status=0xc0000008@*",
+            "device-removed@after=50",
+            "hang:SUBMITCOMMAND@2",
+            "lose-signal@1",
+            "dup-signal@*",
+        ] {
+            let f = Fault::parse(spec).expect("valid");
+            assert_eq!(
+                Fault::parse(&f.to_string()).expect("round trip"),
+                f,
+                "{spec}"
+            );
+        }
         assert!(Fault::parse("hang:SUBMITCOMMAND@0").is_err());
     }
 }

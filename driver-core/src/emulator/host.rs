@@ -114,6 +114,61 @@ impl LatencyModel {
     }
 }
 
+/// The other end of the emulated VMBus: what the driver logic's messages reach.
+///
+/// [`FakeHost`] answers like a Windows host would; a replay can plug in a host that
+/// answers with a trace's recorded replies instead (offline driver-in-the-loop).
+/// Host→guest packets go to `inbound`, which the driver drains after every send.
+pub trait Host: Send {
+    /// Handles one guest→host message (with or without the ext header).
+    fn process(
+        &mut self,
+        msg: &[u8],
+        is_async: bool,
+        clock: &Clock,
+        inbound: &Mutex<VecDeque<Vec<u8>>>,
+    ) -> HostOutcome;
+    /// Annotations for the timeline (faults the host applied), drained after each send.
+    fn take_notes(&mut self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// CPU address of IO-space address `phys` (fence pages, LOCK2 data), if mapped.
+    fn map_io(&mut self, phys: u64) -> Option<u64>;
+    /// The device-removed fault fired after the configured ioctl count (TDR).
+    fn remove_device(&mut self, inbound: &Mutex<VecDeque<Vec<u8>>>);
+    /// Virtual time reached `now`: complete what is due (GPU work, signals).
+    fn advance(&mut self, now: u64, inbound: &Mutex<VecDeque<Vec<u8>>>);
+    /// When the next pending completion is due, if any (a CPU wait jumps there).
+    fn next_completion(&self) -> Option<u64>;
+}
+
+impl Host for FakeHost {
+    fn process(
+        &mut self,
+        msg: &[u8],
+        is_async: bool,
+        clock: &Clock,
+        inbound: &Mutex<VecDeque<Vec<u8>>>,
+    ) -> HostOutcome {
+        FakeHost::process(self, msg, is_async, clock, inbound)
+    }
+    fn take_notes(&mut self) -> Vec<(String, String)> {
+        FakeHost::take_notes(self)
+    }
+    fn map_io(&mut self, phys: u64) -> Option<u64> {
+        FakeHost::map_io(self, phys)
+    }
+    fn remove_device(&mut self, inbound: &Mutex<VecDeque<Vec<u8>>>) {
+        FakeHost::remove_device(self, inbound)
+    }
+    fn advance(&mut self, now: u64, inbound: &Mutex<VecDeque<Vec<u8>>>) {
+        FakeHost::advance(self, now, inbound)
+    }
+    fn next_completion(&self) -> Option<u64> {
+        FakeHost::next_completion(self)
+    }
+}
+
 /// What the host did with a message.
 #[derive(Debug)]
 pub enum HostOutcome {

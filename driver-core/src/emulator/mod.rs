@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 pub use bus::{Clock, DxgVmbusChannel, dxgvmb_send_async_msg, dxgvmb_send_sync_msg};
 pub use fault::{Fault, FaultError, Occurrence};
 pub use fuse::FuseMount;
-pub use host::{AdapterSpec, LatencyModel};
+pub use host::{AdapterSpec, Host, HostOutcome, LatencyModel};
 pub use sink::{
     AnnotationEvent, BufEvent, BufRole, Event, EventSink, FdOpEvent, FnSink, IoctlEvent, NullSink,
     SignalEvent, VecSink, VmbusDirection, VmbusEvent,
@@ -79,6 +79,138 @@ impl Default for EmulatorConfig {
     }
 }
 
+/// Header keys under which [`EmulatorConfig::header_extras`] stores the configuration.
+pub mod header_keys {
+    /// Seed of the fake host.
+    pub const SEED: &str = "seed";
+    /// Fault plan: [`super::Fault`] spec strings separated by `;` (empty: none).
+    pub const FAULTS: &str = "emulator.faults";
+    /// `true` / `false`.
+    pub const ASYNC_MSG: &str = "emulator.async_msg";
+    /// Negotiated VMBus interface version.
+    pub const INTERFACE_VERSION: &str = "emulator.interface_version";
+    /// Virtual clock (`true` / `false`).
+    pub const DETERMINISTIC: &str = "emulator.deterministic";
+    /// Process name sent in CREATEPROCESS (absent: `/proc/<pid>/comm`).
+    pub const COMM: &str = "emulator.comm";
+    /// Latency model: `gpu_work=NS` and `COMMAND=NS` overrides separated by `,` (empty:
+    /// the defaults).
+    pub const LATENCY: &str = "emulator.latency";
+    /// Bound on an injected hang, ns.
+    pub const HANG_BOUND_NS: &str = "emulator.hang_bound_ns";
+}
+
+/// A header value [`EmulatorConfig::from_header_extras`] cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("trace header key `{key}` = {value:?}: {why}")]
+pub struct ConfigError {
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: String,
+    /// What is wrong.
+    pub why: String,
+}
+
+impl EmulatorConfig {
+    /// The settings that decide what the emulator does (seed, fault plan, latency model,
+    /// message mode, clock, process name) as trace-header key/values, so that a replay can
+    /// configure its emulator the way the capture's was ([`Self::from_header_extras`]).
+    /// Adapters are not stored: traces are written with [`AdapterSpec::defaults`].
+    pub fn header_extras(&self) -> Vec<(String, String)> {
+        use header_keys::*;
+        let mut lat: Vec<String> = self
+            .latency
+            .gpu_work_ns
+            .map(|n| format!("gpu_work={n}"))
+            .into_iter()
+            .collect();
+        let mut ov: Vec<_> = self.latency.overrides.iter().collect();
+        ov.sort();
+        lat.extend(ov.into_iter().map(|(k, v)| format!("{k}={v}")));
+        let mut v = vec![
+            (SEED.to_string(), self.seed.to_string()),
+            (
+                FAULTS.to_string(),
+                self.faults
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            ),
+            (ASYNC_MSG.to_string(), self.async_msg.to_string()),
+            (
+                INTERFACE_VERSION.to_string(),
+                self.interface_version.to_string(),
+            ),
+            (DETERMINISTIC.to_string(), self.deterministic.to_string()),
+            (LATENCY.to_string(), lat.join(",")),
+            (HANG_BOUND_NS.to_string(), self.hang_bound_ns.to_string()),
+        ];
+        if let Some(c) = &self.comm {
+            v.push((COMM.to_string(), c.clone()));
+        }
+        v
+    }
+
+    /// A configuration from trace-header key/values written by [`Self::header_extras`];
+    /// keys that are absent keep their defaults, unknown keys are ignored.
+    pub fn from_header_extras(extra: &[(String, String)]) -> Result<EmulatorConfig, ConfigError> {
+        use header_keys::*;
+        let mut c = EmulatorConfig::default();
+        let err = |k: &str, v: &str, why: String| ConfigError {
+            key: k.into(),
+            value: v.into(),
+            why,
+        };
+        let num = |k: &str, v: &str| -> Result<u64, ConfigError> {
+            v.trim()
+                .parse()
+                .map_err(|e| err(k, v, format!("not a number ({e})")))
+        };
+        let flag = |k: &str, v: &str| -> Result<bool, ConfigError> {
+            v.trim()
+                .parse()
+                .map_err(|_| err(k, v, "expected true or false".into()))
+        };
+        for (k, v) in extra {
+            match k.as_str() {
+                SEED => c.seed = num(k, v)?,
+                FAULTS => {
+                    c.faults = v
+                        .split(';')
+                        .filter(|s| !s.trim().is_empty())
+                        .map(|s| Fault::parse(s).map_err(|e| err(k, v, e.to_string())))
+                        .collect::<Result<_, _>>()?
+                }
+                ASYNC_MSG => c.async_msg = flag(k, v)?,
+                INTERFACE_VERSION => {
+                    c.interface_version =
+                        u32::try_from(num(k, v)?).map_err(|_| err(k, v, "out of range".into()))?
+                }
+                DETERMINISTIC => c.deterministic = flag(k, v)?,
+                COMM => c.comm = Some(v.clone()),
+                HANG_BOUND_NS => c.hang_bound_ns = num(k, v)?,
+                LATENCY => {
+                    for part in v.split(',').filter(|s| !s.trim().is_empty()) {
+                        let (name, ns) = part
+                            .split_once('=')
+                            .ok_or_else(|| err(k, v, format!("{part:?} is not NAME=NS")))?;
+                        let ns = num(k, ns)?;
+                        if name.trim() == "gpu_work" {
+                            c.latency.gpu_work_ns = Some(ns);
+                        } else {
+                            c.latency.overrides.insert(name.trim().to_string(), ns);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+}
+
 /// One emulated machine with a `/dev/dxg`. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct Emulator {
@@ -89,10 +221,6 @@ impl Emulator {
     /// Boots the emulated driver: adapters start (SETIOSPACEREGION, OPENADAPTER,
     /// GETINTERNALADAPTERINFO are sent and reported to `sink`).
     pub fn new(cfg: EmulatorConfig, sink: Box<dyn EventSink>) -> Emulator {
-        let removed_after = cfg.faults.iter().find_map(|f| match f {
-            Fault::DeviceRemoved { after } => Some(*after),
-            _ => None,
-        });
         let host = host::FakeHost::new(host::HostConfig {
             adapters: cfg.adapters.clone(),
             interface_version: cfg.interface_version,
@@ -102,7 +230,23 @@ impl Emulator {
             faults: cfg.faults.clone(),
             hang_bound_ns: cfg.hang_bound_ns,
         });
+        Emulator::with_host(cfg, sink, Box::new(host))
+    }
+
+    /// Boots the emulated driver over another [`Host`] (e.g. a replay's recorded
+    /// replies); `cfg`'s host settings (seed, latency, faults other than device removal)
+    /// are then the host's business.
+    pub fn with_host(
+        cfg: EmulatorConfig,
+        sink: Box<dyn EventSink>,
+        host: Box<dyn Host>,
+    ) -> Emulator {
+        let removed_after = cfg.faults.iter().find_map(|f| match f {
+            Fault::DeviceRemoved { after } => Some(*after),
+            _ => None,
+        });
         let bus = Arc::new(bus::Bus {
+            recording: sink.enabled(),
             host: Mutex::new(host),
             sink: Mutex::new(sink),
             clock: Clock::new(cfg.deterministic),
@@ -166,6 +310,13 @@ impl Emulator {
         mem: &mut dyn UserMemory,
     ) -> i64 {
         self.lock().ioctl(file, tgid, tid, cmd, arg, mem)
+    }
+
+    /// Installs (or with `None` removes) a [`driver::RequestPatch`] that alters the
+    /// messages the driver logic builds from now on. Test-only in spirit: it is how the
+    /// driver-in-the-loop replay is shown to catch a change in the driver logic.
+    pub fn set_request_patch(&self, patch: Option<driver::RequestPatch>) {
+        self.lock().request_patch = patch;
     }
 
     /// Current emulator time (ns).
@@ -232,8 +383,14 @@ impl UserMemory for ProcessMemory {
 }
 
 fn gettid() -> u32 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() as u32 }
+    thread_local! {
+        // A syscall per ioctl otherwise.
+        static TID: u32 = {
+            // SAFETY: gettid has no preconditions.
+            unsafe { libc::gettid() as u32 }
+        };
+    }
+    TID.with(|t| *t)
 }
 
 /// The [`Backend`] over an [`Emulator`], in this process: `open` of any path whose file
@@ -244,6 +401,8 @@ pub struct EmulatorBackend {
     fds: HashMap<i32, u64>,
     next_fd: i32,
     pid: u32,
+    /// `pid` is this process (calls carry the real thread id).
+    own_pid: bool,
 }
 
 impl EmulatorBackend {
@@ -254,12 +413,14 @@ impl EmulatorBackend {
             fds: HashMap::new(),
             next_fd: 1000,
             pid: std::process::id(),
+            own_pid: true,
         }
     }
     /// Backend acting as process `pid` (deterministic traces, several simulated clients).
     pub fn with_pid(emu: Emulator, pid: u32) -> EmulatorBackend {
         let mut b = EmulatorBackend::new(emu);
         b.pid = pid;
+        b.own_pid = pid == std::process::id();
         b
     }
     /// The emulator.
@@ -267,11 +428,7 @@ impl EmulatorBackend {
         &self.emu
     }
     fn tid(&self) -> u32 {
-        if self.pid == std::process::id() {
-            gettid()
-        } else {
-            self.pid
-        }
+        if self.own_pid { gettid() } else { self.pid }
     }
 }
 
@@ -302,6 +459,20 @@ impl Backend for EmulatorBackend {
         let tid = self.tid();
         self.emu
             .ioctl(f, self.pid, tid, cmd, arg, &mut InProcessMemory)
+    }
+
+    unsafe fn ioctl_live(&mut self, fd: i32, cmd: u32, arg: u64, live: &[(u64, usize)]) -> i64 {
+        let Some(f) = self.fds.get(&fd).copied() else {
+            return -(libc::EBADF as i64);
+        };
+        let tid = self.tid();
+        // SAFETY: the caller vouches for `live` for the whole call.
+        let mut mem = unsafe { crate::backend::VouchedMemory::new(live) };
+        self.emu.ioctl(f, self.pid, tid, cmd, arg, &mut mem)
+    }
+
+    fn pid(&self) -> u32 {
+        self.pid
     }
 
     fn close(&mut self, fd: i32) -> io::Result<()> {

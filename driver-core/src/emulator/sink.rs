@@ -167,6 +167,11 @@ pub enum Event {
 pub trait EventSink: Send {
     /// One event.
     fn event(&mut self, ev: Event);
+    /// Whether events are wanted at all; `false` lets the emulator skip building them
+    /// (buffer captures, message copies), which is most of its per-call cost.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// Drops everything.
@@ -175,6 +180,9 @@ pub struct NullSink;
 
 impl EventSink for NullSink {
     fn event(&mut self, _ev: Event) {}
+    fn enabled(&self) -> bool {
+        false
+    }
 }
 
 /// Collects events in a shared vector (tests, the CLI).

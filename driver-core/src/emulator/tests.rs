@@ -275,3 +275,32 @@ fn async_messages_go_on_the_global_channel() {
         "with async_msg_enabled every message uses the global channel"
     );
 }
+
+#[test]
+fn config_round_trips_through_header_extras() {
+    let mut cfg = EmulatorConfig {
+        seed: 42,
+        async_msg: true,
+        deterministic: true,
+        comm: Some("dxtrace".into()),
+        faults: ["lose-signal@2", "dup-signal@4", "device-removed@after=30"]
+            .iter()
+            .map(|f| Fault::parse(f).expect("valid"))
+            .collect(),
+        hang_bound_ns: 7_000_000,
+        ..EmulatorConfig::default()
+    };
+    cfg.latency.gpu_work_ns = Some(1234);
+    cfg.latency.overrides.insert("CREATEALLOCATION".into(), 99);
+    let back = EmulatorConfig::from_header_extras(&cfg.header_extras()).expect("parses");
+    assert_eq!(back.seed, 42);
+    assert!(back.async_msg && back.deterministic);
+    assert_eq!(back.comm.as_deref(), Some("dxtrace"));
+    assert_eq!(back.faults, cfg.faults);
+    assert_eq!(back.hang_bound_ns, 7_000_000);
+    assert_eq!(back.latency.gpu_work_ns, Some(1234));
+    assert_eq!(back.latency.overrides.get("CREATEALLOCATION"), Some(&99));
+    let bad = vec![("emulator.faults".to_string(), "nope@1".to_string())];
+    let e = EmulatorConfig::from_header_extras(&bad).expect_err("bad fault");
+    assert!(e.to_string().contains("emulator.faults"), "{e}");
+}

@@ -38,6 +38,13 @@ pub struct RecordArgs {
     #[arg(long, value_name = "PATH")]
     pub uprobe_binary: Option<PathBuf>,
 
+    /// With --uprobe-binary: attach the uprobes in this process only (the `dxtrace emulate
+    /// --mount` daemon serving the watched FUSE device). Its messages are captured even
+    /// though it is not the recorded command, and other processes running the same binary
+    /// are not seen.
+    #[arg(long, value_name = "PID", requires = "uprobe_binary")]
+    pub uprobe_pid: Option<u32>,
+
     /// No live status line on stderr.
     #[arg(short, long)]
     pub quiet: bool,
@@ -72,6 +79,7 @@ pub fn run(a: RecordArgs) -> anyhow::Result<ExitCode> {
         output: a.output.clone(),
         ringbuf_size: Some(a.ringbuf_size),
         uprobe_binary: a.uprobe_binary.clone(),
+        uprobe_pid: a.uprobe_pid,
         descriptors,
     };
     let bar = if a.quiet {

@@ -5,6 +5,7 @@ mod e2e {
     pub mod cli;
     pub mod corrupt;
     pub mod emulator;
+    pub mod probe;
     pub mod replay;
     pub mod web;
 }

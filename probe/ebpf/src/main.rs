@@ -46,6 +46,10 @@ static OFF_FORK_CHILD_PID: u32 = 20;
 /// Non-zero: only processes in `PIDS` are traced.
 #[unsafe(no_mangle)]
 static FILTER_PIDS: u32 = 0;
+/// Non-zero: the VMBus uprobes are attached in one process (the FUSE emulator daemon),
+/// whose messages are captured whatever `FILTER_PIDS` says.
+#[unsafe(no_mangle)]
+static UPROBE_ANY_PID: u32 = 0;
 
 #[inline(always)]
 fn cfg(v: &'static u32) -> u32 {
@@ -947,7 +951,7 @@ fn try_fork(ctx: &TracePointContext) -> Result<u32, i64> {
 fn vmb_send(ctx: &ProbeContext, is_async: bool, kernel: bool) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if !kernel && !pid_ok(tgid) {
+    if !kernel && cfg(&UPROBE_ANY_PID) == 0 && !pid_ok(tgid) {
         return Ok(0);
     }
     let channel: u64 = ctx.arg(0).ok_or(1i64)?;

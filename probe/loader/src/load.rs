@@ -1,5 +1,6 @@
 //! Loading, attaching and draining the eBPF object.
 
+use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -65,6 +66,7 @@ pub struct ProbeBuilder {
     filter_pids: bool,
     ringbuf_size: Option<u32>,
     uprobe_binary: Option<PathBuf>,
+    uprobe_pid: Option<u32>,
     descriptors: Vec<CmdDescriptor>,
 }
 
@@ -95,6 +97,13 @@ impl ProbeBuilder {
     /// exported by this binary (the emulator, or a test program).
     pub fn uprobe_binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.uprobe_binary = Some(path.into());
+        self
+    }
+    /// Attaches the VMBus uprobes in this process only (the FUSE emulator daemon serving
+    /// the watched device), and captures its messages whatever the pid filter says: the
+    /// daemon works on behalf of the traced processes.
+    pub fn uprobe_pid(mut self, pid: u32) -> Self {
+        self.uprobe_pid = Some(pid);
         self
     }
     /// Pointer descriptors to follow (from the device tables).
@@ -254,82 +263,46 @@ fn ringbuf_bytes(req: Option<u32>) -> u32 {
         .unwrap_or(1 << 30)
 }
 
-fn attach_tp(ebpf: &mut Ebpf, prog: &str, cat: &str, name: &str) -> Result<(), ProbeError> {
-    let p: &mut TracePoint = ebpf
-        .program_mut(prog)
-        .ok_or_else(|| ProbeError::Map {
-            map: "programs",
-            what: format!("{prog} missing from the object"),
-        })?
-        .try_into()
-        .map_err(|source| ProbeError::Program {
-            action: "load",
-            program: prog.into(),
-            source,
-        })?;
-    p.load().map_err(|source| ProbeError::Program {
-        action: "load",
-        program: prog.into(),
-        source,
-    })?;
-    p.attach(cat, name).map_err(|source| ProbeError::Program {
-        action: "attach",
-        program: prog.into(),
-        source,
-    })?;
-    Ok(())
+/// Where a program is attached.
+enum Hook<'a> {
+    /// A tracepoint `category:name`.
+    Tracepoint(&'a str, &'a str),
+    /// A uprobe or uretprobe on `symbol` of a binary.
+    Uprobe(&'a str, &'a Path, UProbeScope),
+    /// A kprobe or kretprobe on a kernel symbol.
+    Kprobe(&'a str),
 }
 
-fn attach_uprobe(ebpf: &mut Ebpf, prog: &str, sym: &str, target: &Path) -> Result<(), ProbeError> {
-    let p: &mut UProbe = ebpf
-        .program_mut(prog)
-        .ok_or_else(|| ProbeError::Map {
-            map: "programs",
-            what: format!("{prog} missing from the object"),
-        })?
-        .try_into()
-        .map_err(|source| ProbeError::Program {
-            action: "load",
+/// Loads program `prog` of the object and attaches it at `hook`.
+fn attach(ebpf: &mut Ebpf, prog: &str, hook: Hook<'_>) -> Result<(), ProbeError> {
+    let err = |action: &'static str| {
+        move |source| ProbeError::Program {
+            action,
             program: prog.into(),
             source,
-        })?;
-    p.load().map_err(|source| ProbeError::Program {
-        action: "load",
-        program: prog.into(),
-        source,
+        }
+    };
+    let p = ebpf.program_mut(prog).ok_or_else(|| ProbeError::Map {
+        map: "programs",
+        what: format!("{prog} missing from the object"),
     })?;
-    p.attach(sym, target, UProbeScope::AllProcesses)
-        .map_err(|source| ProbeError::Program {
-            action: "attach",
-            program: prog.into(),
-            source,
-        })?;
-    Ok(())
-}
-
-fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, sym: &str) -> Result<(), ProbeError> {
-    let p: &mut KProbe = ebpf
-        .program_mut(prog)
-        .ok_or_else(|| ProbeError::Map {
-            map: "programs",
-            what: format!("{prog} missing from the object"),
-        })?
-        .try_into()
-        .map_err(|source| ProbeError::Program {
-            action: "load",
-            program: prog.into(),
-            source,
-        })?;
-    p.load().map_err(|source| ProbeError::Program {
-        action: "load",
-        program: prog.into(),
-        source,
-    })?;
-    p.attach(sym, 0).map_err(|source| ProbeError::Program {
-        action: "attach",
-        program: prog.into(),
-        source,
-    })?;
+    match hook {
+        Hook::Tracepoint(cat, name) => {
+            let p: &mut TracePoint = p.try_into().map_err(err("load"))?;
+            p.load().map_err(err("load"))?;
+            p.attach(cat, name).map_err(err("attach"))?;
+        }
+        Hook::Uprobe(sym, target, scope) => {
+            let p: &mut UProbe = p.try_into().map_err(err("load"))?;
+            p.load().map_err(err("load"))?;
+            p.attach(sym, target, scope).map_err(err("attach"))?;
+        }
+        Hook::Kprobe(sym) => {
+            let p: &mut KProbe = p.try_into().map_err(err("load"))?;
+            p.load().map_err(err("load"))?;
+            p.attach(sym, 0).map_err(err("attach"))?;
+        }
+    }
     Ok(())
 }
 
@@ -365,6 +338,7 @@ impl Probe {
         let fork_child =
             tracepoint_field_offset("sched", "sched_process_fork", "child_pid").unwrap_or(20);
         let filter = b.filter_pids as u32;
+        let uprobe_any_pid = b.uprobe_pid.is_some() as u32;
         let rb = ringbuf_bytes(b.ringbuf_size);
 
         let mut loader = EbpfLoader::new();
@@ -380,6 +354,7 @@ impl Probe {
             .override_global("OFF_SB_DEV", &offs.sb_dev, true)
             .override_global("OFF_FORK_CHILD_PID", &fork_child, true)
             .override_global("FILTER_PIDS", &filter, true)
+            .override_global("UPROBE_ANY_PID", &uprobe_any_pid, true)
             .map_max_entries("EVENTS", rb);
         let mut ebpf = loader.load(OBJECT).map_err(ProbeError::Load)?;
 
@@ -429,25 +404,15 @@ impl Probe {
             })?;
         }
 
-        attach_tp(
-            &mut ebpf,
-            "sched_process_fork",
-            "sched",
-            "sched_process_fork",
-        )?;
-        attach_tp(
-            &mut ebpf,
-            "sys_enter_openat",
-            "syscalls",
-            "sys_enter_openat",
-        )?;
-        attach_tp(&mut ebpf, "sys_exit_openat", "syscalls", "sys_exit_openat")?;
-        attach_tp(&mut ebpf, "sys_enter_close", "syscalls", "sys_enter_close")?;
+        attach(&mut ebpf, "sched_process_fork", Hook::Tracepoint("sched", "sched_process_fork"))?;
+        attach(&mut ebpf, "sys_enter_openat", Hook::Tracepoint("syscalls", "sys_enter_openat"))?;
+        attach(&mut ebpf, "sys_exit_openat", Hook::Tracepoint("syscalls", "sys_exit_openat"))?;
+        attach(&mut ebpf, "sys_enter_close", Hook::Tracepoint("syscalls", "sys_enter_close"))?;
         // Exit before entry: an entry seen without its exit program would leak INFLIGHT.
-        attach_tp(&mut ebpf, "sys_exit_ioctl", "syscalls", "sys_exit_ioctl")?;
-        attach_tp(&mut ebpf, "sys_enter_ioctl", "syscalls", "sys_enter_ioctl")?;
+        attach(&mut ebpf, "sys_exit_ioctl", Hook::Tracepoint("syscalls", "sys_exit_ioctl"))?;
+        attach(&mut ebpf, "sys_enter_ioctl", Hook::Tracepoint("syscalls", "sys_enter_ioctl"))?;
 
-        let vmbus = Self::attach_vmbus(&mut ebpf, b.uprobe_binary.as_deref());
+        let vmbus = Self::attach_vmbus(&mut ebpf, b.uprobe_binary.as_deref(), b.uprobe_pid);
 
         let ring: RingBuf<MapData> = take(&mut ebpf, "EVENTS")?;
         let drops = take(&mut ebpf, "DROPS")?;
@@ -464,14 +429,26 @@ impl Probe {
         })
     }
 
-    /// Kernel hooks where dxgkrnl exists, else uprobes on a given binary; returns
-    /// (active, how-or-why-not) for the trace header.
-    fn attach_vmbus(ebpf: &mut Ebpf, uprobe: Option<&Path>) -> (bool, String) {
+    /// Kernel hooks where dxgkrnl exists, else uprobes on a given binary (in one process
+    /// when `pid` is given); returns (active, how-or-why-not) for the trace header.
+    fn attach_vmbus(ebpf: &mut Ebpf, uprobe: Option<&Path>, pid: Option<u32>) -> (bool, String) {
         let mut why = Vec::new();
         if kallsyms_has("dxgvmb_send_sync_msg") {
-            let r = attach_kprobe(ebpf, "kprobe_send_sync", "dxgvmb_send_sync_msg")
-                .and_then(|_| attach_kprobe(ebpf, "kretprobe_send_sync", "dxgvmb_send_sync_msg"))
-                .and_then(|_| attach_kprobe(ebpf, "kprobe_send_async", "dxgvmb_send_async_msg"));
+            let r = attach(ebpf, "kprobe_send_sync", Hook::Kprobe("dxgvmb_send_sync_msg"))
+                .and_then(|_| {
+                    attach(
+                        ebpf,
+                        "kretprobe_send_sync",
+                        Hook::Kprobe("dxgvmb_send_sync_msg"),
+                    )
+                })
+                .and_then(|_| {
+                    attach(
+                        ebpf,
+                        "kprobe_send_async",
+                        Hook::Kprobe("dxgvmb_send_async_msg"),
+                    )
+                });
             match r {
                 Ok(()) => {
                     return (
@@ -490,17 +467,27 @@ impl Probe {
             );
         }
         if let Some(bin) = uprobe {
-            let r = attach_uprobe(ebpf, "uprobe_send_sync", "dxgvmb_send_sync_msg", bin)
-                .and_then(|_| {
-                    attach_uprobe(ebpf, "uretprobe_send_sync", "dxgvmb_send_sync_msg", bin)
-                })
-                .and_then(|_| {
-                    attach_uprobe(ebpf, "uprobe_send_async", "dxgvmb_send_async_msg", bin)
-                });
+            let scope = match pid.and_then(NonZeroU32::new) {
+                Some(p) => UProbeScope::OneProcess(p),
+                None => UProbeScope::AllProcesses,
+            };
+            let hooks = [
+                ("uprobe_send_sync", "dxgvmb_send_sync_msg"),
+                ("uretprobe_send_sync", "dxgvmb_send_sync_msg"),
+                ("uprobe_send_async", "dxgvmb_send_async_msg"),
+            ];
+            let r = hooks.iter().try_for_each(|(prog, sym)| {
+                attach(ebpf, prog, Hook::Uprobe(sym, bin, scope.clone()))
+            });
             match r {
-                Ok(()) => return (true, format!("uprobe:{}", bin.display())),
+                Ok(()) => {
+                    let whose = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                    return (true, format!("uprobe:{}{whose}", bin.display()));
+                }
                 Err(e) => why.push(format!("uprobe on {} failed: {}", bin.display(), chain(&e))),
             }
+        } else {
+            why.push("no --uprobe-binary given for an emulator".into());
         }
         (false, why.join("; "))
     }

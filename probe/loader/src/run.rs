@@ -29,6 +29,9 @@ pub struct RecordOptions {
     pub ringbuf_size: Option<u32>,
     /// Binary exporting `dxgvmb_send_sync_msg` / `dxgvmb_send_async_msg` (emulator).
     pub uprobe_binary: Option<PathBuf>,
+    /// Attach the uprobes in this process only (the FUSE emulator daemon), whose messages
+    /// are then captured although it is not the recorded command.
+    pub uprobe_pid: Option<u32>,
     /// Pointer descriptors for the watched devices.
     pub descriptors: Vec<CmdDescriptor>,
 }
@@ -137,6 +140,9 @@ pub fn record_blocking(
     }
     if let Some(u) = &opts.uprobe_binary {
         b = b.uprobe_binary(u);
+    }
+    if let Some(p) = opts.uprobe_pid {
+        b = b.uprobe_pid(p);
     }
     let mut probe = b.build()?;
     let mut child = if opts.command.is_empty() {

@@ -1,0 +1,215 @@
+//! The eBPF probe end to end: `dxtrace record` around `dxtrace workload` on the FUSE
+//! emulator device captures exactly the calls the workload logged, the embedded pointer
+//! buffers the emulator saw, and the emulator's VMBus traffic through the uprobes on the
+//! daemon — with nothing dropped. Root, FUSE and eBPF: runs (never skips) in CI.
+
+use std::path::Path;
+
+use dxtrace_tests::{dxtrace, dxtrace_bin, run, stderr, stdout};
+use traces::{BufferRole, IoctlRecord, Record, VmbusDir, VmbusMessage};
+
+use super::emulator::{Daemon, dxg_scenarios, parse_log, records, skip_fuse};
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn ioctls(recs: &[Record]) -> Vec<IoctlRecord> {
+    recs.iter()
+        .filter_map(|r| match r {
+            Record::Ioctl(i) => Some(i.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn vmbus(recs: &[Record]) -> Vec<VmbusMessage> {
+    recs.iter()
+        .filter_map(|r| match r {
+            Record::Vmbus(v) => Some(v.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What both sides of a VMBus message comparison must agree on (not the timestamps:
+/// the daemon runs with a virtual clock; not the pids: the emulator stamps the client,
+/// the uprobe sees the daemon).
+fn vmbus_key(v: &VmbusMessage) -> (VmbusDir, bool, Option<i64>, Option<u64>, u64, Vec<u8>) {
+    (
+        v.dir,
+        v.is_async,
+        v.status,
+        v.channel,
+        v.request_id,
+        v.bytes.clone(),
+    )
+}
+
+fn record_scenario(name: &str, dev: &Path, daemon_pid: u32, dir: &Path) -> (Vec<Record>, String) {
+    let log = dir.join(format!("{name}.jsonl"));
+    let trace = dir.join(format!("{name}.dxtrace"));
+    let o = run({
+        let mut c = dxtrace();
+        c.args(["record", "--quiet", "--device"])
+            .arg(dev)
+            .arg("--uprobe-binary")
+            .arg(dxtrace_bin())
+            .args(["--uprobe-pid", &daemon_pid.to_string()])
+            .arg("-o")
+            .arg(&trace)
+            .arg("--")
+            .arg(dxtrace_bin())
+            .args(["workload", name, "--device"])
+            .arg(dev)
+            .arg("--log")
+            .arg(&log);
+        c
+    });
+    assert!(
+        o.status.success(),
+        "{name}: dxtrace record failed: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("command exited with 0"),
+        "{name}: the workload failed under the probe: {}",
+        stderr(&o)
+    );
+    let text = std::fs::read_to_string(&log).expect("workload log");
+    (records(&trace), text)
+}
+
+#[test]
+fn record_captures_every_emulator_scenario_through_fuse() {
+    if skip_fuse("record_captures_every_emulator_scenario_through_fuse") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let emu_trace = dir.path().join("daemon.dxtrace");
+    let mut daemon = Daemon::start(&mnt, &["-o", emu_trace.to_str().expect("utf-8")]);
+    let dev = mnt.join("dxg");
+
+    let mut captured_ioctls = Vec::new();
+    let mut captured_vmbus = Vec::new();
+    for name in dxg_scenarios() {
+        let (recs, log) = record_scenario(name, &dev, daemon.pid(), dir.path());
+        let trace = dir.path().join(format!("{name}.dxtrace"));
+        let header = traces::Reader::open(&trace).expect("trace").header().clone();
+        assert!(
+            header.vmbus.active && header.vmbus.detail.starts_with("uprobe:"),
+            "{name}: VMBus capture by uprobe on the daemon: {:?}",
+            header.vmbus
+        );
+        let dropped: Vec<&traces::Dropped> = recs
+            .iter()
+            .filter_map(|r| match r {
+                Record::Dropped(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert!(dropped.is_empty(), "{name}: events dropped: {dropped:?}");
+
+        let logged = parse_log(&log);
+        let calls = ioctls(&recs);
+        let got: Vec<String> = calls.iter().map(|c| format!("{:#010x}", c.cmd)).collect();
+        let want: Vec<String> = logged
+            .iter()
+            .map(|l| l["code"].as_str().expect("code").to_string())
+            .collect();
+        assert_eq!(got, want, "{name}: captured request codes differ from the log");
+        for (i, (c, l)) in calls.iter().zip(&logged).enumerate() {
+            let what = format!("{name}: call {i} ({})", l["ioctl"]);
+            assert_eq!(c.ret, l["ret"].as_i64().expect("ret"), "{what}: return value");
+            assert!(c.ts_exit >= c.ts_enter && c.ts_enter > 0, "{what}: timestamps");
+            let size = ((c.cmd >> 16) & 0x3fff) as usize;
+            let out = unhex(l["out"].as_str().expect("out"));
+            if size > 0 && !out.is_empty() {
+                let sin = c
+                    .buffer(BufferRole::StructIn, "")
+                    .unwrap_or_else(|| panic!("{what}: no struct read at entry"));
+                assert_eq!(sin.data.len(), size, "{what}: struct in length");
+                let sout = c
+                    .buffer(BufferRole::StructOut, "")
+                    .unwrap_or_else(|| panic!("{what}: no struct read at exit"));
+                assert_eq!(sout.data, out, "{what}: struct after the call");
+            }
+            for b in &c.buffers {
+                assert_eq!(b.flags, 0, "{what}: buffer {:?} {} is cut", b.role, b.path);
+            }
+        }
+        captured_ioctls.extend(calls);
+        captured_vmbus.extend(vmbus(&recs));
+    }
+    let (ok, out, err) = daemon.stop();
+    assert!(ok, "daemon did not exit cleanly: {out}{err}");
+
+    // The daemon's own trace is the reference for what the driver saw: every embedded
+    // pointer buffer it read or wrote, and every VMBus message it exchanged.
+    let emu = records(&emu_trace);
+    let served = ioctls(&emu);
+    assert_eq!(
+        captured_ioctls.len(),
+        served.len(),
+        "the probe saw as many ioctls as the daemon served"
+    );
+    let mut pointer_buffers = 0;
+    for (i, (c, e)) in captured_ioctls.iter().zip(&served).enumerate() {
+        assert_eq!(c.cmd, e.cmd, "ioctl {i}: request code");
+        assert_eq!(c.ret, e.ret, "ioctl {i} ({:#x}): return value", c.cmd);
+        assert_eq!(c.arg, e.arg, "ioctl {i} ({:#x}): argument", c.cmd);
+        for eb in &e.buffers {
+            if !matches!(eb.role, BufferRole::PtrIn | BufferRole::PtrOut) {
+                continue;
+            }
+            let cb = c.buffer(eb.role, &eb.path).unwrap_or_else(|| {
+                panic!(
+                    "ioctl {i} ({:#x}): the probe did not capture {:?} {}; it has {:?}",
+                    c.cmd,
+                    eb.role,
+                    eb.path,
+                    c.buffers
+                        .iter()
+                        .map(|b| (b.role, b.path.as_str()))
+                        .collect::<Vec<_>>()
+                )
+            });
+            assert_eq!(
+                (cb.addr, cb.len, &cb.data),
+                (eb.addr, eb.len, &eb.data),
+                "ioctl {i} ({:#x}): {:?} {}",
+                c.cmd,
+                eb.role,
+                eb.path
+            );
+            pointer_buffers += 1;
+        }
+    }
+    assert!(
+        pointer_buffers > 50,
+        "the scenarios pass many embedded pointers; only {pointer_buffers} compared"
+    );
+
+    let sent = vmbus(&emu);
+    assert!(
+        sent.iter().any(|v| v.is_async) && sent.iter().any(|v| v.dir == VmbusDir::HostReply),
+        "the scenarios exercise sync and async sends"
+    );
+    let want: Vec<_> = sent.iter().map(vmbus_key).collect();
+    let got: Vec<_> = captured_vmbus.iter().map(vmbus_key).collect();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "VMBus messages: the probe saw {}, the daemon exchanged {}",
+        got.len(),
+        want.len()
+    );
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "VMBus message {i} (probe left, daemon right)");
+    }
+}

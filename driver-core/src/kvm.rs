@@ -113,6 +113,12 @@ layout!(Sregs = "kvm_sregs", 312 {
     interrupt_bitmap: [u64; 4] => Array(&HEX_ELEM, 4),
 });
 
+layout!(DirtyLog = "kvm_dirty_log", 16 {
+    slot: u32 => U,
+    padding1: u32 => Pad,
+    dirty_bitmap: u64 => Pointer,
+});
+
 layout!(Cpuid2 = "kvm_cpuid2", 8 { nent: u32 => U, padding: u32 => Pad });
 
 layout!(CpuidEntry2 = "kvm_cpuid_entry2", 40 {
@@ -240,6 +246,18 @@ pub const IOCTLS: &[IoctlDesc] = &[
             io(KVMIO, 0x41),
             &NO_STRUCT,
             ArgKind::Value(Kind::U),
+        )
+    },
+    IoctlDesc {
+        note: "dirty_bitmap receives one bit per page of the slot; its length comes from the \
+               slot's KVM_SET_USER_MEMORY_REGION, not from this struct, so the table cannot \
+               follow it",
+        ..k(
+            "KVM_GET_DIRTY_LOG",
+            0x42,
+            iow(KVMIO, 0x42, 16),
+            &DirtyLog::DESC,
+            ArgKind::Struct,
         )
     },
     IoctlDesc {

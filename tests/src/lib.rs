@@ -147,6 +147,11 @@ impl Daemon {
         d
     }
 
+    /// Process id of the daemon (where the probe's VMBus uprobes attach).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
     /// SIGTERM, wait, and return (success, stdout, stderr).
     pub fn stop(&mut self) -> (bool, String, String) {
         let Some(child) = self.child.take() else {

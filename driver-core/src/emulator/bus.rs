@@ -137,6 +137,26 @@ pub struct DxgVmbusChannel {
     pub adapter_luid: u64,
     /// `packet_request_id`: per channel, the first request gets 1.
     pub request_id: AtomicU64,
+    /// The packet the iterator returned last (`struct vmpacket_descriptor` + payload,
+    /// padded to 8 bytes); valid until the next iterator call, like the kernel's copy.
+    rx: Mutex<Vec<u64>>,
+    /// Host→guest payloads [`dxgvmbuschannel_receive`] took, for the driver to process.
+    pub received: Mutex<VecDeque<Vec<u8>>>,
+}
+
+impl DxgVmbusChannel {
+    /// A channel of `bus`; `adapter_luid` 0 is the global channel. Offsets of the first
+    /// three fields are fixed (`repr(C)`): the probe's uprobes read `adapter_luid` at 8
+    /// and `request_id` at 16.
+    pub fn new(bus: *const Bus, adapter_luid: u64) -> DxgVmbusChannel {
+        DxgVmbusChannel {
+            bus,
+            adapter_luid,
+            request_id: AtomicU64::new(0),
+            rx: Mutex::new(Vec::new()),
+            received: Mutex::new(VecDeque::new()),
+        }
+    }
 }
 
 // SAFETY: the raw bus pointer targets an `Arc<Bus>` kept alive by the emulator that owns
@@ -316,3 +336,123 @@ static KEEP_SEND_SYMBOLS: [unsafe extern "C" fn(
 #[used]
 static KEEP_ASYNC_SYMBOL: [unsafe extern "C" fn(*mut c_void, *const c_void, u32) -> i32; 1] =
     [dxgvmb_send_async_msg];
+
+/// `struct vmpacket_descriptor` (include/linux/hyperv.h): the header of every VMBus
+/// packet, as the ring-buffer packet iterator returns it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VmpacketDescriptor {
+    /// `VM_PKT_*`.
+    pub type_: u16,
+    /// Offset of the payload from the descriptor, in 8-byte units.
+    pub offset8: u16,
+    /// Length of descriptor + payload, in 8-byte units.
+    pub len8: u16,
+    /// `VMBUS_DATA_PACKET_FLAG_*`.
+    pub flags: u16,
+    /// Request id (completions) or 0.
+    pub trans_id: u64,
+}
+
+/// `VM_PKT_DATA_INBAND`: a packet whose payload follows its descriptor.
+pub const VM_PKT_DATA_INBAND: u16 = 6;
+
+/// Takes the next host→guest packet off the inbound queue into the channel's receive
+/// copy and returns its descriptor, or null when the ring is empty.
+///
+/// # Safety
+/// `channel` must point to a live [`DxgVmbusChannel`].
+unsafe fn next_packet(channel: *mut c_void) -> *const VmpacketDescriptor {
+    // SAFETY: guaranteed by the caller.
+    let ch = unsafe { &*(channel as *const DxgVmbusChannel) };
+    // SAFETY: the bus outlives its channels.
+    let bus = unsafe { &*ch.bus };
+    let Some(p) = bus
+        .inbound
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop_front()
+    else {
+        return std::ptr::null();
+    };
+    let hdr = size_of::<VmpacketDescriptor>();
+    let words = (hdr + p.len()).div_ceil(8);
+    let desc = VmpacketDescriptor {
+        type_: VM_PKT_DATA_INBAND,
+        offset8: (hdr / 8) as u16,
+        len8: words as u16,
+        flags: 0,
+        trans_id: 0,
+    };
+    let mut rx = ch.rx.lock().unwrap_or_else(|e| e.into_inner());
+    rx.clear();
+    rx.resize(words, 0);
+    let base = rx.as_mut_ptr() as *mut u8;
+    // SAFETY: `rx` holds `words * 8 >= hdr + p.len()` bytes, 8-aligned.
+    unsafe {
+        std::ptr::write(base as *mut VmpacketDescriptor, desc);
+        std::ptr::copy_nonoverlapping(p.as_ptr(), base.add(hdr), p.len());
+    }
+    base as *const VmpacketDescriptor
+}
+
+/// `struct vmpacket_descriptor *hv_pkt_iter_first(struct vmbus_channel *channel)`: the
+/// first pending packet of the channel's inbound ring, or null.
+///
+/// # Safety
+/// `channel` must point to a live [`DxgVmbusChannel`].
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn hv_pkt_iter_first(channel: *mut c_void) -> *const VmpacketDescriptor {
+    // SAFETY: guaranteed by the caller.
+    unsafe { next_packet(channel) }
+}
+
+/// `struct vmpacket_descriptor *__hv_pkt_iter_next(struct vmbus_channel *channel, const
+/// struct vmpacket_descriptor *pkt)`: the packet after `pkt`, or null.
+///
+/// # Safety
+/// `channel` must point to a live [`DxgVmbusChannel`].
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn __hv_pkt_iter_next(
+    channel: *mut c_void,
+    _pkt: *const VmpacketDescriptor,
+) -> *const VmpacketDescriptor {
+    // SAFETY: guaranteed by the caller.
+    unsafe { next_packet(channel) }
+}
+
+/// `void dxgvmbuschannel_receive(void *ctx)` — the channel callback: walks the pending
+/// host→guest packets with the packet iterator (`foreach_vmbus_pkt`) and queues each
+/// payload on [`DxgVmbusChannel::received`] for the driver. A uprobe here and
+/// uretprobes on the iterator see what kernel hooks on the same functions see.
+///
+/// # Safety
+/// `ctx` must point to a live [`DxgVmbusChannel`].
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn dxgvmbuschannel_receive(ctx: *mut c_void) {
+    // SAFETY: guaranteed by the caller.
+    let ch = unsafe { &*(ctx as *const DxgVmbusChannel) };
+    // SAFETY: as above.
+    let mut desc = unsafe { hv_pkt_iter_first(ctx) };
+    while !desc.is_null() {
+        // SAFETY: `desc` is the channel's receive copy, `len8 * 8` bytes long.
+        let payload = unsafe {
+            let d = &*desc;
+            let off = d.offset8 as usize * 8;
+            let len = d.len8 as usize * 8 - off;
+            std::slice::from_raw_parts((desc as *const u8).add(off), len).to_vec()
+        };
+        ch.received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(payload);
+        // SAFETY: as above.
+        desc = unsafe { __hv_pkt_iter_next(ctx, desc) };
+    }
+}
+
+#[used]
+static KEEP_RECEIVE_SYMBOLS: [unsafe extern "C" fn(*mut c_void); 1] = [dxgvmbuschannel_receive];

@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use super::bus::{Bus, CallCtx, DxgVmbusChannel, dxgvmb_send_async_msg, dxgvmb_send_sync_msg};
+use super::bus::{
+    Bus, CallCtx, DxgVmbusChannel, dxgvmb_send_async_msg, dxgvmb_send_sync_msg,
+    dxgvmbuschannel_receive,
+};
 use super::host::AdapterSpec;
 use super::sink::{BufEvent, BufRole, Event, IoctlEvent, SignalEvent, VmbusDirection, VmbusEvent};
 use crate::backend::UserMemory;
@@ -145,13 +148,7 @@ impl Driver {
         removed_after: Option<u64>,
         hang_bound_ns: u64,
     ) -> Driver {
-        let ch = |luid: u64| {
-            Box::new(DxgVmbusChannel {
-                bus: Arc::as_ptr(&bus),
-                adapter_luid: luid,
-                request_id: Default::default(),
-            })
-        };
+        let ch = |luid: u64| Box::new(DxgVmbusChannel::new(Arc::as_ptr(&bus), luid));
         let global = ch(0);
         let adapters = adapters
             .into_iter()
@@ -343,10 +340,13 @@ impl Driver {
         for (k, t) in notes {
             self.bus.annotate(&k, t);
         }
+        let global: *const DxgVmbusChannel = &*self.global;
+        // SAFETY: the global channel lives as long as the driver.
+        unsafe { dxgvmbuschannel_receive(global as *mut c_void) };
         loop {
             let Some(p) = self
-                .bus
-                .inbound
+                .global
+                .received
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .pop_front()

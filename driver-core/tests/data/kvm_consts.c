@@ -16,6 +16,7 @@ int main(void)
 	C(KVM_GET_VCPU_MMAP_SIZE);
 	C(KVM_GET_SUPPORTED_CPUID);
 	C(KVM_CREATE_VCPU);
+	C(KVM_GET_DIRTY_LOG);
 	C(KVM_SET_USER_MEMORY_REGION);
 	C(KVM_SET_TSS_ADDR);
 	C(KVM_CREATE_IRQCHIP);
@@ -26,6 +27,7 @@ int main(void)
 	C(KVM_SET_SREGS);
 	C(KVM_SET_CPUID2);
 	S(kvm_userspace_memory_region);
+	S(kvm_dirty_log);
 	S(kvm_regs);
 	S(kvm_segment);
 	S(kvm_dtable);

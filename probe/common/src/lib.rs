@@ -91,6 +91,8 @@ pub const FD_OP_DERIVED: u32 = 2;
 pub const VMBUS_GUEST_TO_HOST: u8 = 0;
 /// VMBus direction: the host's reply to a sync request.
 pub const VMBUS_HOST_REPLY: u8 = 1;
+/// VMBus direction: a host-initiated packet seen by the receive path.
+pub const VMBUS_HOST_TO_GUEST: u8 = 2;
 
 /// Index in the `DROPS` per-CPU array: whole ioctl calls lost (enter record not reserved).
 pub const DROP_CALL: u32 = 0;
@@ -270,6 +272,10 @@ pub struct VmbusEvent {
     pub tid: u32,
     /// Channel pointer as seen by the hook (opaque).
     pub channel: u64,
+    /// Adapter LUID of the channel (0: global channel), valid when `has_channel_id`.
+    pub channel_id: u64,
+    /// Per-channel request id (0 for async sends and host-initiated packets).
+    pub request_id: u64,
     /// Return value of the send (replies only).
     pub status: i64,
     /// Message length.
@@ -280,10 +286,12 @@ pub struct VmbusEvent {
     pub is_async: u8,
     /// `status` is meaningful.
     pub has_status: u8,
+    /// `channel_id` is known (the loader knows the channel layout).
+    pub has_channel_id: u8,
     /// Pad.
-    pub _pad: [u8; 5],
+    pub _pad: [u8; 4],
 }
-const _: () = assert!(core::mem::size_of::<VmbusEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<VmbusEvent>() == 80);
 
 /// One embedded pointer to follow, in the flat form the kernel side reads.
 #[repr(C)]

@@ -50,6 +50,14 @@ static FILTER_PIDS: u32 = 0;
 /// whose messages are captured whatever `FILTER_PIDS` says.
 #[unsafe(no_mangle)]
 static UPROBE_ANY_PID: u32 = 0;
+/// Non-zero: the channel layout is known; `adapter_luid` (u64, 0 = global channel) and
+/// `packet_request_id` (u64, incremented before each sync send) are at these offsets.
+#[unsafe(no_mangle)]
+static VMB_CH_KNOWN: u32 = 0;
+#[unsafe(no_mangle)]
+static VMB_CH_LUID_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static VMB_CH_REQID_OFF: u32 = 0;
 
 #[inline(always)]
 fn cfg(v: &'static u32) -> u32 {
@@ -83,6 +91,9 @@ static OPENS: LruHashMap<u32, OpenArgs> = LruHashMap::with_max_entries(4096, 0);
 /// VMBus sync sends between entry and return, by thread id.
 #[map]
 static VMB_INFLIGHT: LruHashMap<u32, VmbInflight> = LruHashMap::with_max_entries(4096, 0);
+/// Threads inside the VMBus receive callback, with the channel it was called for.
+#[map]
+static RECEIVING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
 /// Staging area for buffer chunks (too big for the 512-byte stack).
 #[map]
 static SCRATCH: PerCpuArray<BufRecord> = PerCpuArray::with_max_entries(1, 0);
@@ -122,6 +133,39 @@ struct VmbInflight {
     result: u64,
     result_size: u64,
     channel: u64,
+    channel_id: u64,
+    request_id: u64,
+    has_channel_id: u64,
+}
+
+/// A field of the channel struct (user memory for uprobes, kernel memory for kprobes).
+#[inline(always)]
+fn channel_field(channel: u64, off: u32, kernel: bool) -> Option<u64> {
+    let at = (channel + off as u64) as *const u64;
+    // SAFETY: reads through the helpers, which tolerate any address.
+    unsafe {
+        if kernel {
+            bpf_probe_read_kernel(at).ok()
+        } else {
+            bpf_probe_read_user(at).ok()
+        }
+    }
+}
+
+/// (adapter LUID, request id this sync send gets) where the channel layout is known.
+#[inline(always)]
+fn channel_ids(channel: u64, is_async: bool, kernel: bool) -> Option<(u64, u64)> {
+    if cfg(&VMB_CH_KNOWN) == 0 {
+        return None;
+    }
+    let luid = channel_field(channel, cfg(&VMB_CH_LUID_OFF), kernel)?;
+    let req = if is_async {
+        0
+    } else {
+        // The send takes `atomic64_inc_return(&packet_request_id)`; read before it.
+        channel_field(channel, cfg(&VMB_CH_REQID_OFF), kernel)? + 1
+    };
+    Some((luid, req))
 }
 
 // ---- helpers ----
@@ -968,16 +1012,25 @@ fn vmb_send(ctx: &ProbeContext, is_async: bool, kernel: bool) -> Result<u32, i64
     if lost > 0 {
         bump(&DROPS, DROP_VMBUS, 1);
     }
-    emit_vmbus(
+    let ids = channel_ids(channel, is_async, kernel);
+    let (channel_id, request_id) = ids.unwrap_or((0, 0));
+    emit_vmbus(&VmbusEvent {
+        hdr: EventHeader::default(),
         msg_id,
-        tgid,
-        pid_tgid as u32,
+        ts: 0,
+        pid: tgid,
+        tid: pid_tgid as u32,
         channel,
-        cmd_size as u64,
-        VMBUS_GUEST_TO_HOST,
-        is_async,
-        None,
-    );
+        channel_id,
+        request_id,
+        status: 0,
+        len: cmd_size as u64,
+        dir: VMBUS_GUEST_TO_HOST,
+        is_async: is_async as u8,
+        has_status: 0,
+        has_channel_id: ids.is_some() as u8,
+        _pad: [0; 4],
+    });
     if !is_async {
         let result: u64 = ctx.arg(3).ok_or(1i64)?;
         let result_size: u32 = ctx.arg(4).ok_or(1i64)?;
@@ -986,6 +1039,9 @@ fn vmb_send(ctx: &ProbeContext, is_async: bool, kernel: bool) -> Result<u32, i64
             result,
             result_size: result_size as u64,
             channel,
+            channel_id,
+            request_id,
+            has_channel_id: ids.is_some() as u64,
         };
         let _ = VMB_INFLIGHT.insert(&(pid_tgid as u32), &v, 0);
     }
@@ -1011,52 +1067,120 @@ fn vmb_reply(ctx: &RetProbeContext, kernel: bool) -> Result<u32, i64> {
     if lost > 0 {
         bump(&DROPS, DROP_VMBUS, 1);
     }
-    emit_vmbus(
-        v.msg_id,
-        (pid_tgid >> 32) as u32,
+    emit_vmbus(&VmbusEvent {
+        hdr: EventHeader::default(),
+        msg_id: v.msg_id,
+        ts: 0,
+        pid: (pid_tgid >> 32) as u32,
         tid,
-        v.channel,
-        v.result_size,
-        VMBUS_HOST_REPLY,
-        false,
-        Some(status as i64),
-    );
+        channel: v.channel,
+        channel_id: v.channel_id,
+        request_id: v.request_id,
+        status: status as i64,
+        len: v.result_size,
+        dir: VMBUS_HOST_REPLY,
+        is_async: 0,
+        has_status: 1,
+        has_channel_id: v.has_channel_id as u8,
+        _pad: [0; 4],
+    });
     Ok(0)
 }
 
-#[expect(clippy::too_many_arguments, reason = "flat record fields")]
+/// Entry of the receive callback (`dxgvmbuschannel_receive(ctx)`): the packets the
+/// iterator returns on this thread until it returns are the channel's.
 #[inline(always)]
-fn emit_vmbus(
-    msg_id: u64,
-    pid: u32,
-    tid: u32,
-    channel: u64,
-    len: u64,
-    dir: u8,
-    is_async: bool,
-    status: Option<i64>,
-) {
+fn vmb_receive_enter(ctx: &ProbeContext) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if cfg(&UPROBE_ANY_PID) == 0 && !pid_ok((pid_tgid >> 32) as u32) {
+        return Ok(0);
+    }
+    let channel: u64 = ctx.arg(0).ok_or(1i64)?;
+    let _ = RECEIVING.insert(&(pid_tgid as u32), &channel, 0);
+    Ok(0)
+}
+
+#[inline(always)]
+fn vmb_receive_exit() -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = RECEIVING.remove(&tid);
+    0
+}
+
+/// Return of the packet iterator (`hv_pkt_iter_first` / `__hv_pkt_iter_next`) inside the
+/// receive callback: one host→guest packet (`struct vmpacket_descriptor` + payload).
+/// Completions (`VM_PKT_COMP`) are skipped: the sync send's return already has them.
+#[inline(always)]
+fn vmb_packet(ctx: &RetProbeContext, kernel: bool) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: value copied out.
+    let Some(channel) = (unsafe { RECEIVING.get(&tid) }).copied() else {
+        return Ok(0);
+    };
+    let desc: u64 = ctx.ret();
+    if desc == 0 {
+        return Ok(0);
+    }
+    // type u16, offset8 u16, len8 u16, flags u16, trans_id u64.
+    let head = channel_field(desc, 0, kernel).ok_or(1i64)?;
+    let trans_id = channel_field(desc, 8, kernel).ok_or(1i64)?;
+    const VM_PKT_DATA_INBAND: u64 = 6;
+    if head & 0xffff != VM_PKT_DATA_INBAND {
+        return Ok(0);
+    }
+    let off8 = (head >> 16) & 0xffff;
+    let len8 = (head >> 32) & 0xffff;
+    if len8 < off8 {
+        return Ok(0);
+    }
+    let len = (len8 - off8) * 8;
+    let msg_id = next_id();
+    bump(&COUNTERS, CNT_VMBUS, 1);
+    let lost = dxt_copy_buf(
+        msg_id,
+        desc + off8 * 8,
+        len,
+        meta(0, ROLE_VMBUS_REQ, DESC_STRUCT, 0, kernel),
+    );
+    if lost > 0 {
+        bump(&DROPS, DROP_VMBUS, 1);
+    }
+    let ids = channel_ids(channel, true, kernel);
+    emit_vmbus(&VmbusEvent {
+        hdr: EventHeader::default(),
+        msg_id,
+        ts: 0,
+        pid: (pid_tgid >> 32) as u32,
+        tid,
+        channel,
+        channel_id: ids.map(|i| i.0).unwrap_or(0),
+        request_id: trans_id,
+        status: 0,
+        len,
+        dir: VMBUS_HOST_TO_GUEST,
+        is_async: 0,
+        has_status: 0,
+        has_channel_id: ids.is_some() as u8,
+        _pad: [0; 4],
+    });
+    Ok(0)
+}
+
+/// Submits `v` with its header, id-independent fields stamped here.
+#[inline(always)]
+fn emit_vmbus(v: &VmbusEvent) {
     let Some(mut entry) = EVENTS.reserve::<VmbusEvent>(0) else {
         bump(&DROPS, DROP_VMBUS, 1);
         return;
     };
-    entry.write(VmbusEvent {
-        hdr: EventHeader {
-            kind: EV_VMBUS,
-            cpu: cpu(),
-        },
-        msg_id,
-        ts: ktime(),
-        pid,
-        tid,
-        channel,
-        status: status.unwrap_or(0),
-        len,
-        dir,
-        is_async: is_async as u8,
-        has_status: status.is_some() as u8,
-        _pad: [0; 5],
-    });
+    let mut e = *v;
+    e.hdr = EventHeader {
+        kind: EV_VMBUS,
+        cpu: cpu(),
+    };
+    e.ts = ktime();
+    entry.write(e);
     entry.submit(wake_flags());
 }
 
@@ -1073,6 +1197,26 @@ pub fn uretprobe_send_sync(ctx: RetProbeContext) -> u32 {
 #[uprobe]
 pub fn uprobe_send_async(ctx: ProbeContext) -> u32 {
     vmb_send(&ctx, true, false).unwrap_or(0)
+}
+
+#[uprobe]
+pub fn uprobe_receive(ctx: ProbeContext) -> u32 {
+    vmb_receive_enter(&ctx).unwrap_or(0)
+}
+
+#[uretprobe]
+pub fn uretprobe_receive(_ctx: RetProbeContext) -> u32 {
+    vmb_receive_exit()
+}
+
+#[uretprobe]
+pub fn uretprobe_pkt_first(ctx: RetProbeContext) -> u32 {
+    vmb_packet(&ctx, false).unwrap_or(0)
+}
+
+#[uretprobe]
+pub fn uretprobe_pkt_next(ctx: RetProbeContext) -> u32 {
+    vmb_packet(&ctx, false).unwrap_or(0)
 }
 
 /// Same as the uprobes, for a kernel that has dxgkrnl (WSL2); attached only where the

@@ -1,18 +1,35 @@
-//! Cost of the probe per ioctl: a tight KVM_CHECK_EXTENSION loop on /dev/kvm.
+//! Cost of the probe per ioctl, each loop run bare, under the probe and under strace:
+//! - `kvm`: a tight KVM_CHECK_EXTENSION loop on /dev/kvm (no payload);
+//! - `dxg64` / `dxg4k`: LX_DXQUERYADAPTERINFO (DRIVER_DESCRIPTION) with a 64-byte and a
+//!   4-KiB private-data buffer through the emulator's FUSE /dev/dxg (`dxtrace emulate
+//!   --mount`), the probe following the embedded pointer and the VMBus uprobes attached
+//!   in the daemon.
 //!
-//! `bench_probe loop N` runs the loop and prints ns/call (used bare, under strace, and
-//! under the probe by scripts/bench-probe.sh). `bench_probe all N` does the three runs
-//! itself (needs root and strace) and prints a table.
+//! `bench_probe loop WHAT N [DEV]` runs one loop and prints ns/call (the child of every
+//! run). `bench_probe all N [DXTRACE]` does the runs itself (root, strace; the dxg rows
+//! need the `dxtrace` binary for the daemon) and prints a table.
 
 use std::os::fd::AsRawFd;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use driver_core::dxg::types::{AdapterInfo, EnumAdapters3, QueryAdapterInfo};
+use driver_core::layout::Pod;
 
 const KVM_CHECK_EXTENSION: libc::c_ulong = 0xae03;
 const KVM_CAP_USER_MEMORY: libc::c_ulong = 3;
+/// KMTQAITYPE_DRIVER_DESCRIPTION: the driver name, UTF-16, into any buffer size.
+const QAI_DRIVER_DESCRIPTION: i32 = 65;
 
-fn tight_loop(n: u64) -> f64 {
+fn code(name: &str) -> libc::c_ulong {
+    driver_core::lookup_name(name)
+        .unwrap_or_else(|| panic!("{name} not in the table"))
+        .code as libc::c_ulong
+}
+
+fn kvm_loop(n: u64) -> f64 {
     let kvm = std::fs::File::open("/dev/kvm").expect("open /dev/kvm");
     let fd = kvm.as_raw_fd();
     let t = Instant::now();
@@ -20,6 +37,36 @@ fn tight_loop(n: u64) -> f64 {
         // SAFETY: KVM_CHECK_EXTENSION takes an integer argument.
         let r = unsafe { libc::ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) };
         assert!(r >= 0, "KVM_CHECK_EXTENSION failed");
+    }
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn dxg_loop(dev: &Path, n: u64, size: usize) -> f64 {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .unwrap_or_else(|e| panic!("open {}: {e}", dev.display()));
+    let fd = f.as_raw_fd();
+    let mut infos = [AdapterInfo::zeroed(); 4];
+    let mut e = EnumAdapters3::zeroed();
+    e.adapter_count = infos.len() as u32;
+    e.adapters = infos.as_mut_ptr() as u64;
+    // SAFETY: `e` and the array it points to are live and sized as the struct says.
+    let r = unsafe { libc::ioctl(fd, code("LX_DXENUMADAPTERS3"), &mut e) };
+    assert!(r == 0 && e.adapter_count > 0, "ENUMADAPTERS3 returned {r}");
+    let mut buf = vec![0u8; size];
+    let mut q = QueryAdapterInfo::zeroed();
+    q.adapter = infos[0].adapter_handle;
+    q.type_ = QAI_DRIVER_DESCRIPTION;
+    q.private_data = buf.as_mut_ptr() as u64;
+    q.private_data_size = size as u32;
+    let qai = code("LX_DXQUERYADAPTERINFO");
+    let t = Instant::now();
+    for _ in 0..n {
+        // SAFETY: `q` points to `buf`, `size` bytes, both live.
+        let r = unsafe { libc::ioctl(fd, qai, &mut q) };
+        assert_eq!(r, 0, "QUERYADAPTERINFO({size}) failed");
     }
     t.elapsed().as_nanos() as f64 / n as f64
 }
@@ -37,64 +84,165 @@ fn child_ns(cmd: &mut Command) -> f64 {
         .expect("ns/call on stdout")
 }
 
+/// One loop: bare, under the probe, under strace. Prints a row group.
+struct Row<'a> {
+    label: &'a str,
+    args: Vec<String>,
+    device: PathBuf,
+    schema: &'a str,
+    uprobe: Option<(PathBuf, u32)>,
+}
+
+fn measure(exe: &Path, n: u64, row: &Row<'_>) -> anyhow::Result<()> {
+    let loop_args = |n: u64| {
+        let mut a = vec!["loop".to_string(), row.args[0].clone(), n.to_string()];
+        a.extend(row.args[1..].iter().cloned());
+        a
+    };
+    let bare = child_ns(Command::new(exe).args(loop_args(n)));
+    let strace_n = (n / 10).max(1000);
+    let strace = child_ns(
+        Command::new("strace")
+            .args(["-f", "-o", "/dev/null", "-e", "trace=ioctl"])
+            .arg(exe)
+            .args(loop_args(strace_n)),
+    );
+    let id = std::process::id();
+    let tmp = std::env::temp_dir().join(format!("bench-probe-{id}.dxtrace"));
+    let out_file = std::env::temp_dir().join(format!("bench-probe-{id}.out"));
+    let quoted: Vec<String> = loop_args(n).iter().map(|a| format!("'{a}'")).collect();
+    let opts = probe::RecordOptions {
+        devices: vec![row.device.clone()],
+        schemas: vec![row.schema.into()],
+        descriptors: probe::desc::for_schemas(&[row.schema.to_string()]),
+        command: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!(
+                "'{}' {} > '{}'",
+                exe.display(),
+                quoted.join(" "),
+                out_file.display()
+            ),
+        ],
+        output: tmp.clone(),
+        ringbuf_size: Some(64 << 20),
+        uprobe_binary: row.uprobe.as_ref().map(|u| u.0.clone()),
+        uprobe_pid: row.uprobe.as_ref().map(|u| u.1),
+        ..Default::default()
+    };
+    let stop = AtomicBool::new(false);
+    let summary = probe::record_blocking(opts, &stop, |_| {})?;
+    let probed: f64 = std::fs::read_to_string(&out_file)?.trim().parse()?;
+    let _ = std::fs::remove_file(&out_file);
+    let _ = std::fs::remove_file(&tmp);
+    let added = probed - bare;
+    let strace_added = strace - bare;
+    let l = row.label;
+    println!("{l}: calls/run        {n} (strace: {strace_n})");
+    println!("{l}: bare             {bare:.1} ns/call");
+    println!("{l}: probe            {probed:.1} ns/call  (+{added:.1} ns)");
+    println!("{l}: strace -f -e ioctl {strace:.1} ns/call  (+{strace_added:.1} ns)");
+    println!("{l}: probe/strace added {:.3}", added / strace_added);
+    println!(
+        "{l}: captured         {} ioctls, {} VMBus, {} dropped, {} bytes; {:.0} calls/s sustained",
+        summary.ioctls,
+        summary.vmbus,
+        summary.dropped,
+        summary.bytes,
+        1e9 / probed
+    );
+    Ok(())
+}
+
+/// `dxtrace emulate --mount DIR`, stopped with SIGTERM on drop.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("all");
-    let n: u64 = args
-        .get(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
     let exe = std::env::current_exe()?;
     match mode {
         "loop" => {
-            println!("{:.1}", tight_loop(n));
+            let what = args.get(2).map(String::as_str).unwrap_or("kvm");
+            let n: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1000);
+            let ns = match what {
+                "kvm" => kvm_loop(n),
+                "dxg" => {
+                    let dev = PathBuf::from(args.get(4).expect("loop dxg N DEV SIZE"));
+                    let size: usize = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(64);
+                    dxg_loop(&dev, n, size)
+                }
+                other => anyhow::bail!("unknown loop {other}: kvm or dxg"),
+            };
+            println!("{ns:.1}");
         }
         "all" => {
-            let bare = child_ns(Command::new(&exe).args(["loop", &n.to_string()]));
-            let strace_n = (n / 10).max(1000);
-            let strace = child_ns(
-                Command::new("strace")
-                    .args(["-f", "-o", "/dev/null", "-e", "trace=ioctl"])
-                    .arg(&exe)
-                    .args(["loop", &strace_n.to_string()]),
-            );
-            let tmp =
-                std::env::temp_dir().join(format!("bench-probe-{}.dxtrace", std::process::id()));
-            let opts = probe::RecordOptions {
-                devices: vec!["/dev/kvm".into()],
-                schemas: vec!["kvm".into()],
-                command: vec![exe.display().to_string(), "loop".into(), n.to_string()],
-                output: tmp.clone(),
-                ringbuf_size: Some(64 << 20),
-                ..Default::default()
+            let n: u64 = args
+                .get(2)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(1_000_000);
+            measure(
+                &exe,
+                n,
+                &Row {
+                    label: "kvm",
+                    args: vec!["kvm".into()],
+                    device: "/dev/kvm".into(),
+                    schema: "kvm",
+                    uprobe: None,
+                },
+            )?;
+            let Some(dxtrace) = args.get(3).map(PathBuf::from) else {
+                eprintln!("no dxtrace binary given: skipping the FUSE dxg loops");
+                return Ok(());
             };
-            // The probe's ns/call comes from the child's stdout; capture it via a pipe file.
-            let out_file =
-                std::env::temp_dir().join(format!("bench-probe-{}.out", std::process::id()));
-            let mut opts2 = opts.clone();
-            opts2.command = vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                format!("{} loop {} > {}", exe.display(), n, out_file.display()),
-            ];
-            let stop = AtomicBool::new(false);
-            let summary = probe::record_blocking(opts2, &stop, |_| {})?;
-            let probed: f64 = std::fs::read_to_string(&out_file)?.trim().parse()?;
-            let _ = std::fs::remove_file(&out_file);
-            let _ = std::fs::remove_file(&tmp);
-            let added = probed - bare;
-            let strace_added = strace - bare;
-            println!("calls/run          {n} (strace: {strace_n})");
-            println!("bare               {bare:.1} ns/call");
-            println!("probe              {probed:.1} ns/call  (+{added:.1} ns)");
-            println!("strace -f -e ioctl {strace:.1} ns/call  (+{strace_added:.1} ns)");
-            println!("probe/strace added {:.3}", added / strace_added);
-            println!(
-                "captured           {} ioctls, {} dropped, {} bytes",
-                summary.ioctls, summary.dropped, summary.bytes
+            let dir = std::env::temp_dir().join(format!("bench-probe-mnt-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let daemon = Daemon(
+                Command::new(&dxtrace)
+                    .args(["emulate", "--mount"])
+                    .arg(&dir)
+                    .stdout(Stdio::null())
+                    .spawn()?,
             );
+            let dev = dir.join("dxg");
+            let t0 = Instant::now();
+            while !dev.exists() {
+                anyhow::ensure!(
+                    t0.elapsed() < Duration::from_secs(20),
+                    "{} never appeared",
+                    dev.display()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // FUSE round trips are slower: fewer calls.
+            let dn = (n / 20).max(1000);
+            for (label, size) in [("dxg64", 64usize), ("dxg4k", 4096)] {
+                measure(
+                    &exe,
+                    dn,
+                    &Row {
+                        label,
+                        args: vec!["dxg".into(), dev.display().to_string(), size.to_string()],
+                        device: dev.clone(),
+                        schema: "dxg",
+                        uprobe: Some((dxtrace.clone(), daemon.0.id())),
+                    },
+                )?;
+            }
+            drop(daemon);
+            let _ = std::fs::remove_dir(&dir);
         }
-        other => anyhow::bail!("unknown mode {other}: use `loop N` or `all N`"),
+        other => anyhow::bail!("unknown mode {other}: use `loop WHAT N ...` or `all N [DXTRACE]`"),
     }
     Ok(())
 }

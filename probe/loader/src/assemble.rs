@@ -279,6 +279,8 @@ impl Assembler {
                 }
                 let (buf, dir) = if v.dir == VMBUS_HOST_REPLY {
                     (entry.reply.take(), VmbusDir::HostReply)
+                } else if v.dir == VMBUS_HOST_TO_GUEST {
+                    (entry.req.take(), VmbusDir::HostToGuest)
                 } else {
                     entry.sent = true;
                     (entry.req.take(), VmbusDir::GuestToHost)
@@ -287,9 +289,10 @@ impl Assembler {
                 let msg = VmbusMessage {
                     ts: v.ts,
                     dir,
-                    // The hook sees a channel pointer, not the adapter LUID; unknown here.
-                    channel: None,
-                    request_id: 0,
+                    // The adapter LUID where the channel layout is known (0: global
+                    // channel); unknown (None) otherwise.
+                    channel: (v.has_channel_id != 0 && v.channel_id != 0).then_some(v.channel_id),
+                    request_id: v.request_id,
                     is_async: v.is_async != 0,
                     status: (v.has_status != 0).then_some(v.status),
                     ioctl_id: entry.ioctl_id.or(ioctl_id),
@@ -299,7 +302,7 @@ impl Assembler {
                     flags: buf.flags,
                     bytes: buf.data,
                 };
-                if v.dir == VMBUS_HOST_REPLY || v.is_async != 0 {
+                if v.dir != VMBUS_GUEST_TO_HOST || v.is_async != 0 {
                     self.vmbus.remove(&v.msg_id);
                 }
                 self.vmbus_msgs += 1;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{KProbe, TracePoint, UProbe, uprobe::UProbeScope};
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
+use driver_core::emulator::DxgVmbusChannel;
 use probe_common::*;
 
 use crate::ProbeError;
@@ -339,6 +340,11 @@ impl Probe {
             tracepoint_field_offset("sched", "sched_process_fork", "child_pid").unwrap_or(20);
         let filter = b.filter_pids as u32;
         let uprobe_any_pid = b.uprobe_pid.is_some() as u32;
+        // The uprobe binary is the emulator: its channel struct is `repr(C)`, so the
+        // adapter LUID and the request counter sit at fixed offsets.
+        let ch_known = b.uprobe_binary.is_some() as u32;
+        let luid_off = std::mem::offset_of!(DxgVmbusChannel, adapter_luid) as u32;
+        let reqid_off = std::mem::offset_of!(DxgVmbusChannel, request_id) as u32;
         let rb = ringbuf_bytes(b.ringbuf_size);
 
         let mut loader = EbpfLoader::new();
@@ -355,6 +361,9 @@ impl Probe {
             .override_global("OFF_FORK_CHILD_PID", &fork_child, true)
             .override_global("FILTER_PIDS", &filter, true)
             .override_global("UPROBE_ANY_PID", &uprobe_any_pid, true)
+            .override_global("VMB_CH_KNOWN", &ch_known, true)
+            .override_global("VMB_CH_LUID_OFF", &luid_off, true)
+            .override_global("VMB_CH_REQID_OFF", &reqid_off, true)
             .map_max_entries("EVENTS", rb);
         let mut ebpf = loader.load(OBJECT).map_err(ProbeError::Load)?;
 
@@ -404,13 +413,37 @@ impl Probe {
             })?;
         }
 
-        attach(&mut ebpf, "sched_process_fork", Hook::Tracepoint("sched", "sched_process_fork"))?;
-        attach(&mut ebpf, "sys_enter_openat", Hook::Tracepoint("syscalls", "sys_enter_openat"))?;
-        attach(&mut ebpf, "sys_exit_openat", Hook::Tracepoint("syscalls", "sys_exit_openat"))?;
-        attach(&mut ebpf, "sys_enter_close", Hook::Tracepoint("syscalls", "sys_enter_close"))?;
+        attach(
+            &mut ebpf,
+            "sched_process_fork",
+            Hook::Tracepoint("sched", "sched_process_fork"),
+        )?;
+        attach(
+            &mut ebpf,
+            "sys_enter_openat",
+            Hook::Tracepoint("syscalls", "sys_enter_openat"),
+        )?;
+        attach(
+            &mut ebpf,
+            "sys_exit_openat",
+            Hook::Tracepoint("syscalls", "sys_exit_openat"),
+        )?;
+        attach(
+            &mut ebpf,
+            "sys_enter_close",
+            Hook::Tracepoint("syscalls", "sys_enter_close"),
+        )?;
         // Exit before entry: an entry seen without its exit program would leak INFLIGHT.
-        attach(&mut ebpf, "sys_exit_ioctl", Hook::Tracepoint("syscalls", "sys_exit_ioctl"))?;
-        attach(&mut ebpf, "sys_enter_ioctl", Hook::Tracepoint("syscalls", "sys_enter_ioctl"))?;
+        attach(
+            &mut ebpf,
+            "sys_exit_ioctl",
+            Hook::Tracepoint("syscalls", "sys_exit_ioctl"),
+        )?;
+        attach(
+            &mut ebpf,
+            "sys_enter_ioctl",
+            Hook::Tracepoint("syscalls", "sys_enter_ioctl"),
+        )?;
 
         let vmbus = Self::attach_vmbus(&mut ebpf, b.uprobe_binary.as_deref(), b.uprobe_pid);
 
@@ -434,21 +467,25 @@ impl Probe {
     fn attach_vmbus(ebpf: &mut Ebpf, uprobe: Option<&Path>, pid: Option<u32>) -> (bool, String) {
         let mut why = Vec::new();
         if kallsyms_has("dxgvmb_send_sync_msg") {
-            let r = attach(ebpf, "kprobe_send_sync", Hook::Kprobe("dxgvmb_send_sync_msg"))
-                .and_then(|_| {
-                    attach(
-                        ebpf,
-                        "kretprobe_send_sync",
-                        Hook::Kprobe("dxgvmb_send_sync_msg"),
-                    )
-                })
-                .and_then(|_| {
-                    attach(
-                        ebpf,
-                        "kprobe_send_async",
-                        Hook::Kprobe("dxgvmb_send_async_msg"),
-                    )
-                });
+            let r = attach(
+                ebpf,
+                "kprobe_send_sync",
+                Hook::Kprobe("dxgvmb_send_sync_msg"),
+            )
+            .and_then(|_| {
+                attach(
+                    ebpf,
+                    "kretprobe_send_sync",
+                    Hook::Kprobe("dxgvmb_send_sync_msg"),
+                )
+            })
+            .and_then(|_| {
+                attach(
+                    ebpf,
+                    "kprobe_send_async",
+                    Hook::Kprobe("dxgvmb_send_async_msg"),
+                )
+            });
             match r {
                 Ok(()) => {
                     return (
@@ -482,7 +519,22 @@ impl Probe {
             match r {
                 Ok(()) => {
                     let whose = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-                    return (true, format!("uprobe:{}{whose}", bin.display()));
+                    let receive = [
+                        ("uprobe_receive", "dxgvmbuschannel_receive"),
+                        ("uretprobe_receive", "dxgvmbuschannel_receive"),
+                        ("uretprobe_pkt_first", "hv_pkt_iter_first"),
+                        ("uretprobe_pkt_next", "__hv_pkt_iter_next"),
+                    ];
+                    let rx = receive.iter().try_for_each(|(prog, sym)| {
+                        attach(ebpf, prog, Hook::Uprobe(sym, bin, scope.clone()))
+                    });
+                    let rx = match rx {
+                        Ok(()) => "receive: dxgvmbuschannel_receive, hv_pkt_iter_first, \
+                                   __hv_pkt_iter_next"
+                            .to_string(),
+                        Err(e) => format!("receive path not hooked: {}", chain(&e)),
+                    };
+                    return (true, format!("uprobe:{}{whose}; {rx}", bin.display()));
                 }
                 Err(e) => why.push(format!("uprobe on {} failed: {}", bin.display(), chain(&e))),
             }
@@ -577,9 +629,19 @@ impl Probe {
             .collect()
     }
 
-    /// Number of programs in the loaded object (for leak checks in tests).
-    pub fn program_count(&self) -> usize {
-        self.ebpf.programs().count()
+    /// Kernel ids of the loaded programs and of the maps they use, to check with bpftool
+    /// or the kernel's id lists that nothing outlives the probe.
+    pub fn kernel_ids(&self) -> (Vec<u32>, Vec<u32>) {
+        let mut progs = Vec::new();
+        let mut maps = std::collections::BTreeSet::new();
+        for (_, p) in self.ebpf.programs() {
+            let Ok(info) = p.info() else { continue };
+            progs.push(info.id());
+            if let Ok(Some(ids)) = info.map_ids() {
+                maps.extend(ids);
+            }
+        }
+        (progs, maps.into_iter().collect())
     }
 }
 

@@ -119,8 +119,8 @@ fn ioctl(fd: i32, cmd: u32, arg: u64) -> i64 {
     unsafe { libc::ioctl(fd, cmd as libc::c_ulong, arg) as i64 }
 }
 
-/// driver-core's kvm table, plus a pointer the table does not list yet (the dirty log's
-/// bitmap, whose length depends on the memory slot) to exercise a plain embedded pointer.
+/// driver-core's kvm table, plus the dirty log's bitmap pointer, whose length the table
+/// cannot state (it depends on the memory slot): it exercises a plain embedded pointer.
 fn kvm_descriptors() -> Vec<CmdDescriptor> {
     let mut d = probe::desc::from_table(driver_core::schema::Device::Kvm);
     for want in [KVM_CREATE_VM, KVM_CREATE_VCPU] {
@@ -130,26 +130,27 @@ fn kvm_descriptors() -> Vec<CmdDescriptor> {
             .expect("fd-returning ioctl in the table");
         assert_eq!(e.fd, FdReturn::Return);
     }
-    if d.iter().any(|e| e.cmd == KVM_GET_DIRTY_LOG) {
-        return d;
-    }
-    d.extend([CmdDescriptor {
-        cmd: KVM_GET_DIRTY_LOG,
-        name: "KVM_GET_DIRTY_LOG".into(),
-        fd: FdReturn::None,
-        pointers: vec![PointerSpec {
-            path: "dirty_bitmap".into(),
-            ptr_offset: 8,
-            len: LenSpec::Fixed((SLOT_PAGES / 8) as u32),
-            elem_size: 1,
-            dir_in: false,
-            dir_out: true,
-            max_bytes: 0,
-            trailing: false,
-            parent: None,
-            pinned: false,
-        }],
-    }]);
+    let bitmap = PointerSpec {
+        path: "dirty_bitmap".into(),
+        ptr_offset: 8,
+        len: LenSpec::Fixed((SLOT_PAGES / 8) as u32),
+        elem_size: 1,
+        dir_in: false,
+        dir_out: true,
+        max_bytes: 0,
+        trailing: false,
+        parent: None,
+        pinned: false,
+    };
+    let e = d
+        .iter_mut()
+        .find(|e| e.cmd == KVM_GET_DIRTY_LOG)
+        .expect("KVM_GET_DIRTY_LOG is in driver-core's kvm table");
+    assert!(
+        e.pointers.is_empty(),
+        "the table does not follow the bitmap"
+    );
+    e.pointers.push(bitmap);
     d
 }
 
@@ -484,6 +485,89 @@ fn vmbus_uprobes_capture_requests_and_replies() {
     }
     assert!(it.next().is_none(), "extra VMBus records");
     assert_eq!(summary.dropped, 0);
+}
+
+/// Ids listed by `bpftool KIND show --json` (`prog`, `map`, `link`), with each link's
+/// program id.
+fn bpftool_ids(kind: &str) -> Vec<(u32, Option<u32>)> {
+    let out = std::process::Command::new("bpftool")
+        .args([kind, "show", "--json"])
+        .output()
+        .expect("bpftool (the CI image has it)");
+    assert!(
+        out.status.success(),
+        "bpftool {kind} show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Flat scan of the JSON array: each object has "id" first, links a "prog_id".
+    let mut v = Vec::new();
+    for obj in text.split('{').skip(1) {
+        let num = |key: &str| {
+            obj.split(&format!("\"{key}\":"))
+                .nth(1)
+                .and_then(|r| r.split([',', '}']).next())
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        };
+        if let Some(id) = num("id") {
+            v.push((id, num("prog_id")));
+        }
+    }
+    v
+}
+
+#[test]
+fn repeated_start_stop_leaves_no_programs_maps_or_links() {
+    need_root();
+    if !is_root() || child_out().is_some() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let fds_before = bpf_fds();
+    let mut progs = Vec::new();
+    let mut maps = Vec::new();
+    for _ in 0..5 {
+        let p = probe::Probe::builder()
+            .device("/dev/kvm")
+            .descriptors(kvm_descriptors())
+            .build()
+            .expect("probe starts");
+        let (pr, ma) = p.kernel_ids();
+        assert!(pr.len() >= 6, "the tracepoint programs are loaded: {pr:?}");
+        assert!(!ma.is_empty(), "the programs use maps");
+        // The check below can see them while the probe lives.
+        let live: Vec<u32> = bpftool_ids("prog").iter().map(|x| x.0).collect();
+        assert!(
+            pr.iter().all(|id| live.contains(id)),
+            "bpftool lists {pr:?}"
+        );
+        let links = bpftool_ids("link");
+        assert!(
+            links.iter().any(|l| l.1.is_some_and(|p| pr.contains(&p))),
+            "bpftool lists links of the probe's programs: {links:?}"
+        );
+        progs.extend(pr);
+        maps.extend(ma);
+        drop(p);
+    }
+    let left: Vec<u32> = bpftool_ids("prog")
+        .into_iter()
+        .map(|x| x.0)
+        .filter(|id| progs.contains(id))
+        .collect();
+    assert!(left.is_empty(), "programs left loaded: {left:?}");
+    let left: Vec<u32> = bpftool_ids("map")
+        .into_iter()
+        .map(|x| x.0)
+        .filter(|id| maps.contains(id))
+        .collect();
+    assert!(left.is_empty(), "maps left behind: {left:?}");
+    let left: Vec<(u32, Option<u32>)> = bpftool_ids("link")
+        .into_iter()
+        .filter(|l| l.1.is_some_and(|p| progs.contains(&p)))
+        .collect();
+    assert!(left.is_empty(), "links left behind: {left:?}");
+    assert_eq!(bpf_fds(), fds_before, "bpf descriptors left open");
 }
 
 #[test]

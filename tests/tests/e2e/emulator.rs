@@ -9,7 +9,7 @@ use driver_core::workload::{self, SCENARIOS, arena};
 use dxtrace_tests::{Daemon, dxtrace, dxtrace_bin, repo_root, run, skip_fuse, stderr, stdout};
 use serde_json::Value;
 
-fn dxg_scenarios() -> Vec<&'static str> {
+pub(crate) fn dxg_scenarios() -> Vec<&'static str> {
     SCENARIOS
         .iter()
         .filter(|s| s.device == "dxg")
@@ -17,7 +17,7 @@ fn dxg_scenarios() -> Vec<&'static str> {
         .collect()
 }
 
-fn records(path: &Path) -> Vec<traces::Record> {
+pub(crate) fn records(path: &Path) -> Vec<traces::Record> {
     let r = traces::Reader::open(path)
         .unwrap_or_else(|e| panic!("cannot open {}: {e:#}", path.display()));
     r.records()
@@ -43,7 +43,7 @@ fn normalise(line: &Value, base: u64) -> Value {
     v
 }
 
-fn parse_log(text: &str) -> Vec<Value> {
+pub(crate) fn parse_log(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l}: {e}")))
         .collect()

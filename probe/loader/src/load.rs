@@ -513,9 +513,9 @@ impl Probe {
                 ("uretprobe_send_sync", "dxgvmb_send_sync_msg"),
                 ("uprobe_send_async", "dxgvmb_send_async_msg"),
             ];
-            let r = hooks.iter().try_for_each(|(prog, sym)| {
-                attach(ebpf, prog, Hook::Uprobe(sym, bin, scope.clone()))
-            });
+            let r = hooks
+                .iter()
+                .try_for_each(|(prog, sym)| attach(ebpf, prog, Hook::Uprobe(sym, bin, scope)));
             match r {
                 Ok(()) => {
                     let whose = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
@@ -526,7 +526,7 @@ impl Probe {
                         ("uretprobe_pkt_next", "__hv_pkt_iter_next"),
                     ];
                     let rx = receive.iter().try_for_each(|(prog, sym)| {
-                        attach(ebpf, prog, Hook::Uprobe(sym, bin, scope.clone()))
+                        attach(ebpf, prog, Hook::Uprobe(sym, bin, scope))
                     });
                     let rx = match rx {
                         Ok(()) => "receive: dxgvmbuschannel_receive, hv_pkt_iter_first, \

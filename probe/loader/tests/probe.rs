@@ -541,11 +541,9 @@ fn repeated_start_stop_leaves_no_programs_maps_or_links() {
             pr.iter().all(|id| live.contains(id)),
             "bpftool lists {pr:?}"
         );
-        let links = bpftool_ids("link");
-        assert!(
-            links.iter().any(|l| l.1.is_some_and(|p| pr.contains(&p))),
-            "bpftool lists links of the probe's programs: {links:?}"
-        );
+        // Tracepoints and uprobes are perf-event links where the kernel has them (≥ 5.15);
+        // older kernels attach them without a link object, so their absence is not
+        // checked here, only that none outlives the probe.
         progs.extend(pr);
         maps.extend(ma);
         drop(p);

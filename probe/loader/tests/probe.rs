@@ -554,11 +554,20 @@ fn repeated_start_stop_leaves_no_programs_maps_or_links() {
         .filter(|id| progs.contains(id))
         .collect();
     assert!(left.is_empty(), "programs left loaded: {left:?}");
-    let left: Vec<u32> = bpftool_ids("map")
-        .into_iter()
-        .map(|x| x.0)
-        .filter(|id| maps.contains(id))
-        .collect();
+    // The kernel frees a program's maps after an RCU grace period once the program is
+    // gone: give that a bounded moment before calling them leaked.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let left = loop {
+        let left: Vec<u32> = bpftool_ids("map")
+            .into_iter()
+            .map(|x| x.0)
+            .filter(|id| maps.contains(id))
+            .collect();
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert!(left.is_empty(), "maps left behind: {left:?}");
     let left: Vec<(u32, Option<u32>)> = bpftool_ids("link")
         .into_iter()

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 SECS="${1:-20}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(trace_file trace_block ioctl_decode vmbus_decode)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(trace_file trace_block ioctl_decode vmbus_decode fuse_ioctl)
 NIGHTLY="nightly-2026-05-20"
 
 for t in "${TARGETS[@]}"; do

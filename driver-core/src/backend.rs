@@ -229,6 +229,16 @@ impl UserMemory for VouchedMemory<'_> {
     }
 }
 
+/// A borrowed memory is a memory (so callers can lend theirs to a generic user).
+impl<T: UserMemory + ?Sized> UserMemory for &mut T {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        (**self).read(addr, buf)
+    }
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        (**self).write(addr, data)
+    }
+}
+
 /// A sparse fake address space made of regions (for tests, the emulator and replay of
 /// recorded buffers). Accesses must fall inside one region.
 #[derive(Debug, Default, Clone)]

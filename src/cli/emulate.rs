@@ -374,7 +374,26 @@ fn serve(a: &EmulateArgs, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     );
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
+    // Seal the open frame once it is a second old even when no call comes, so a crash
+    // (kill -9) loses at most about a second of events, not everything since the last call.
+    let ticking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let ticker = {
+        let (writer, failed, ticking) = (writer.clone(), failed.clone(), ticking.clone());
+        std::thread::spawn(move || {
+            while ticking.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(250));
+                let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(w) = w.as_mut()
+                    && w.tick().is_err()
+                {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+    };
     let sig = wait_for_stop(&set);
+    ticking.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = ticker.join();
     mount
         .unmount()
         .with_context(|| format!("cannot unmount {}", dir.display()))?;

@@ -32,6 +32,27 @@ pub fn dxtrace_bin() -> PathBuf {
         c.current_dir(repo_root())
             .args(["build", "--quiet", "-p", "dxtrace", "--bin", "dxtrace"])
             .env("CARGO_TARGET_DIR", &target_dir);
+        // Cargo sets these for the test process; a nested cargo must not see them, or
+        // build scripts that watch them (ring watches CARGO_MANIFEST_DIR) rerun and every
+        // crate above them — polars included — is rebuilt on each switch between
+        // `cargo test` and this build.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_BIN_EXE_")
+                || matches!(
+                    &*k,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                )
+            {
+                c.env_remove(&*k);
+            }
+        }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             c.arg("--release");
         }
@@ -150,6 +171,16 @@ impl Daemon {
     /// Process id of the daemon (where the probe's VMBus uprobes attach).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// SIGKILL (a crash: nothing is flushed or unmounted by the daemon), wait, then
+    /// detach the dead mount lazily so nothing is left behind.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 
     /// SIGTERM, wait, and return (success, stdout, stderr).

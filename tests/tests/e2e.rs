@@ -4,6 +4,7 @@ mod e2e {
     pub mod analysis;
     pub mod cli;
     pub mod corrupt;
+    pub mod crash;
     pub mod emulator;
     pub mod probe;
     pub mod replay;

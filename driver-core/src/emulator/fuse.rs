@@ -93,16 +93,16 @@ fn ioctl_arg_of(tid: u32, cmd: u32) -> Option<u64> {
 /// The caller's memory with the ioctl struct `[base, base+buf.len())` replaced by the
 /// bytes the kernel handed over: reads and writes of that range go to `buf` (which
 /// becomes the reply), everything else to the process.
-pub struct Overlay<'a> {
+pub struct Overlay<'a, M = ProcessMemory> {
     /// Struct address in the caller.
     pub base: u64,
     /// Struct bytes.
     pub buf: &'a mut Vec<u8>,
     /// The caller's memory (`None`: no pointer can be followed).
-    pub inner: Option<ProcessMemory>,
+    pub inner: Option<M>,
 }
 
-impl Overlay<'_> {
+impl<M> Overlay<'_, M> {
     /// Splits `[addr, addr+len)` into the part before, inside and after the struct.
     fn split(&self, addr: u64, len: usize) -> [(u64, usize, bool); 3] {
         let end = addr.saturating_add(len as u64);
@@ -125,7 +125,7 @@ impl Overlay<'_> {
     }
 }
 
-impl UserMemory for Overlay<'_> {
+impl<M: UserMemory> UserMemory for Overlay<'_, M> {
     fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), MemError> {
         let mut off = 0;
         for (a, n, mine) in self.split(addr, out.len()) {
@@ -138,6 +138,7 @@ impl UserMemory for Overlay<'_> {
                 dst.copy_from_slice(&self.buf[s..s + n]);
             } else {
                 self.inner
+                    .as_ref()
                     .ok_or_else(|| Self::no_memory(a, n))?
                     .read(a, dst)?;
             }
@@ -156,13 +157,61 @@ impl UserMemory for Overlay<'_> {
                 let s = (a - self.base) as usize;
                 self.buf[s..s + n].copy_from_slice(src);
             } else {
-                let mut m = self.inner.ok_or_else(|| Self::no_memory(a, n))?;
-                m.write(a, src)?;
+                self.inner
+                    .as_mut()
+                    .ok_or_else(|| Self::no_memory(a, n))?
+                    .write(a, src)?;
             }
             off += n;
         }
         Ok(())
     }
+}
+
+/// The FUSE `ioctl` request path without the FUSE plumbing: `cmd` and the struct bytes
+/// the kernel copied in (`in_data`, for `_IOC_WRITE`), the argument address if it could
+/// be read (`arg`), and the caller's memory for embedded pointers. Returns the result
+/// and the bytes to copy back (at most `out_size`, for `_IOC_READ`), or an errno when
+/// the result cannot travel in FUSE's `i32`. Separate so the fuzzer drives it.
+#[allow(clippy::too_many_arguments)]
+pub fn serve_ioctl<M: UserMemory>(
+    emu: &Emulator,
+    file: u64,
+    tgid: u32,
+    tid: u32,
+    cmd: u32,
+    in_data: &[u8],
+    out_size: u32,
+    arg: Option<u64>,
+    mem: Option<M>,
+) -> Result<(i32, Vec<u8>), i32> {
+    let size = ((cmd >> 16) & 0x3fff) as usize;
+    let dir = cmd >> 30;
+    let mut ov = Overlay {
+        // Without the real address (no /proc access) the struct is still served, at a
+        // page-0 address no embedded pointer can alias.
+        base: arg.unwrap_or(0),
+        buf: &mut vec![0u8; size],
+        inner: mem,
+    };
+    if dir & 1 != 0 {
+        // _IOC_WRITE: the kernel copied the struct in for us.
+        let n = in_data.len().min(size);
+        ov.buf[..n].copy_from_slice(&in_data[..n]);
+    } else if let (Some(a), Some(m)) = (arg, ov.inner.as_ref()) {
+        // _IOC_READ only: the driver may still look at the caller's bytes.
+        let _ = m.read(a, ov.buf);
+    }
+    let base = ov.base;
+    let ret = emu.ioctl(file, tgid, tid, cmd, base, &mut ov);
+    let ret = i32::try_from(ret).map_err(|_| libc::EOVERFLOW)?;
+    let mut out = std::mem::take(ov.buf);
+    out.truncate(if dir & 2 != 0 {
+        (out_size as usize).min(size)
+    } else {
+        0
+    });
+    Ok((ret, out))
 }
 
 /// The FUSE filesystem: a directory holding one file, `dxg`.
@@ -333,40 +382,22 @@ impl Filesystem for DxgFs {
             reply.error(Errno::EBADF);
             return;
         };
-        let size = ((cmd >> 16) & 0x3fff) as usize;
-        let dir = cmd >> 30;
         let arg = ioctl_arg_of(tid, cmd);
         let mem = ProcessMemory { pid: tid as i32 };
-        let mut buf = vec![0u8; size];
-        if dir & 1 != 0 {
-            // _IOC_WRITE: the kernel copied the struct in for us.
-            let n = in_data.len().min(size);
-            buf[..n].copy_from_slice(&in_data[..n]);
-        } else if let Some(a) = arg {
-            // _IOC_READ only: the driver may still look at the caller's bytes.
-            let _ = mem.read(a, &mut buf);
+        match serve_ioctl(
+            &self.emu,
+            f,
+            tgid,
+            tid,
+            cmd,
+            in_data,
+            out_size,
+            arg,
+            Some(mem),
+        ) {
+            Ok((ret, out)) => reply.ioctl(ret, &out),
+            Err(errno) => reply.error(Errno::from_i32(errno)),
         }
-        // Without the real address (no /proc access) the struct is still served, at a
-        // page-0 address no embedded pointer can alias.
-        let base = arg.unwrap_or(0);
-        let ret = {
-            let mut ov = Overlay {
-                base,
-                buf: &mut buf,
-                inner: Some(mem),
-            };
-            self.emu.ioctl(f, tgid, tid, cmd, base, &mut ov)
-        };
-        let Ok(ret) = i32::try_from(ret) else {
-            reply.error(Errno::from_i32(libc::EOVERFLOW));
-            return;
-        };
-        let out = if dir & 2 != 0 {
-            &buf[..(out_size as usize).min(size)]
-        } else {
-            &[][..]
-        };
-        reply.ioctl(ret, out);
     }
 }
 

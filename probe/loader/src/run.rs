@@ -175,6 +175,11 @@ pub fn record_blocking(
         }
         if last_tick.elapsed() >= Duration::from_millis(250) || finished {
             last_tick = Instant::now();
+            // seal a frame that has aged even when no event arrives, so a crash loses at
+            // most about `max_frame_age` of events
+            if let Err(e) = writer.tick() {
+                err.get_or_insert(e.into());
+            }
             asm.drops(
                 &probe.drop_counts(),
                 traces::header::monotonic_ns(),

@@ -345,6 +345,8 @@ struct Ran {
 }
 
 /// Runs `cmd` to completion within `limit` (killing it past that), collecting its peak RSS.
+// The child is reaped by `wait4` below (std's `wait` cannot return the rusage).
+#[allow(clippy::zombie_processes)]
 fn run_bounded(mut cmd: Command, limit: Duration) -> Ran {
     let mut child = cmd
         .stdin(Stdio::null())

@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 
 use crate::msgpack::{self, WalkError};
 use crate::record::*;
+use crate::view::{self, RecordRef};
 
 /// Appends `[kind, body]` for one record to `out`.
 pub fn encode_record(out: &mut Vec<u8>, rec: &Record) -> Result<(), String> {
@@ -99,6 +100,17 @@ fn body<T: Serialize>(out: &mut Vec<u8>, v: &T) -> Result<(), rmp_serde::encode:
 
 /// Decodes the record at `buf[*pos..]`, advancing `pos`.
 pub fn decode_record(buf: &[u8], pos: &mut usize) -> Result<Record, String> {
+    visit_record(buf, pos, |r| r.to_owned())
+}
+
+/// Decodes the record at `buf[*pos..]` without copying its bytes, advancing `pos`, and
+/// hands it to `f`. Ioctl and VMBus records borrow from `buf`; other kinds are decoded
+/// owned and lent to `f`.
+pub fn visit_record<R>(
+    buf: &[u8],
+    pos: &mut usize,
+    f: impl FnOnce(RecordRef<'_>) -> R,
+) -> Result<R, String> {
     let n = msgpack::read_array_len(buf, pos).map_err(walk)?;
     if n < 2 {
         return Err(format!("record envelope has {n} elements, expected 2"));
@@ -109,19 +121,26 @@ pub fn decode_record(buf: &[u8], pos: &mut usize) -> Result<Record, String> {
     let Some(k) = RecordKind::from_u16(kind) else {
         *pos = body_start + msgpack::value_len(&buf[body_start..]).map_err(walk)?;
         skip_reserved(buf, pos, n)?;
-        return Ok(Record::Unknown { kind });
+        return Ok(f(RecordRef::Other(&Record::Unknown { kind })));
     };
     // Hand-written fast paths for the hot kinds; serde handles everything else and
     // produces the precise error when the fast path gives up.
-    let fast = match k {
-        RecordKind::Ioctl => fast_ioctl(buf, *pos).map(|(r, p)| (Record::Ioctl(r), p)),
-        RecordKind::Vmbus => fast_vmbus(buf, *pos).map(|(r, p)| (Record::Vmbus(r), p)),
-        _ => None,
-    };
-    if let Some((rec, p)) = fast {
-        *pos = p;
-        skip_reserved(buf, pos, n)?;
-        return Ok(rec);
+    match k {
+        RecordKind::Ioctl => {
+            if let Some((r, p)) = view::ioctl_ref(buf, *pos) {
+                *pos = p;
+                skip_reserved(buf, pos, n)?;
+                return Ok(f(RecordRef::Ioctl(r)));
+            }
+        }
+        RecordKind::Vmbus => {
+            if let Some((r, p)) = view::vmbus_ref(buf, *pos) {
+                *pos = p;
+                skip_reserved(buf, pos, n)?;
+                return Ok(f(RecordRef::Vmbus(r)));
+            }
+        }
+        _ => {}
     }
     let rec = match k {
         RecordKind::Process => Record::Process(decode_body(k, buf, pos)?),
@@ -134,69 +153,15 @@ pub fn decode_record(buf: &[u8], pos: &mut usize) -> Result<Record, String> {
         RecordKind::Annotation => Record::Annotation(decode_body(k, buf, pos)?),
     };
     skip_reserved(buf, pos, n)?;
-    Ok(rec)
+    Ok(match &rec {
+        Record::Ioctl(r) => f(RecordRef::Ioctl(r.into())),
+        Record::Vmbus(m) => f(RecordRef::Vmbus(m.into())),
+        other => f(RecordRef::Other(other)),
+    })
 }
 
 fn walk(e: WalkError) -> String {
     format!("malformed MessagePack: {}", e.0)
-}
-
-fn fast_ioctl(buf: &[u8], pos: usize) -> Option<(IoctlRecord, usize)> {
-    let mut c = msgpack::Cur { buf, pos };
-    if c.array()? != RecordKind::Ioctl.field_count() {
-        return None;
-    }
-    let mut r = IoctlRecord {
-        id: c.u64()?,
-        ts_enter: c.u64()?,
-        ts_exit: c.u64()?,
-        pid: u32::try_from(c.u64()?).ok()?,
-        tid: u32::try_from(c.u64()?).ok()?,
-        fd: i32::try_from(c.i64()?).ok()?,
-        dev: c.u64()?,
-        cmd: u32::try_from(c.u64()?).ok()?,
-        arg: c.u64()?,
-        ret: c.i64()?,
-        buffers: Vec::new(),
-    };
-    let n = c.array()?;
-    r.buffers.reserve_exact(n.min(64));
-    for _ in 0..n {
-        if c.array()? != 6 {
-            return None;
-        }
-        r.buffers.push(Buffer {
-            addr: c.u64()?,
-            role: BufferRole::try_from(u8::try_from(c.u64()?).ok()?).ok()?,
-            path: c.str()?,
-            len: c.u64()?,
-            flags: u8::try_from(c.u64()?).ok()?,
-            data: c.bin()?,
-        });
-    }
-    Some((r, c.pos))
-}
-
-fn fast_vmbus(buf: &[u8], pos: usize) -> Option<(VmbusMessage, usize)> {
-    let mut c = msgpack::Cur { buf, pos };
-    if c.array()? != RecordKind::Vmbus.field_count() {
-        return None;
-    }
-    let r = VmbusMessage {
-        ts: c.u64()?,
-        dir: VmbusDir::try_from(u8::try_from(c.u64()?).ok()?).ok()?,
-        channel: c.opt(|c| c.u64())?,
-        request_id: c.u64()?,
-        is_async: c.bool()?,
-        status: c.opt(|c| c.i64())?,
-        ioctl_id: c.opt(|c| c.u64())?,
-        pid: u32::try_from(c.u64()?).ok()?,
-        tid: u32::try_from(c.u64()?).ok()?,
-        len: c.u64()?,
-        flags: u8::try_from(c.u64()?).ok()?,
-        bytes: c.bin()?,
-    };
-    Some((r, c.pos))
 }
 
 /// Envelope elements after the body are reserved for future use: skip them.
@@ -385,6 +350,85 @@ mod tests {
 mod fast_path_tests {
     use super::*;
 
+    /// A newer minor version may append fields to a body: the fast path skips them; an
+    /// older writer's shorter body goes to serde, which defaults the missing fields.
+    #[test]
+    fn fast_paths_take_newer_bodies_and_serde_takes_older_ones() {
+        let ioctl = IoctlRecord {
+            id: 9,
+            ts_enter: 1,
+            ts_exit: 2,
+            cmd: 0xC0184709,
+            buffers: vec![Buffer {
+                role: BufferRole::StructOut,
+                path: "a.b".into(),
+                len: 3,
+                data: vec![1, 2, 3],
+                ..Buffer::default()
+            }],
+            ..IoctlRecord::default()
+        };
+        let vm = VmbusMessage {
+            ts: 5,
+            dir: VmbusDir::HostReply,
+            status: Some(-1),
+            bytes: vec![9; 20],
+            ..VmbusMessage::default()
+        };
+        for rec in [Record::Ioctl(ioctl), Record::Vmbus(vm)] {
+            let mut buf = Vec::new();
+            encode_record(&mut buf, &rec).unwrap();
+            // body header is at byte 2 (envelope fixarray + kind)
+            let n = buf[2] & 0x0f;
+            buf[2] = 0x90 | (n + 2);
+            buf.extend_from_slice(&[0xa3, b'n', b'e', b'w', 0x91, 0x07]);
+            let fast = match &rec {
+                Record::Ioctl(_) => {
+                    view::ioctl_ref(&buf, 2).map(|(r, p)| (Record::Ioctl(r.to_owned()), p))
+                }
+                _ => view::vmbus_ref(&buf, 2).map(|(r, p)| (Record::Vmbus(r.to_owned()), p)),
+            };
+            assert_eq!(
+                fast,
+                Some((rec.clone(), buf.len())),
+                "newer body takes the fast path"
+            );
+            let mut pos = 0;
+            assert_eq!(decode_record(&buf, &mut pos).unwrap(), rec);
+            assert_eq!(pos, buf.len());
+        }
+        // An older writer's VMBus body without the last two fields (flags, bytes).
+        let mut buf = Vec::new();
+        rmp_serde::encode::write(
+            &mut buf,
+            &(
+                4u16,
+                (
+                    5u64,
+                    1u8,
+                    None::<u64>,
+                    3u64,
+                    false,
+                    Some(-1i64),
+                    None::<u64>,
+                    7u32,
+                    8u32,
+                    20u64,
+                ),
+            ),
+        )
+        .unwrap();
+        assert!(view::vmbus_ref(&buf, 2).is_none());
+        let mut pos = 0;
+        match decode_record(&buf, &mut pos).unwrap() {
+            Record::Vmbus(m) => {
+                assert_eq!((m.ts, m.request_id, m.tid, m.len), (5, 3, 8, 20));
+                assert_eq!((m.flags, m.bytes.len()), (0, 0));
+            }
+            other => panic!("expected vmbus, got {other:?}"),
+        }
+    }
+
     /// The fast decoders must agree with serde on every value shape (small/large
     /// integers, negative returns, nil/some options, empty and long byte strings).
     #[test]
@@ -448,11 +492,11 @@ mod fast_path_tests {
                 let at = 2; // envelope array header + kind (both one byte here)
                 let fast = match &rec {
                     Record::Ioctl(r) => {
-                        fast_ioctl(&buf, at).map(|x| Record::Ioctl(x.0))
+                        view::ioctl_ref(&buf, at).map(|x| Record::Ioctl(x.0.to_owned()))
                             == Some(Record::Ioctl(r.clone()))
                     }
                     Record::Vmbus(r) => {
-                        fast_vmbus(&buf, at).map(|x| Record::Vmbus(x.0))
+                        view::vmbus_ref(&buf, at).map(|x| Record::Vmbus(x.0.to_owned()))
                             == Some(Record::Vmbus(r.clone()))
                     }
                     _ => unreachable!(),

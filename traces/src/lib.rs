@@ -122,14 +122,16 @@ pub mod reader;
 pub mod record;
 pub mod summary;
 pub mod synth;
+pub mod view;
 pub mod writer;
 
-pub use codec::{decode_record, encode_record};
+pub use codec::{decode_record, encode_record, visit_record};
 pub use error::{Result, TraceError};
 pub use header::{CaptureSource, DeviceInfo, Header, VmbusCapture};
-pub use reader::{FrameInfo, LostRegion, ReadOptions, Reader, Records, SalvageReport};
+pub use reader::{Block, FrameInfo, LostRegion, ReadOptions, Reader, Records, SalvageReport};
 pub use record::*;
 pub use summary::{TraceSummary, summarize};
+pub use view::{BufferRef, BuffersRef, IoctlRef, RecordRef, VmbusRef};
 pub use writer::{WriteSummary, Writer, WriterOptions};
 
 #[cfg(test)]

@@ -118,9 +118,10 @@ pub(crate) fn write_array_len(out: &mut Vec<u8>, n: u32) {
     }
 }
 
-/// A forward-only reader of MessagePack scalars: the hand-written fast path for the two
-/// hot record kinds (ioctl and VMBus). Any unexpected marker returns `None` and the
-/// caller falls back to the serde decoder, which produces the precise error.
+/// A forward-only reader of MessagePack values, borrowing strings and byte strings from
+/// the buffer: the hand-written fast path for the two hot record kinds (ioctl and VMBus).
+/// Any unexpected marker returns `None` and the caller falls back to the serde decoder,
+/// which accepts every encoding serde would and produces the precise error.
 pub(crate) struct Cur<'a> {
     pub buf: &'a [u8],
     pub pos: usize,
@@ -206,8 +207,9 @@ impl<'a> Cur<'a> {
         }
     }
 
+    /// A string borrowed from the buffer (UTF-8 checked).
     #[inline]
-    pub fn str(&mut self) -> Option<String> {
+    pub fn str(&mut self) -> Option<&'a str> {
         let n = match self.byte()? {
             m @ 0xa0..=0xbf => (m & 0x1f) as usize,
             0xd9 => self.be(1)? as usize,
@@ -216,20 +218,27 @@ impl<'a> Cur<'a> {
             _ => return None,
         };
         if n == 0 {
-            return Some(String::new());
+            return Some("");
         }
-        std::str::from_utf8(self.take(n)?).ok().map(str::to_owned)
+        std::str::from_utf8(self.take(n)?).ok()
     }
 
+    /// A byte string borrowed from the buffer.
     #[inline]
-    pub fn bin(&mut self) -> Option<Vec<u8>> {
+    pub fn bin(&mut self) -> Option<&'a [u8]> {
         let n = match self.byte()? {
             0xc4 => self.be(1)? as usize,
             0xc5 => self.be(2)? as usize,
             0xc6 => self.be(4)? as usize,
             _ => return None,
         };
-        Some(self.take(n)?.to_vec())
+        self.take(n)
+    }
+
+    /// Skips one value of any type (extra trailing fields of a newer minor version).
+    #[inline]
+    pub fn skip(&mut self) -> Option<()> {
+        skip(self.buf, &mut self.pos, 0).ok()
     }
 }
 

@@ -1,18 +1,20 @@
 //! Reading a trace: header, frame list (from the footer index, or by scanning when the
 //! footer is missing), records by iterator, by time range, or frame-parallel; salvage.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 
-use crate::codec::decode_record;
+use crate::codec::visit_record;
 use crate::error::{Result, TraceError};
 use crate::frame::*;
 use crate::header::Header;
 use crate::record::Record;
+use crate::view::RecordRef;
 
 /// How to open a trace.
 #[derive(Debug, Clone, Copy, Default)]
@@ -287,7 +289,7 @@ impl Reader {
             });
         }
         if verify_payload {
-            self.read_frame_raw(pos)?;
+            with_scratch(|sc| self.load_frame(pos, sc))?;
         }
         Ok(Some(h))
     }
@@ -321,8 +323,22 @@ impl Reader {
             .map_err(|e| TraceError::io(&self.path, e))
     }
 
-    /// Reads, checks and decompresses the frame at `offset`.
+    /// Reads, checks and decompresses the frame at `offset` (an owned copy of the block).
     fn read_frame_raw(&self, offset: u64) -> Result<(FrameHeader, Vec<u8>)> {
+        with_scratch(|sc| {
+            let h = self.load_frame(offset, sc)?;
+            let raw = if h.codec == CODEC_NONE {
+                std::mem::take(&mut sc.payload)
+            } else {
+                sc.raw.clone()
+            };
+            Ok((h, raw))
+        })
+    }
+
+    /// Reads, checks and decompresses the frame at `offset` into `sc`: the block is in
+    /// `sc.payload` for stored frames and in `sc.raw` for compressed ones.
+    fn load_frame(&self, offset: u64, sc: &mut Scratch) -> Result<FrameHeader> {
         let corrupt = |reason: String| TraceError::CorruptFrame { offset, reason };
         let avail = self.len.saturating_sub(offset);
         if avail < FRAME_HEADER_LEN as u64 {
@@ -342,9 +358,9 @@ impl Reader {
                 available: avail,
             });
         }
-        let mut payload = vec![0u8; h.payload_len as usize];
-        self.read_at(&mut payload, offset + FRAME_HEADER_LEN as u64)?;
-        let crc = crc32c::crc32c(&payload);
+        sc.payload.resize(h.payload_len as usize, 0);
+        self.read_at(&mut sc.payload, offset + FRAME_HEADER_LEN as u64)?;
+        let crc = crc32c::crc32c(&sc.payload);
         if crc != h.payload_crc {
             return Err(corrupt(format!(
                 "payload checksum mismatch (stored {:#010x}, computed {crc:#010x}; payload is \
@@ -354,54 +370,62 @@ impl Reader {
                 offset + h.total_len()
             )));
         }
-        let raw = match h.codec {
-            CODEC_NONE => payload,
-            _ => {
-                let raw = zstd::bulk::decompress(&payload, h.raw_len as usize)
-                    .map_err(|e| corrupt(format!("zstd: {e}")))?;
-                if raw.len() != h.raw_len as usize {
-                    return Err(corrupt(format!(
-                        "block decompressed to {} bytes, header says {}",
-                        raw.len(),
-                        h.raw_len
-                    )));
-                }
-                raw
+        if h.codec != CODEC_NONE {
+            // One decompression context and output buffer per thread, reused frame after
+            // frame: a fresh context and a fresh 256 KiB allocation per frame cost as much
+            // as decompressing it.
+            sc.raw.clear();
+            sc.raw.reserve(h.raw_len as usize);
+            let dctx = match &mut sc.dctx {
+                Some(d) => d,
+                None => sc.dctx.insert(
+                    zstd::bulk::Decompressor::new()
+                        .map_err(|e| corrupt(format!("zstd context: {e}")))?,
+                ),
+            };
+            dctx.decompress_to_buffer(&sc.payload, &mut sc.raw)
+                .map_err(|e| corrupt(format!("zstd: {e}")))?;
+            if sc.raw.len() != h.raw_len as usize {
+                return Err(corrupt(format!(
+                    "block decompressed to {} bytes, header says {}",
+                    sc.raw.len(),
+                    h.raw_len
+                )));
             }
-        };
-        Ok((h, raw))
+        }
+        Ok(h)
     }
 
-    /// Reads and decodes every record of a frame.
-    pub fn read_frame(&self, frame: &FrameInfo) -> Result<Vec<Record>> {
-        let (h, raw) = self.read_frame_raw(frame.offset)?;
+    /// Reads a record frame into `sc` and checks it against the frame list.
+    fn load_block<'s>(&self, frame: &FrameInfo, sc: &'s mut Scratch) -> Result<Block<'s>> {
+        let h = self.load_frame(frame.offset, sc)?;
         if h.frame_type != FRAME_RECORDS || h.record_count != frame.record_count {
             return Err(TraceError::CorruptFrame {
                 offset: frame.offset,
                 reason: "frame header disagrees with the footer index".into(),
             });
         }
-        let mut out = Vec::with_capacity(h.record_count as usize);
-        let mut pos = 0usize;
-        for index in 0..h.record_count {
-            let rec = decode_record(&raw, &mut pos).map_err(|reason| TraceError::Record {
-                frame_offset: frame.offset,
-                index,
-                reason,
-            })?;
-            out.push(rec);
-        }
-        if pos != raw.len() {
-            return Err(TraceError::CorruptFrame {
-                offset: frame.offset,
-                reason: format!(
-                    "{} bytes left after the frame's {} records",
-                    raw.len() - pos,
-                    h.record_count
-                ),
-            });
-        }
-        Ok(out)
+        Ok(Block {
+            offset: frame.offset,
+            count: h.record_count,
+            raw: if h.codec == CODEC_NONE {
+                &sc.payload
+            } else {
+                &sc.raw
+            },
+        })
+    }
+
+    /// Reads and decodes every record of a frame.
+    pub fn read_frame(&self, frame: &FrameInfo) -> Result<Vec<Record>> {
+        self.with_block(frame, |b| b?.to_records())
+    }
+
+    /// Reads a frame and lends its decompressed block to `f`, which can visit the records
+    /// without copying them ([`Block::for_each`]). The buffers and the zstd context are
+    /// the calling thread's, reused from call to call.
+    pub fn with_block<R>(&self, frame: &FrameInfo, f: impl FnOnce(Result<Block<'_>>) -> R) -> R {
+        with_scratch(|sc| f(self.load_block(frame, sc)))
     }
 
     /// Every record in file order. A damaged frame yields one `Err` in its place and
@@ -442,6 +466,17 @@ impl Reader {
         T: Send,
         F: Fn(usize, Result<Vec<Record>>) -> T + Sync,
     {
+        self.map_blocks(threads, |i, b| f(i, b.and_then(|b| b.to_records())))
+    }
+
+    /// Reads frames on `threads` threads and maps each block with `f` (frame index, block
+    /// or error); results come back in frame order. The zero-copy form of
+    /// [`Reader::map_frames`].
+    pub fn map_blocks<T, F>(&self, threads: usize, f: F) -> Vec<T>
+    where
+        T: Send,
+        F: Fn(usize, Result<Block<'_>>) -> T + Sync,
+    {
         let n = self.frames.len();
         let next = AtomicUsize::new(0);
         let out: Mutex<Vec<Option<T>>> = Mutex::new((0..n).map(|_| None).collect());
@@ -453,7 +488,7 @@ impl Reader {
                         if i >= n {
                             break;
                         }
-                        let v = f(i, self.read_frame(&self.frames[i]));
+                        let v = self.with_block(&self.frames[i], |b| f(i, b));
                         out.lock().unwrap()[i] = Some(v);
                     }
                 });
@@ -464,6 +499,89 @@ impl Reader {
             .into_iter()
             .map(|v| v.expect("every frame mapped"))
             .collect()
+    }
+
+    /// Maps blocks on `threads` threads like [`Reader::map_blocks`], but hands each result
+    /// to `sink` on the calling thread in frame order as soon as its predecessors are in,
+    /// holding at most a few results per thread: for outputs too large to collect (JSON
+    /// lines) and for merges that must run in file order. The first error `sink` returns
+    /// stops the work and is returned.
+    pub fn map_blocks_in_order<T, E, F, S>(
+        &self,
+        threads: usize,
+        f: F,
+        mut sink: S,
+    ) -> Result<(), E>
+    where
+        T: Send,
+        F: Fn(usize, Result<Block<'_>>) -> T + Sync,
+        S: FnMut(usize, T) -> Result<(), E>,
+    {
+        let n = self.frames.len();
+        let threads = threads.clamp(1, n.max(1));
+        if threads == 1 {
+            for (i, fr) in self.frames.iter().enumerate() {
+                let v = self.with_block(fr, |b| f(i, b));
+                sink(i, v)?;
+            }
+            return Ok(());
+        }
+        // Workers take frame indices in order and wait while they are more than `window`
+        // ahead of the sink: the frame the sink waits for is never held back, so there is
+        // always progress, and memory stays bounded.
+        let window = 4 * threads;
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let delivered = (Mutex::new(0usize), Condvar::new());
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, T)>();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let tx = tx.clone();
+                let (next, stop, delivered, f) = (&next, &stop, &delivered, &f);
+                s.spawn(move || {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n || stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        {
+                            let (lock, cv) = delivered;
+                            let mut d = lock.lock().unwrap();
+                            while i >= *d + window && !stop.load(Ordering::Relaxed) {
+                                d = cv.wait(d).unwrap();
+                            }
+                        }
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let v = self.with_block(&self.frames[i], |b| f(i, b));
+                        if tx.send((i, v)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let mut pending = std::collections::BTreeMap::new();
+            let mut want = 0usize;
+            let mut result = Ok(());
+            for (i, v) in rx {
+                pending.insert(i, v);
+                while let Some(v) = pending.remove(&want) {
+                    if result.is_ok() {
+                        result = sink(want, v);
+                        if result.is_err() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    want += 1;
+                    let (lock, cv) = &delivered;
+                    *lock.lock().unwrap() = want;
+                    cv.notify_all();
+                }
+            }
+            result
+        })
     }
 
     /// Writes every intact frame to `out` as a new, finished trace (same header, new
@@ -537,6 +655,103 @@ impl Reader {
         report.bytes_lost = report.lost.iter().map(|l| l.len).sum();
         Ok(report)
     }
+}
+
+/// The decompressed block of one record frame, lent by [`Reader::with_block`] and
+/// [`Reader::map_blocks`].
+#[derive(Debug, Clone, Copy)]
+pub struct Block<'a> {
+    offset: u64,
+    count: u32,
+    raw: &'a [u8],
+}
+
+impl<'a> Block<'a> {
+    /// A block over `raw` holding `count` records (for tests and tools that build blocks
+    /// themselves); `offset` only labels errors.
+    pub fn new(offset: u64, count: u32, raw: &'a [u8]) -> Block<'a> {
+        Block { offset, count, raw }
+    }
+
+    /// Byte offset of the frame in the file.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Records the frame header announces.
+    pub fn record_count(&self) -> u32 {
+        self.count
+    }
+
+    /// The decompressed MessagePack bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// Decodes the records in order and hands each to `f`, borrowed from the block.
+    /// A record that cannot be decoded, or bytes left after the last one, end the visit
+    /// with an error naming the frame and the record (the records before it have been
+    /// visited: a caller that must not keep part of a frame discards what it built).
+    pub fn for_each(&self, mut f: impl FnMut(RecordRef<'_>)) -> Result<()> {
+        let mut pos = 0usize;
+        for index in 0..self.count {
+            visit_record(self.raw, &mut pos, &mut f).map_err(|reason| TraceError::Record {
+                frame_offset: self.offset,
+                index,
+                reason,
+            })?;
+        }
+        if pos != self.raw.len() {
+            return Err(TraceError::CorruptFrame {
+                offset: self.offset,
+                reason: format!(
+                    "{} bytes left after the frame's {} records",
+                    self.raw.len() - pos,
+                    self.count
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes every record, owned.
+    pub fn to_records(&self) -> Result<Vec<Record>> {
+        let mut out = Vec::with_capacity(self.count as usize);
+        self.for_each(|r| out.push(r.to_owned()))?;
+        Ok(out)
+    }
+}
+
+/// Per-thread reusable read buffers and zstd context.
+#[derive(Default)]
+struct Scratch {
+    payload: Vec<u8>,
+    raw: Vec<u8>,
+    dctx: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+/// Buffers kept between calls up to this size; a rare huge frame's are freed after use.
+const SCRATCH_KEEP: usize = 16 << 20;
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch (a fresh one if `f` re-enters).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut sc) => {
+            let r = f(&mut sc);
+            let sc = &mut *sc;
+            for b in [&mut sc.payload, &mut sc.raw] {
+                if b.capacity() > SCRATCH_KEEP {
+                    *b = Vec::new();
+                }
+            }
+            r
+        }
+        Err(_) => f(&mut Scratch::default()),
+    })
 }
 
 /// What [`Reader::salvage_to`] recovered.

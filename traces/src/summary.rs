@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::reader::Reader;
-use crate::record::Record;
+use crate::record::{BUF_TRUNCATED, BUF_UNREADABLE, Record, RecordKind};
+use crate::view::RecordRef;
 
 /// A process as seen in the trace.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -86,28 +87,32 @@ struct Acc {
 }
 
 impl Acc {
-    fn add(&mut self, r: &Record) {
-        *self.kinds.entry(r.kind_name()).or_default() += 1;
+    fn add(&mut self, r: RecordRef<'_>) {
+        let kind = r.kind().map(RecordKind::name).unwrap_or("unknown");
+        *self.kinds.entry(kind).or_default() += 1;
         self.total += 1;
         if let (Some(a), Some(b)) = (r.ts(), r.ts_end()) {
             self.start = Some(self.start.map_or(a, |s| s.min(a)));
             self.end = Some(self.end.map_or(b, |e| e.max(b)));
         }
         match r {
-            Record::Dropped(d) => {
+            RecordRef::Other(Record::Dropped(d)) => {
                 self.dropped += d.count;
                 *self.dropped_by.entry(d.reason.clone()).or_default() += d.count;
             }
-            Record::Process(p) => {
+            RecordRef::Other(Record::Process(p)) => {
                 let e = self.procs.entry(p.pid).or_default();
                 e.0 = p.comm.clone();
                 e.1 = p.exe.clone();
             }
-            Record::Ioctl(i) => {
+            RecordRef::Ioctl(i) => {
                 let e = self.procs.entry(i.pid).or_default();
                 e.2.insert(i.tid);
                 e.3 += 1;
-                if i.buffers.iter().any(|b| b.truncated() || b.unreadable()) {
+                if i.buffers
+                    .iter()
+                    .any(|b| b.flags & (BUF_TRUNCATED | BUF_UNREADABLE) != 0)
+                {
                     self.incomplete += 1;
                 }
             }
@@ -150,15 +155,11 @@ impl Acc {
 /// Reads every frame (on `threads` threads) and summarises the trace. Damaged frames are
 /// counted and described, never fatal.
 pub fn summarize(reader: &Reader, threads: usize) -> TraceSummary {
-    let parts = reader.map_frames(threads, |_, res| match res {
-        Ok(recs) => {
-            let mut a = Acc::default();
-            for r in &recs {
-                a.add(r);
-            }
-            Ok(a)
-        }
-        Err(e) => Err(e),
+    // Visited without copying; a frame that fails part-way counts as unreadable whole.
+    let parts = reader.map_blocks(threads, |_, block| {
+        let mut a = Acc::default();
+        block?.for_each(|r| a.add(r))?;
+        Ok::<Acc, crate::TraceError>(a)
     });
     let mut acc = Acc::default();
     let mut problems = Vec::new();

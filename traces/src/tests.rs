@@ -492,3 +492,95 @@ fn committed_synthetic_sample_is_up_to_date() {
             .starts_with("SYNTHETIC")
     );
 }
+
+#[test]
+fn blocks_visit_the_same_records_as_read_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = tmp(&dir, "blocks.dxtrace");
+    let recs = sample_records(3000);
+    write(&p, &recs, small_frames());
+    let r = Reader::open(&p).unwrap();
+    assert!(r.frames().len() > 10);
+    let per_frame = r.map_blocks(2, |_, b| {
+        let b = b.unwrap();
+        let mut v = Vec::new();
+        b.for_each(|x| v.push(x.to_owned())).unwrap();
+        assert_eq!(v.len(), b.record_count() as usize);
+        v
+    });
+    let visited: Vec<Record> = per_frame.into_iter().flatten().collect();
+    assert_eq!(visited, recs);
+    // The thread's reused buffers do not leak one frame into the next.
+    let again: Vec<Record> = r
+        .frames()
+        .iter()
+        .rev()
+        .flat_map(|f| r.read_frame(f).unwrap().into_iter().rev())
+        .collect();
+    assert_eq!(again.into_iter().rev().collect::<Vec<_>>(), recs);
+}
+
+#[test]
+fn map_blocks_in_order_delivers_in_frame_order_and_stops_on_sink_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = tmp(&dir, "ordered.dxtrace");
+    write(&p, &sample_records(5000), small_frames());
+    let r = Reader::open(&p).unwrap();
+    let n = r.frames().len();
+    assert!(n > 20);
+    for threads in [1, 2, 3, 8] {
+        let mut seen = Vec::new();
+        let res: std::result::Result<(), ()> = r.map_blocks_in_order(
+            threads,
+            |i, b| (i, b.unwrap().record_count()),
+            |i, (j, count)| {
+                assert_eq!(i, j);
+                seen.push((i, count));
+                Ok(())
+            },
+        );
+        res.unwrap();
+        let want: Vec<(usize, u32)> = r
+            .frames()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (i, f.record_count))
+            .collect();
+        assert_eq!(seen, want, "threads={threads}");
+        let mut calls = 0;
+        let res = r.map_blocks_in_order(
+            threads,
+            |i, _| i,
+            |i, _| {
+                calls += 1;
+                if i == 5 { Err("stop") } else { Ok(()) }
+            },
+        );
+        assert_eq!(res, Err("stop"));
+        assert_eq!(calls, 6, "the sink is not called after its error");
+    }
+}
+
+#[test]
+fn block_with_bytes_after_its_records_is_an_error_naming_the_frame() {
+    let mut raw = Vec::new();
+    encode_record(&mut raw, &ioctl(1, 8)).unwrap();
+    raw.push(0xc0);
+    let e = Block::new(4242, 1, &raw).for_each(|_| {}).unwrap_err();
+    assert!(
+        e.to_string().contains("4242") && e.to_string().contains("1 bytes left"),
+        "{e}"
+    );
+    let e = Block::new(4242, 2, &raw).to_records().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TraceError::Record {
+                frame_offset: 4242,
+                index: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}

@@ -1,20 +1,28 @@
 //! A trace decoded into columns: one vector per field, one row per ioctl / VMBus message,
-//! decoded frame-parallel, then VMBus requests paired with their replies and each ioctl
-//! charged with the host round trips it caused.
+//! plus the rarer record kinds as they are.
+//!
+//! Frames are decoded in parallel straight from their MessagePack blocks into per-frame
+//! columns (no [`traces::Record`] is built for the hot kinds: the visitor borrows from
+//! the block), VMBus requests are paired with their replies inside each frame, and one
+//! sequential pass in frame order appends the frames and settles the pairs that cross a
+//! frame boundary ([`crate::pairing`]); at the end each ioctl is charged with the host
+//! round trips it caused.
 //!
 //! This is the one decode pass that statistics and the Parquet export share; the
 //! columns move into polars frames without a per-row conversion.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use driver_core::schema::{VmbusChannel, VmbusCmd};
-use traces::{BufferRole, ProcessInfo, Reader, Record, VmbusDir};
+use traces::{
+    Annotation, Block, BufferRole, CaptureStats, Dropped, FdEvent, HostSignal, ProcessInfo, Reader,
+    Record, RecordRef, VmbusDir,
+};
 
 use crate::error::{AnalysisError, Result};
 use crate::names;
+use crate::pairing::{FramePairing, FxMap, Pairing, Reply};
 
 /// Key of a VMBus command family in [`VmbusColumns::cmd`] (bits 32..): per-adapter.
 pub const FAM_ADAPTER: u64 = 0;
@@ -106,6 +114,18 @@ pub struct Columns {
     pub vmbus: VmbusColumns,
     /// Process records, in file order.
     pub processes: Vec<ProcessInfo>,
+    /// Fd open / close / derived records, in file order.
+    pub fds: Vec<FdEvent>,
+    /// Dropped-event records, in file order.
+    pub drops: Vec<Dropped>,
+    /// Host-to-guest signal records, in file order.
+    pub signals: Vec<HostSignal>,
+    /// Capture statistics records, in file order.
+    pub capture_stats: Vec<CaptureStats>,
+    /// Annotations, in file order.
+    pub annotations: Vec<Annotation>,
+    /// Records of kinds this version does not know (written by a newer dxtrace).
+    pub unknown_records: u64,
     /// Records read, of every kind.
     pub records: u64,
     /// Events the capture reported lost (sum of `Dropped::count`).
@@ -213,104 +233,111 @@ pub fn load(path: &Path, threads: usize, progress: Option<Progress<'_>>) -> Resu
 /// [`Columns::decode_errors`]; the rest is still returned.
 pub fn load_reader(reader: &Reader, threads: usize, progress: Option<Progress<'_>>) -> Columns {
     let total = reader.frames().len();
-    let done = AtomicUsize::new(0);
-    let parts = reader.map_frames(threads, |_, recs| {
-        let part = match recs {
-            Ok(recs) => frame_columns(recs),
-            Err(e) => Columns {
-                decode_errors: vec![e.to_string()],
-                ..Columns::default()
-            },
-        };
-        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(p) = progress {
-            p(d, total);
-        }
-        part
-    });
     let mut all = Columns::default();
-    let (ni, nv): (usize, usize) = parts
-        .iter()
-        .map(|p| (p.ioctls.len(), p.vmbus.len()))
-        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    reserve_ioctls(&mut all.ioctls, ni);
-    reserve_vmbus(&mut all.vmbus, nv);
+    let mut pairing: Pairing<usize> = Pairing::default();
+    // (ioctl id, round trip) for every paired reply, charged once all ioctls are in.
+    let mut charges: Vec<(u64, u64)> = Vec::new();
     let mut first = true;
-    for p in parts {
-        all.ioctls.append(&p.ioctls);
-        all.vmbus.append(&p.vmbus);
-        all.processes.extend(p.processes);
-        all.records += p.records;
-        all.dropped_events += p.dropped_events;
-        all.decode_errors.extend(p.decode_errors);
-        if p.records > 0 {
-            all.ts_min = if first {
-                p.ts_min
-            } else {
-                all.ts_min.min(p.ts_min)
-            };
-            all.ts_max = all.ts_max.max(p.ts_max);
-            first = false;
-        }
-    }
+    let done: std::result::Result<(), std::convert::Infallible> = reader.map_blocks_in_order(
+        threads,
+        |_, block| match block.and_then(|b| frame_part(&b)) {
+            Ok(part) => part,
+            Err(e) => FramePart {
+                cols: Columns {
+                    decode_errors: vec![e.to_string()],
+                    ..Columns::default()
+                },
+                ..FramePart::default()
+            },
+        },
+        |i, part| {
+            let base = all.vmbus.len();
+            let got = pairing.merge(part.pairing, |row| base + row as usize);
+            let p = part.cols;
+            all.ioctls.append(&p.ioctls);
+            all.vmbus.append(&p.vmbus);
+            charges.extend_from_slice(&part.charges);
+            let v = &mut all.vmbus;
+            for (row, n) in part.pending {
+                let (i, Some(j)) = (base + row as usize, got[n]) else {
+                    continue;
+                };
+                let rtt = v.ts[i].saturating_sub(v.ts[j]);
+                v.rtt_ns[i] = Some(rtt);
+                v.cmd[i] = v.cmd[j];
+                if let Some(id) = v.ioctl_id[j].or(v.ioctl_id[i]) {
+                    charges.push((id, rtt));
+                }
+            }
+            all.processes.extend(p.processes);
+            all.fds.extend(p.fds);
+            all.drops.extend(p.drops);
+            all.signals.extend(p.signals);
+            all.capture_stats.extend(p.capture_stats);
+            all.annotations.extend(p.annotations);
+            all.unknown_records += p.unknown_records;
+            all.records += p.records;
+            all.dropped_events += p.dropped_events;
+            all.decode_errors.extend(p.decode_errors);
+            if p.records > 0 {
+                all.ts_min = if first {
+                    p.ts_min
+                } else {
+                    all.ts_min.min(p.ts_min)
+                };
+                all.ts_max = all.ts_max.max(p.ts_max);
+                first = false;
+            }
+            if let Some(p) = progress {
+                p(i + 1, total);
+            }
+            Ok(())
+        },
+    );
+    let Ok(()) = done;
     if let Some(e) = reader.scan_problem() {
         all.decode_errors.push(e.to_string());
     }
-    pair_vmbus(&mut all);
+    let io = &mut all.ioctls;
+    let index = IdIndex::new(&io.id);
+    for (id, rtt) in charges {
+        if let Some(row) = index.row(id) {
+            io.host_ns[row] += rtt;
+            io.round_trips[row] += 1;
+        }
+    }
     all
 }
 
-fn reserve_ioctls(c: &mut IoctlColumns, n: usize) {
-    c.id.reserve(n);
-    c.ts_enter.reserve(n);
-    c.ts_exit.reserve(n);
-    c.pid.reserve(n);
-    c.tid.reserve(n);
-    c.fd.reserve(n);
-    c.dev.reserve(n);
-    c.cmd.reserve(n);
-    c.ret.reserve(n);
-    c.is_error.reserve(n);
-    c.bytes_in.reserve(n);
-    c.bytes_out.reserve(n);
-    c.buffers.reserve(n);
-    c.host_ns.reserve(n);
-    c.round_trips.reserve(n);
+/// One frame as columns, paired within the frame.
+#[derive(Default)]
+struct FramePart {
+    cols: Columns,
+    /// Requests by frame-local VMBus row.
+    pairing: FramePairing<u32>,
+    /// Replies whose request may be in an earlier frame: (local row, pending index).
+    pending: Vec<(u32, usize)>,
+    /// (ioctl id, round trip) of the pairs completed within the frame.
+    charges: Vec<(u64, u64)>,
 }
 
-fn reserve_vmbus(c: &mut VmbusColumns, n: usize) {
-    c.ts.reserve(n);
-    c.dir.reserve(n);
-    c.channel.reserve(n);
-    c.request_id.reserve(n);
-    c.is_async.reserve(n);
-    c.status.reserve(n);
-    c.ioctl_id.reserve(n);
-    c.pid.reserve(n);
-    c.tid.reserve(n);
-    c.len.reserve(n);
-    c.captured.reserve(n);
-    c.cmd.reserve(n);
-    c.rtt_ns.reserve(n);
-}
-
-/// One frame's records as columns (before pairing).
-fn frame_columns(recs: Vec<Record>) -> Columns {
-    let mut c = Columns {
-        records: recs.len() as u64,
-        ts_min: u64::MAX,
-        ..Columns::default()
-    };
-    for r in recs {
+/// Decodes one frame's block into columns. An undecodable record fails the whole frame
+/// (its rows are dropped, as the owned decoder would).
+fn frame_part(block: &Block<'_>) -> traces::Result<FramePart> {
+    let mut part = FramePart::default();
+    let c = &mut part.cols;
+    c.records = block.record_count() as u64;
+    c.ts_min = u64::MAX;
+    block.for_each(|r| {
         if let (Some(a), Some(b)) = (r.ts(), r.ts_end()) {
             c.ts_min = c.ts_min.min(a);
             c.ts_max = c.ts_max.max(b);
         }
         match r {
-            Record::Ioctl(r) => {
+            RecordRef::Ioctl(r) => {
                 let io = &mut c.ioctls;
                 let (mut bin, mut bout) = (0u64, 0u64);
-                for b in &r.buffers {
+                for b in r.buffers {
                     match b.role {
                         BufferRole::StructIn | BufferRole::PtrIn => bin += b.data.len() as u64,
                         BufferRole::StructOut | BufferRole::PtrOut => bout += b.data.len() as u64,
@@ -332,9 +359,31 @@ fn frame_columns(recs: Vec<Record>) -> Columns {
                 io.host_ns.push(0);
                 io.round_trips.push(0);
             }
-            Record::Vmbus(m) => {
+            RecordRef::Vmbus(m) => {
                 let v = &mut c.vmbus;
-                v.cmd.push(vmbus_key(m.dir, &m.bytes));
+                let row = v.len();
+                let mut key = vmbus_key(m.dir, m.bytes);
+                let mut rtt = None;
+                match m.dir {
+                    VmbusDir::GuestToHost if !m.is_async => {
+                        part.pairing.request((m.channel, m.request_id), row as u32);
+                    }
+                    VmbusDir::HostReply => match part.pairing.reply((m.channel, m.request_id)) {
+                        Reply::Paired(j) => {
+                            let j = j as usize;
+                            let t = m.ts.saturating_sub(v.ts[j]);
+                            rtt = Some(t);
+                            key = v.cmd[j];
+                            if let Some(id) = v.ioctl_id[j].or(m.ioctl_id) {
+                                part.charges.push((id, t));
+                            }
+                        }
+                        Reply::Pending(n) => part.pending.push((row as u32, n)),
+                        Reply::Unpaired => {}
+                    },
+                    _ => {}
+                }
+                v.cmd.push(key);
                 v.ts.push(m.ts);
                 v.dir.push(u8::from(m.dir));
                 v.channel.push(m.channel);
@@ -346,45 +395,29 @@ fn frame_columns(recs: Vec<Record>) -> Columns {
                 v.tid.push(m.tid);
                 v.len.push(m.len);
                 v.captured.push(m.bytes.len() as u64);
-                v.rtt_ns.push(None);
+                v.rtt_ns.push(rtt);
             }
-            Record::Process(p) => c.processes.push(p),
-            Record::Dropped(d) => c.dropped_events += d.count,
-            _ => {}
+            RecordRef::Other(rec) => match rec {
+                Record::Process(p) => c.processes.push(p.clone()),
+                Record::Fd(f) => c.fds.push(f.clone()),
+                Record::Dropped(d) => {
+                    c.dropped_events += d.count;
+                    c.drops.push(d.clone());
+                }
+                Record::Signal(s) => c.signals.push(s.clone()),
+                Record::Stats(s) => c.capture_stats.push(s.clone()),
+                Record::Annotation(a) => c.annotations.push(a.clone()),
+                Record::Unknown { .. } => c.unknown_records += 1,
+                // The hot kinds always come as views.
+                Record::Ioctl(_) | Record::Vmbus(_) => {}
+            },
         }
-    }
+    })?;
     if c.ts_min == u64::MAX {
         c.ts_min = 0;
     }
-    c
+    Ok(part)
 }
-
-/// FxHash: the pairing hashes millions of small integer keys, where SipHash's DoS
-/// resistance buys nothing and costs a third of the pairing time.
-#[derive(Default, Clone, Copy)]
-struct Fx(u64);
-
-impl Hasher for Fx {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(*b as u64);
-        }
-    }
-    fn write_u8(&mut self, v: u8) {
-        self.write_u64(v as u64)
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64)
-    }
-}
-
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
 
 /// Ioctl id → row, as a dense table when ids are compact (the usual case: the capture
 /// numbers calls from 0) and a hash map otherwise.
@@ -419,37 +452,6 @@ impl IdIndex {
                 .filter(|r| *r != u32::MAX)
                 .map(|r| r as usize),
             IdIndex::Sparse(m) => m.get(&id).map(|r| *r as usize),
-        }
-    }
-}
-
-/// Pairs each host reply with the latest unanswered guest→host request of the same
-/// `(channel, request_id)`, sets its round trip, and charges the round trip to the ioctl
-/// that caused the request.
-fn pair_vmbus(c: &mut Columns) {
-    let v = &mut c.vmbus;
-    let io = &mut c.ioctls;
-    let index = IdIndex::new(&io.id);
-    let mut open: FxMap<(Option<u64>, u64), u32> = FxMap::default();
-    for i in 0..v.len() {
-        match v.dir[i] {
-            0 if !v.is_async[i] => {
-                open.insert((v.channel[i], v.request_id[i]), i as u32);
-            }
-            1 => {
-                let Some(j) = open.remove(&(v.channel[i], v.request_id[i])) else {
-                    continue;
-                };
-                let j = j as usize;
-                let rtt = v.ts[i].saturating_sub(v.ts[j]);
-                v.rtt_ns[i] = Some(rtt);
-                v.cmd[i] = v.cmd[j];
-                if let Some(row) = v.ioctl_id[j].or(v.ioctl_id[i]).and_then(|id| index.row(id)) {
-                    io.host_ns[row] += rtt;
-                    io.round_trips[row] += 1;
-                }
-            }
-            _ => {}
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod columns;
 pub mod error;
 pub mod export;
 pub mod names;
+mod pairing;
 pub mod stats;
 pub mod text;
 

@@ -243,7 +243,7 @@ fn exports_write_every_row() {
 
     let out = dir.path().join("pq");
     let s = export(&p, &out, &ExportOptions::new(ExportFormat::Parquet), None).unwrap();
-    assert_eq!(s.files.len(), 3);
+    assert_eq!(s.files.len(), 8);
     use polars::prelude::*;
     let f = std::fs::File::open(out.join("ioctls.parquet")).unwrap();
     let df = ParquetReader::new(f).finish().unwrap();
@@ -253,6 +253,33 @@ fn exports_write_every_row() {
         ParquetReader::new(f).finish().unwrap().height(),
         c.vmbus.len()
     );
+
+    let rows = |name: &str| {
+        let f = std::fs::File::open(out.join(name)).unwrap();
+        ParquetReader::new(f).finish().unwrap()
+    };
+    assert_eq!(rows("fds.parquet").height(), c.fds.len());
+    assert!(
+        !c.fds.is_empty(),
+        "synthetic traces open /dev/dxg per process"
+    );
+    let drops = rows("dropped.parquet");
+    assert_eq!(drops.height(), c.drops.len());
+    let sum: u64 = drops
+        .column("count")
+        .unwrap()
+        .u64()
+        .unwrap()
+        .sum()
+        .unwrap_or(0);
+    assert_eq!(sum, c.dropped_events);
+    for empty in [
+        "signals.parquet",
+        "annotations.parquet",
+        "capture_stats.parquet",
+    ] {
+        assert_eq!(rows(empty).height(), 0, "{empty}");
+    }
 
     let jl = dir.path().join("t.jsonl");
     export(&p, &jl, &ExportOptions::new(ExportFormat::Jsonl), None).unwrap();
@@ -283,4 +310,178 @@ fn durations_parse() {
     assert_eq!(parse_duration("42"), Some(42));
     assert_eq!(parse_duration("0ms"), None);
     assert_eq!(parse_duration("10 parsecs"), None);
+}
+
+/// A trace of VMBus traffic with colliding keys, replaced and unanswered requests,
+/// replies without request and async sends, cut into frames of a few records so that
+/// many pairs cross a frame boundary; and ioctls the requests name.
+fn tangled_vmbus_trace(dir: &Path, seed: u64) -> PathBuf {
+    use traces::{IoctlRecord, VmbusMessage, Writer};
+    let p = dir.join(format!("tangled-{seed}.dxtrace"));
+    let mut h = traces::synth::header(&SynthOptions::default(), "analysis unit test");
+    h.generated = Some("analysis unit test: tangled VMBus pairs".into());
+    let mut w = Writer::create(
+        &p,
+        &h,
+        WriterOptions {
+            frame_target_bytes: 400,
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    let mut x = seed;
+    let mut next = |n: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % n
+    };
+    let mut t = 1_000u64;
+    for i in 0..3000u64 {
+        t += 1 + next(100);
+        if next(4) == 0 {
+            w.push(&Record::Ioctl(IoctlRecord {
+                id: i,
+                ts_enter: t,
+                ts_exit: t + next(1000),
+                pid: 7,
+                tid: 7 + next(2) as u32,
+                cmd: 0xC0184709,
+                ..IoctlRecord::default()
+            }))
+            .unwrap();
+            continue;
+        }
+        let dir = match next(10) {
+            0..=4 => VmbusDir::GuestToHost,
+            5..=8 => VmbusDir::HostReply,
+            _ => VmbusDir::HostToGuest,
+        };
+        let bytes = match dir {
+            VmbusDir::GuestToHost => g2h(next(2) == 0, next(2) as u32, next(40) as u32),
+            _ => vec![0u8; 4 + next(30) as usize],
+        };
+        w.push(&Record::Vmbus(VmbusMessage {
+            ts: t,
+            dir,
+            channel: if next(3) == 0 { Some(next(2)) } else { None },
+            request_id: next(5),
+            is_async: dir == VmbusDir::GuestToHost && next(6) == 0,
+            status: (dir == VmbusDir::HostReply).then(|| -(next(2) as i64)),
+            ioctl_id: if next(3) == 0 {
+                None
+            } else {
+                Some(i.saturating_sub(next(8)))
+            },
+            pid: 7,
+            tid: 7,
+            len: bytes.len() as u64,
+            flags: 0,
+            bytes,
+        }))
+        .unwrap();
+    }
+    w.finish().unwrap();
+    p
+}
+
+#[test]
+fn parallel_jsonl_is_byte_identical_to_sequential() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, p) in [
+        tangled_vmbus_trace(dir.path(), 3),
+        tangled_vmbus_trace(dir.path(), 11),
+        synth(dir.path(), 2000),
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(Reader::open(p).unwrap().frames().len() > 20);
+        let run = |threads: usize| {
+            let out = dir.path().join(format!("{i}-{threads}.jsonl"));
+            let opts = ExportOptions {
+                threads,
+                ..ExportOptions::new(ExportFormat::Jsonl)
+            };
+            let s = export(p, &out, &opts, None).unwrap();
+            assert!(s.decode_errors.is_empty());
+            std::fs::read(&out).unwrap()
+        };
+        let one = run(1);
+        let text = String::from_utf8_lossy(&one);
+        let paired = text.matches("\"rtt_ns\":").count() - text.matches("\"rtt_ns\":null").count();
+        assert!(paired > 100, "trace {i}: only {paired} paired replies");
+        for threads in [2, 3, 8] {
+            assert!(
+                run(threads) == one,
+                "trace {i}: {threads} threads differ from 1"
+            );
+        }
+    }
+}
+
+/// The columns' frame-parallel pairing against the sequential JSONL encoder's, reply by
+/// reply, and the host time charged to each ioctl against a plain sequential count, on
+/// traces where pairs cross frames and keys collide.
+#[test]
+fn column_pairing_agrees_with_sequential_pairing() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in [1, 2, 5] {
+        let p = tangled_vmbus_trace(dir.path(), seed);
+        let c = columns::load(&p, 3, None).unwrap();
+        let r = Reader::open(&p).unwrap();
+        let mut enc = crate::export::jsonl::JsonlEncoder::default();
+        let mut row = 0;
+        let mut open: HashMap<(Option<u64>, u64), (u64, Option<u64>)> = HashMap::new();
+        let mut host: HashMap<u64, (u64, u32)> = HashMap::new();
+        let mut pairs = 0;
+        for rec in r.records() {
+            let rec = rec.unwrap();
+            let v = enc.encode(&rec);
+            let Record::Vmbus(m) = &rec else { continue };
+            assert_eq!(
+                c.vmbus.rtt_ns[row],
+                v["rtt_ns"].as_u64(),
+                "seed {seed} row {row}"
+            );
+            assert_eq!(
+                vmbus_key_label(c.vmbus.cmd[row]),
+                v["command"].as_str().unwrap(),
+                "seed {seed} row {row}"
+            );
+            row += 1;
+            match m.dir {
+                VmbusDir::GuestToHost if !m.is_async => {
+                    open.insert((m.channel, m.request_id), (m.ts, m.ioctl_id));
+                }
+                VmbusDir::HostReply => {
+                    if let Some((ts, id)) = open.remove(&(m.channel, m.request_id)) {
+                        pairs += 1;
+                        if let Some(id) = id.or(m.ioctl_id) {
+                            let e = host.entry(id).or_default();
+                            e.0 += m.ts - ts;
+                            e.1 += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(row, c.vmbus.len());
+        assert!(pairs > 100, "seed {seed}: only {pairs} pairs");
+        let mut charged = 0;
+        for (i, id) in c.ioctls.id.iter().enumerate() {
+            let want = host.get(id).copied().unwrap_or_default();
+            assert_eq!(
+                (c.ioctls.host_ns[i], c.ioctls.round_trips[i]),
+                want,
+                "ioctl {id}"
+            );
+            charged += want.1;
+        }
+        assert!(
+            charged > 50,
+            "seed {seed}: only {charged} round trips charged"
+        );
+    }
 }

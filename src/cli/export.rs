@@ -11,11 +11,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Shown after the options: the output layouts.
 const ABOUT_OUTPUT: &str = r#"Export a trace as Parquet tables, Perfetto / Chrome trace-event JSON or JSON lines.
 
-parquet: OUT is a directory with ioctls.parquet, vmbus.parquet, processes.parquet
-  (typed columns; read with DuckDB `SELECT * FROM 'OUT/ioctls.parquet'` or pyarrow).
+parquet: OUT is a directory with one table per record kind: ioctls, vmbus, processes,
+  fds, dropped, signals, annotations, capture_stats (.parquet; typed columns; read with
+  DuckDB `SELECT * FROM 'OUT/ioctls.parquet'` or pyarrow).
 perfetto: OUT is a JSON file for ui.perfetto.dev: ioctls as slices per thread, VMBus
   round trips as async slices per channel, flows ioctl → VMBus, throughput counters.
-jsonl: OUT has one decoded record per line ({"kind": …, fields…}).
+jsonl: OUT has one decoded record per line ({"kind": …, fields…}), in file order
+  (frames are encoded in parallel; the output is the same for any --threads).
 
 Column and key lists are in the `analysis` crate's documentation (cargo doc -p analysis)."#;
 

@@ -16,6 +16,17 @@
 //!   (replies carry their request's command), `rtt_ns` u64? (on paired replies).
 //! * `processes.parquet` — `ts_ns` u64, `pid` u32, `ppid` u32, `comm` str, `exe` str,
 //!   `start_ns` u64, `cmdline` str (a JSON array of the arguments).
+//! * `fds.parquet` — `ts_ns` u64, `pid` u32, `tid` u32, `fd` i32, `op` str (`open` /
+//!   `close` / `derived`), `path` str, `dev` u64, `ino` u64, `flags` u32, `ret` i64.
+//! * `dropped.parquet` — `ts_ns` u64, `count` u64, `reason` str, `cpu` u32?.
+//! * `signals.parquet` — `ts_ns` u64, `event_id` u64, `pid` u32, `fd` i32, `source` str,
+//!   `detail` str.
+//! * `annotations.parquet` — `ts_ns` u64, `pid` u32, `tid` u32, `key` str, `text` str.
+//! * `capture_stats.parquet` — `ts_ns` u64, `name` str, `value` u64: one row per counter
+//!   of each capture-statistics record.
+//!
+//! Every table is written, empty or not. Records of kinds this version does not know
+//! are counted (`unknown_records` in the statistics) but not exported.
 //!
 //! # Perfetto / Chrome trace-event JSON
 //!
@@ -100,7 +111,7 @@ pub fn export(
     match opts.format {
         ExportFormat::Parquet => parquet::export_parquet(input, out, opts.threads, progress),
         ExportFormat::Perfetto => perfetto::export_perfetto(input, out, opts, progress),
-        ExportFormat::Jsonl => jsonl::export_jsonl(input, out, progress),
+        ExportFormat::Jsonl => jsonl::export_jsonl(input, out, opts.threads, progress),
     }
 }
 

@@ -12,8 +12,11 @@ use crate::error::{Result, io_err, polars_err};
 use crate::export::ExportSummary;
 use crate::names;
 
-/// Decodes `input` and writes `ioctls.parquet`, `vmbus.parquet` and
-/// `processes.parquet` into the directory `out` (created if missing).
+/// Decodes `input` and writes one table per record kind (`ioctls.parquet`,
+/// `vmbus.parquet`, `processes.parquet`, `fds.parquet`, `dropped.parquet`,
+/// `signals.parquet`, `annotations.parquet`, `capture_stats.parquet`) into the directory
+/// `out` (created if missing). Every table is written, empty ones included, so that a
+/// query over many traces finds the same files in each.
 pub fn export_parquet(
     input: &Path,
     out: &Path,
@@ -31,6 +34,11 @@ pub fn export_parquet(
         ("ioctls.parquet", ioctl_table(&c)?),
         ("vmbus.parquet", vmbus_table(&c)?),
         ("processes.parquet", process_table(&c)?),
+        ("fds.parquet", fd_table(&c)?),
+        ("dropped.parquet", dropped_table(&c)?),
+        ("signals.parquet", signal_table(&c)?),
+        ("annotations.parquet", annotation_table(&c)?),
+        ("capture_stats.parquet", capture_stats_table(&c)?),
     ] {
         let path = out.join(name);
         let f = File::create(&path).map_err(io_err(&path))?;
@@ -157,4 +165,89 @@ pub fn process_table(c: &Columns) -> Result<DataFrame> {
         ),
     ])
     .map_err(polars_err("building the process table"))
+}
+
+/// A typed column from one field of each record.
+fn col_of<'a, T, V>(name: &str, rows: &'a [T], f: impl Fn(&'a T) -> V) -> Column
+where
+    Series: NamedFrom<Vec<V>, [V]>,
+{
+    Column::new(name.into(), rows.iter().map(f).collect::<Vec<V>>())
+}
+
+/// The fd open / close / derived table.
+pub fn fd_table(c: &Columns) -> Result<DataFrame> {
+    let f = &c.fds;
+    DataFrame::new_infer_height(vec![
+        col_of("ts_ns", f, |r| r.ts),
+        col_of("pid", f, |r| r.pid),
+        col_of("tid", f, |r| r.tid),
+        col_of("fd", f, |r| r.fd),
+        col_of("op", f, |r| match r.op {
+            traces::FdOp::Open => "open",
+            traces::FdOp::Close => "close",
+            traces::FdOp::Derived => "derived",
+        }),
+        col_of("path", f, |r| r.path.as_str()),
+        col_of("dev", f, |r| r.dev),
+        col_of("ino", f, |r| r.ino),
+        col_of("flags", f, |r| r.flags),
+        col_of("ret", f, |r| r.ret),
+    ])
+    .map_err(polars_err("building the fd table"))
+}
+
+/// The dropped-events table.
+pub fn dropped_table(c: &Columns) -> Result<DataFrame> {
+    let d = &c.drops;
+    DataFrame::new_infer_height(vec![
+        col_of("ts_ns", d, |r| r.ts),
+        col_of("count", d, |r| r.count),
+        col_of("reason", d, |r| r.reason.as_str()),
+        col_of("cpu", d, |r| r.cpu),
+    ])
+    .map_err(polars_err("building the dropped-events table"))
+}
+
+/// The host-to-guest signal table.
+pub fn signal_table(c: &Columns) -> Result<DataFrame> {
+    let s = &c.signals;
+    DataFrame::new_infer_height(vec![
+        col_of("ts_ns", s, |r| r.ts),
+        col_of("event_id", s, |r| r.event_id),
+        col_of("pid", s, |r| r.pid),
+        col_of("fd", s, |r| r.fd),
+        col_of("source", s, |r| r.source.as_str()),
+        col_of("detail", s, |r| r.detail.as_str()),
+    ])
+    .map_err(polars_err("building the signal table"))
+}
+
+/// The annotation table.
+pub fn annotation_table(c: &Columns) -> Result<DataFrame> {
+    let a = &c.annotations;
+    DataFrame::new_infer_height(vec![
+        col_of("ts_ns", a, |r| r.ts),
+        col_of("pid", a, |r| r.pid),
+        col_of("tid", a, |r| r.tid),
+        col_of("key", a, |r| r.key.as_str()),
+        col_of("text", a, |r| r.text.as_str()),
+    ])
+    .map_err(polars_err("building the annotation table"))
+}
+
+/// The capture statistics, one row per counter of each record (long form: the counter
+/// names vary between captures).
+pub fn capture_stats_table(c: &Columns) -> Result<DataFrame> {
+    let rows: Vec<(u64, &str, u64)> = c
+        .capture_stats
+        .iter()
+        .flat_map(|s| s.counters.iter().map(|(n, v)| (s.ts, n.as_str(), *v)))
+        .collect();
+    DataFrame::new_infer_height(vec![
+        col_of("ts_ns", &rows, |r| r.0),
+        col_of("name", &rows, |r| r.1),
+        col_of("value", &rows, |r| r.2),
+    ])
+    .map_err(polars_err("building the capture statistics table"))
 }

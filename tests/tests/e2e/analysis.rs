@@ -65,8 +65,9 @@ fn python_with_duckdb() -> &'static str {
 #[test]
 fn parquet_export_read_by_duckdb_matches_stats_json() {
     let dir = tempfile::tempdir().unwrap();
-    let t = synth(dir.path(), 4000);
-    let s = stats_json(&t);
+    let trace = synth(dir.path(), 4000);
+    let t = trace.as_path();
+    let s = stats_json(t);
     let out = dir.path().join("pq");
     export(&t, "parquet", &out);
     let script = r#"
@@ -78,9 +79,15 @@ names = {n: [c, e, mx] for n, c, e, mx in q("select name, count(*), sum(is_error
 vm = q("select count(*), count(rtt_ns), sum(case when dir = 'guest_to_host' then len else 0 end), sum(case when dir = 'host_reply' then len else 0 end) from '$/vmbus.parquet'")[0]
 cmds = {c: n for c, n in q("select command, count(*) from '$/vmbus.parquet' group by command")}
 procs = q("select count(*) from '$/processes.parquet'")[0][0]
+fds = q("select count(*), count(*) filter (where op = 'open'), count(distinct pid), min(path) from '$/fds.parquet'")[0]
+drops = q("select count(*), coalesce(sum(count), 0), count(*) filter (where reason = 'ringbuf_full') from '$/dropped.parquet'")[0]
+empty = {t: q(f"select count(*) from '$/{t}.parquet'")[0][0] for t in ["signals", "annotations", "capture_stats"]}
+fd_types = {c: t for c, t in q("select column_name, column_type from (describe select * from '$/fds.parquet')")}
 types = {c: t for c, t in q("select column_name, column_type from (describe select * from '$/ioctls.parquet')")}
 print(json.dumps({"ioctls": [int(x) for x in io], "names": names, "vmbus": [int(x) for x in vm],
-                  "commands": cmds, "processes": procs, "types": types}))
+                  "commands": cmds, "processes": procs, "types": types,
+                  "fds": [fds[0], fds[1], fds[2], fds[3]], "drops": [int(x) for x in drops],
+                  "empty": empty, "fd_types": fd_types}))
 "#;
     let o = run({
         let mut c = Command::new(python_with_duckdb());
@@ -114,6 +121,34 @@ print(json.dumps({"ioctls": [int(x) for x in io], "names": names, "vmbus": [int(
         let c = row["command"].as_str().unwrap();
         assert_eq!(d["commands"][c], row["messages"], "{c}");
     }
+    // The fd and dropped-event tables against `dxtrace info --json`'s record counts (an
+    // independent reader) and the stats' drop total.
+    let info = {
+        let mut c = dxtrace();
+        c.arg("info").arg(&trace).arg("--json");
+        let o = run(c);
+        assert!(o.status.success(), "info failed: {}", stderr(&o));
+        serde_json::from_str::<Value>(&stdout(&o)).unwrap()
+    };
+    let fds = &d["fds"];
+    assert_eq!(fds[0], info["records"]["fd"], "fd rows");
+    assert_eq!(fds[1], info["records"]["fd"], "synthetic fds are all opens");
+    assert_eq!(fds[2], t["processes"], "one open per process");
+    assert_eq!(fds[3], "/dev/dxg");
+    let drops = &d["drops"];
+    assert_eq!(drops[0], info["records"]["dropped"], "dropped rows");
+    assert!(
+        drops[0].as_u64().unwrap() > 0,
+        "the synthetic trace has drops"
+    );
+    assert_eq!(drops[1], s["dropped_events"]);
+    assert_eq!(drops[2], drops[0]);
+    for (table, rows) in d["empty"].as_object().unwrap() {
+        assert_eq!(rows, 0, "{table}: the synthetic trace has none");
+    }
+    assert_eq!(d["fd_types"]["fd"], "INTEGER");
+    assert_eq!(d["fd_types"]["dev"], "UBIGINT");
+    assert_eq!(d["fd_types"]["op"], "VARCHAR");
     // Typed columns, not strings.
     let ty = &d["types"];
     assert_eq!(ty["id"], "UBIGINT");

@@ -69,7 +69,7 @@ fn parquet_export_read_by_duckdb_matches_stats_json() {
     let t = trace.as_path();
     let s = stats_json(t);
     let out = dir.path().join("pq");
-    export(&t, "parquet", &out);
+    export(t, "parquet", &out);
     let script = r#"
 import duckdb, json, sys
 d = sys.argv[1]

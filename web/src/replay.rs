@@ -1,5 +1,5 @@
 //! Replays started from the web UI: the trace re-executed against the in-process
-//! emulator through the replayer library ([`replayer::replay_file`]), as a background job.
+//! emulator through the replayer library ([`replayer::replay_file_on_emulator`]), as a background job.
 //!
 //! Bounds: a trace has at most one replay at a time (starting it again while it runs
 //! joins the running one), and at most [`crate::ServeOptions::max_replays`] run at once
@@ -197,9 +197,10 @@ pub async fn start(state: &AppState, key: &str) -> Result<ReplayStatus, AppError
 }
 
 fn run(l: &Loaded, job: &ReplayJob) -> Result<ReplayResult, String> {
-    let backend = replayer::emulator_backend(&l.index.header);
+    // the emulator set up as the trace's header says (seed, faults, latency), exactly as
+    // `dxtrace replay --target emulator` does
     let opts = replayer::ReplayOptions::new(replayer::Target::InProcess);
-    let report = replayer::replay_file(&l.path, backend, opts, &mut |n| {
+    let report = replayer::replay_file_on_emulator(&l.path, opts, &mut |n| {
         job.calls_done.store(n, Ordering::Relaxed)
     })
     .map_err(|e| {

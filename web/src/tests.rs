@@ -49,14 +49,18 @@ fn fixture() -> &'static Fixture {
         std::os::unix::fs::symlink(outside.join("secret.dxtrace"), root.join("escape.dxtrace"))
             .unwrap();
         std::os::unix::fs::symlink(&outside, root.join("outdir")).unwrap();
-        // emulator recordings that replay: one cleanly, one with a divergence (its
-        // recording had an injected fault the replaying emulator does not have)
+        // emulator recordings that replay: one cleanly, one with a divergence (a copy
+        // whose last recorded return value was altered)
         let samples = dir.path().join("samples");
         std::fs::create_dir_all(&samples).unwrap();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../traces/samples");
         for f in ["emu-canonical.dxtrace", "emu-faults.dxtrace"] {
             std::fs::copy(src.join(f), samples.join(f)).unwrap();
         }
+        write_altered(
+            &src.join("emu-canonical.dxtrace"),
+            &samples.join("emu-altered.dxtrace"),
+        );
         let uploads = dir.path().join("uploads");
         let cache = dir.path().join("cache");
         Fixture {
@@ -67,6 +71,23 @@ fn fixture() -> &'static Fixture {
             _dir: dir,
         }
     })
+}
+
+/// A copy of the emulator recording `src` whose last ioctl's return value is changed:
+/// a replay of it diverges on exactly that call's return value.
+fn write_altered(src: &Path, dst: &Path) {
+    let r = traces::Reader::open(src).expect("sample");
+    let mut recs: Vec<traces::Record> = r.records().map(|x| x.expect("record")).collect();
+    let last = recs
+        .iter_mut()
+        .rev()
+        .find_map(|x| match x {
+            traces::Record::Ioctl(io) => Some(io),
+            _ => None,
+        })
+        .expect("an ioctl");
+    last.ret = if last.ret == 0 { -22 } else { 0 };
+    replayer::write_trace(dst, r.header(), &recs).expect("write the altered copy");
 }
 
 fn state() -> AppState {
@@ -120,6 +141,7 @@ async fn library_lists_served_traces_and_never_the_symlink_escape() {
     assert_eq!(
         keys,
         [
+            "samples/emu-altered.dxtrace",
             "samples/emu-canonical.dxtrace",
             "samples/emu-faults.dxtrace",
             "served/a.dxtrace",
@@ -340,17 +362,14 @@ async fn replay_from_the_api_clean_divergent_and_failed() {
     assert_eq!(r["divergences_total"], 0, "{r}");
     assert_eq!(clean["calls_done"], r["calls"]);
 
-    let div = replay_until_done(&st, "samples/emu-faults.dxtrace").await;
+    // the fault sample replays cleanly too: the emulator takes its fault plan from the header
+    let faults = replay_until_done(&st, "samples/emu-faults.dxtrace").await;
+    assert_eq!(faults["result"]["divergences_total"], 0, "{faults}");
+
+    let div = replay_until_done(&st, "samples/emu-altered.dxtrace").await;
     let r = &div["result"];
     assert_eq!(r["divergences_total"], 1, "{div}");
     let d = &r["divergences"][0];
-    assert!(
-        d["ioctl"]
-            .as_str()
-            .unwrap()
-            .contains("WAITFORSYNCHRONIZATIONOBJECT"),
-        "{d}"
-    );
     assert_eq!(d["field"], "return");
     // the divergent call links to its event in this trace
     let (lane, i) = (
@@ -359,25 +378,25 @@ async fn replay_from_the_api_clean_divergent_and_failed() {
     );
     let ev = get_json(
         &st,
-        &format!("/api/traces/samples%2Femu-faults.dxtrace/events/{lane}/{i}"),
+        &format!("/api/traces/samples%2Femu-altered.dxtrace/events/{lane}/{i}"),
     )
     .await;
     assert_eq!(ev["name"], d["ioctl"]);
-    let (s, html) = get(&st, "/traces/samples%2Femu-faults.dxtrace/replay").await;
+    let (s, html) = get(&st, "/traces/samples%2Femu-altered.dxtrace/replay").await;
     assert_eq!(s, StatusCode::OK);
     assert!(
         html.contains("1 divergence.") && html.contains("id=\"divergences\""),
         "{html}"
     );
     assert!(html.contains(&format!(
-        "/traces/samples%2Femu-faults.dxtrace/events/{lane}/{i}"
+        "/traces/samples%2Femu-altered.dxtrace/events/{lane}/{i}"
     )));
 
-    // a synthetic trace names handles no call created: the replay stops, said plainly
+    // a synthetic trace was never made on a driver: the replay refuses it, said plainly
     let bad = replay_until_done(&st, "served/a.dxtrace").await;
     assert_eq!(bad["state"], "failed", "{bad}");
     assert!(
-        bad["error"].as_str().unwrap().contains("no earlier call"),
+        bad["error"].as_str().unwrap().contains("synthetic"),
         "{bad}"
     );
     let (_, html) = get(&st, &format!("/traces/{A}/replay")).await;

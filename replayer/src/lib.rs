@@ -41,27 +41,6 @@ pub use mem::{Region, page_size};
 pub use replay::{Divergence, HostMode, Pace, ReplayOptions, Replayer, Report, Target, is_known};
 pub use trim::{TrimOptions, TrimResult, trim, trim_file};
 
-/// The in-process emulator set up to replay a trace with `header`: the scenario's seed
-/// when the trace says which one made it (so host-chosen values such as GPU VAs come out
-/// the same), deterministic, its own VMBus events discarded. `dxtrace replay --target
-/// emulator` used to, and the web UI's replay still does.
-///
-/// Only the seed is taken from the header: the fault plan and latency model are not
-/// ([`replay_file_on_emulator`] applies the whole configuration, [`emulator_config`]).
-pub fn emulator_backend(header: &traces::Header) -> driver_core::emulator::EmulatorBackend {
-    use driver_core::emulator::{Emulator, EmulatorBackend, EmulatorConfig, NullSink};
-    let seed = header
-        .extra("seed")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let cfg = EmulatorConfig {
-        seed,
-        deterministic: true,
-        ..EmulatorConfig::default()
-    };
-    EmulatorBackend::new(Emulator::new(cfg, Box::new(NullSink)))
-}
-
 /// Refuses traces that were generated rather than captured ([`ReplayError::Synthetic`]).
 pub fn check_replayable(header: &traces::Header) -> Result<(), ReplayError> {
     if header.source == traces::CaptureSource::Generated {

@@ -87,7 +87,7 @@ fn write_altered(src: &Path, dst: &Path) {
         })
         .expect("an ioctl");
     last.ret = if last.ret == 0 { -22 } else { 0 };
-    replayer::write_trace(dst, r.header(), &recs).expect("write the altered copy");
+    replayer::capture::write_trace(dst, r.header(), &recs).expect("write the altered copy");
 }
 
 fn state() -> AppState {

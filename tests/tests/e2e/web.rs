@@ -202,7 +202,7 @@ fn browser_opens_library_timeline_zooms_and_shows_a_decoded_span() {
             })
             .unwrap();
         last.ret = if last.ret == 0 { -22 } else { 0 };
-        replayer::write_trace(&emu, r.header(), &recs).unwrap();
+        replayer::capture::write_trace(&emu, r.header(), &recs).unwrap();
     }
     let (server, url) = serve(&[dir.path()], &dir.path().join("cache"));
 

@@ -22,4 +22,5 @@ step "fuzz smoke (every libFuzzer target for 20 s)"
 
 step "tests"
 # Every default member: libraries' unit tests, the CLI, and the one end-to-end binary.
-cargo test --locked 2>&1 | tee /tmp/dxtrace-test.log
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+cargo test --locked --no-fail-fast 2>&1 | tee /tmp/dxtrace-test.log

@@ -417,14 +417,23 @@ fn check_ran(r: &Ran, what: &str) {
         "{what}: peak RSS {} KiB",
         r.max_rss_kib
     );
-    if r.code != Some(0) {
-        // A failure says what went wrong, on stderr or (for `stats`' warnings) stdout.
-        let msg = format!("{}{}", r.stderr, r.stdout);
-        assert!(
-            msg.contains("error") || msg.contains("WARNING") || msg.contains("byte"),
-            "{what}: exit {:?} without a clear message:\n{msg}",
-            r.code
-        );
+    // The CLI's contract (every --help says it): 0 = clean; 1 = the command ran and its
+    // report (JSON here: every run uses --json) says what is wrong — a damaged trace,
+    // divergences; 2 = it could not run, with the cause on stderr.
+    match r.code {
+        Some(0) => {}
+        Some(1) => assert!(
+            serde_json::from_str::<Value>(&r.stdout).is_ok(),
+            "{what}: exit 1 without a JSON report:\n{}{}",
+            r.stdout,
+            r.stderr
+        ),
+        Some(2) => assert!(
+            r.stderr.contains("error:") && r.stderr.trim().len() > 20,
+            "{what}: exit 2 without a clear message:\n{}",
+            r.stderr
+        ),
+        c => panic!("{what}: unexpected exit {c:?}:\n{}{}", r.stdout, r.stderr),
     }
 }
 

@@ -86,7 +86,19 @@ fn check_recovered(file: &Path, killed_at: u64, what: &str) {
         c.arg("info").arg("--salvage").arg(&salvaged).arg(file);
         c
     });
-    assert!(o.status.success(), "{what}: salvage: {}", stderr(&o));
+    // exit 1: the input is not intact (documented); the salvage itself is reported
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{what}: salvage: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(
+        stdout(&o).contains("salvage    wrote"),
+        "{what}: {}",
+        stdout(&o)
+    );
     let r = traces::Reader::open(&salvaged).expect("salvaged trace opens");
     assert!(r.has_footer(), "{what}: the salvaged copy is finished");
     let n = r.records().filter(|x| x.is_ok()).count() as u64;

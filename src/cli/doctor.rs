@@ -1,5 +1,6 @@
 //! `dxtrace doctor`: what capture can do on this machine.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 /// Check what capture can do on this machine and how to fix what is missing.
@@ -14,9 +15,15 @@ pub fn run(_a: DoctorArgs) -> anyhow::Result<ExitCode> {
     let checks = probe::doctor::run();
     let mut failed = false;
     for c in &checks {
-        println!("[{:>4}] {:<22} {}", c.status.label(), c.name, c.detail);
+        writeln!(
+            std::io::stdout(),
+            "[{:>4}] {:<22} {}",
+            c.status.label(),
+            c.name,
+            c.detail
+        )?;
         if !c.fix.is_empty() {
-            println!("       {:<22} fix: {}", "", c.fix);
+            writeln!(std::io::stdout(), "       {:<22} fix: {}", "", c.fix)?;
         }
         failed |= c.status == probe::doctor::Status::Fail;
     }

@@ -1,5 +1,6 @@
 //! `dxtrace emulate`: run scenarios against the in-process emulator and write a trace.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -148,6 +149,49 @@ pub fn to_record(ev: Event) -> Option<Record> {
     })
 }
 
+/// The emulator's settings from the command line: seed, fault plan, async messages.
+fn emulator_config(a: &EmulateArgs) -> anyhow::Result<EmulatorConfig> {
+    let faults = a
+        .faults
+        .iter()
+        .map(|f| Fault::parse(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EmulatorConfig {
+        seed: a.seed,
+        async_msg: a.async_msg,
+        faults,
+        deterministic: a.deterministic,
+        comm: a.deterministic.then(|| "dxtrace".to_string()),
+        ..EmulatorConfig::default()
+    })
+}
+
+/// The header of a trace the emulator writes, in process or behind FUSE. `header.extra`
+/// carries everything that decided what the emulator did (seed, fault plan, latency
+/// model…): `dxtrace replay --target emulator` configures its emulator from these.
+fn emulator_header(a: &EmulateArgs, cfg: &EmulatorConfig, device: &str, vmbus: &str) -> Header {
+    let mut header = Header::for_this_machine(CaptureSource::Emulator);
+    if a.deterministic {
+        header.hostname = "dxtrace-sample".into();
+        header.kernel_release = "emulated".into();
+        header.wall_clock_start_ns = 0;
+        header.monotonic_base_ns = emulator::bus::DETERMINISTIC_BASE_NS;
+    }
+    header.devices = vec![DeviceInfo {
+        path: device.into(),
+        schema: "dxg".into(),
+        kind: "emulated".into(),
+        ..DeviceInfo::default()
+    }];
+    header.dxg_abi = Some("final (ioctls 0x01-0x49), VMBus interface 40".into());
+    header.vmbus = VmbusCapture {
+        active: true,
+        detail: vmbus.into(),
+    };
+    header.extra = cfg.header_extras();
+    header
+}
+
 pub fn run(a: EmulateArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &a.mount {
         return serve(&a, dir);
@@ -170,29 +214,13 @@ pub fn run(a: EmulateArgs) -> anyhow::Result<ExitCode> {
             None => bail!("unknown scenario {scenario:?} (see `dxtrace workload --list`)"),
         }
     };
-    let faults = a
-        .faults
-        .iter()
-        .map(|f| Fault::parse(f))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut header = Header::for_this_machine(CaptureSource::Emulator);
-    if a.deterministic {
-        header.hostname = "dxtrace-sample".into();
-        header.kernel_release = "emulated".into();
-        header.wall_clock_start_ns = 0;
-        header.monotonic_base_ns = emulator::bus::DETERMINISTIC_BASE_NS;
-    }
-    header.devices = vec![DeviceInfo {
-        path: "/dev/dxg (emulated)".into(),
-        schema: "dxg".into(),
-        kind: "emulated".into(),
-        ..DeviceInfo::default()
-    }];
-    header.dxg_abi = Some("final (ioctls 0x01-0x49), VMBus interface 40".into());
-    header.vmbus = VmbusCapture {
-        active: true,
-        detail: "in-process instrumented driver".into(),
-    };
+    let cfg = emulator_config(&a)?;
+    let mut header = emulator_header(
+        &a,
+        &cfg,
+        "/dev/dxg (emulated)",
+        "in-process instrumented driver",
+    );
     header.command = if a.deterministic {
         // The output path (and the binary's path) differ between runs of the same command.
         let mut c: Vec<String> = [
@@ -214,18 +242,9 @@ pub fn run(a: EmulateArgs) -> anyhow::Result<ExitCode> {
     } else {
         std::env::args().collect()
     };
-    let cfg = EmulatorConfig {
-        seed: a.seed,
-        async_msg: a.async_msg,
-        faults,
-        deterministic: a.deterministic,
-        comm: a.deterministic.then(|| "dxtrace".to_string()),
-        ..EmulatorConfig::default()
-    };
-    // Everything that decides what the emulator did (seed, fault plan, latency model…):
-    // `dxtrace replay --target emulator` configures its emulator from these.
-    header.extra = vec![("scenarios".into(), names.join(","))];
-    header.extra.extend(cfg.header_extras());
+    header
+        .extra
+        .insert(0, ("scenarios".into(), names.join(",")));
     if a.deterministic && !workload::arena::is_fixed() {
         eprintln!(
             "dxtrace: warning: the workload arena could not be mapped at {:#x}; addresses in this trace are not reproducible",
@@ -251,14 +270,14 @@ pub fn run(a: EmulateArgs) -> anyhow::Result<ExitCode> {
         let mut b = EmulatorBackend::with_pid(emu.clone(), pid);
         match workload::run(name, &mut b, std::path::Path::new("/dev/dxg"), None) {
             Ok((calls, notes)) => {
-                println!("{name}: {} ioctls", calls.len());
+                let _ = writeln!(std::io::stdout(), "{name}: {} ioctls", calls.len());
                 for n in notes {
-                    println!("  {n}");
+                    let _ = writeln!(std::io::stdout(), "  {n}");
                 }
             }
             Err(e) => {
                 failures += 1;
-                println!("{name}: stopped: {e}");
+                let _ = writeln!(std::io::stdout(), "{name}: stopped: {e}");
             }
         }
         drop(b);
@@ -269,7 +288,12 @@ pub fn run(a: EmulateArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let s = writer.finish()?;
-    println!("wrote {} records to {}", s.records, out.display());
+    let _ = writeln!(
+        std::io::stdout(),
+        "wrote {} records to {}",
+        s.records,
+        out.display()
+    );
     if failures > 0 && a.faults.is_empty() {
         return Ok(ExitCode::from(1));
     }
@@ -305,41 +329,16 @@ fn serve(a: &EmulateArgs, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         );
     }
     let set = block_stop_signals();
-    let faults = a
-        .faults
-        .iter()
-        .map(|f| Fault::parse(f))
-        .collect::<Result<Vec<_>, _>>()?;
-    let cfg = EmulatorConfig {
-        seed: a.seed,
-        async_msg: a.async_msg,
-        faults,
-        deterministic: a.deterministic,
-        comm: a.deterministic.then(|| "dxtrace".to_string()),
-        ..EmulatorConfig::default()
-    };
+    let cfg = emulator_config(a)?;
     let writer = match &a.output {
         Some(out) => {
-            let mut header = Header::for_this_machine(CaptureSource::Emulator);
-            if a.deterministic {
-                header.hostname = "dxtrace-sample".into();
-                header.kernel_release = "emulated".into();
-                header.wall_clock_start_ns = 0;
-                header.monotonic_base_ns = emulator::bus::DETERMINISTIC_BASE_NS;
-            }
-            header.devices = vec![DeviceInfo {
-                path: format!("{}/dxg (emulated, FUSE)", dir.display()),
-                schema: "dxg".into(),
-                kind: "emulated".into(),
-                ..DeviceInfo::default()
-            }];
-            header.dxg_abi = Some("final (ioctls 0x01-0x49), VMBus interface 40".into());
-            header.vmbus = VmbusCapture {
-                active: true,
-                detail: "FUSE-served instrumented driver".into(),
-            };
+            let mut header = emulator_header(
+                a,
+                &cfg,
+                &format!("{}/dxg (emulated, FUSE)", dir.display()),
+                "FUSE-served instrumented driver",
+            );
             header.command = std::env::args().collect();
-            header.extra = cfg.header_extras();
             let opts = WriterOptions {
                 threads: 1,
                 max_frame_age: Duration::from_secs(1),
@@ -368,11 +367,11 @@ fn serve(a: &EmulateArgs, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     let emu = Emulator::new(cfg, Box::new(sink));
     let mount = emulator::FuseMount::mount(emu, dir)
         .with_context(|| format!("cannot mount FUSE on {}", dir.display()))?;
-    println!(
+    let _ = writeln!(
+        std::io::stdout(),
         "serving {} (SIGINT or SIGTERM unmounts)",
         mount.device().display()
     );
-    use std::io::Write as _;
     let _ = std::io::stdout().flush();
     // Seal the open frame once it is a second old even when no call comes, so a crash
     // (kill -9) loses at most about a second of events, not everything since the last call.
@@ -397,10 +396,15 @@ fn serve(a: &EmulateArgs, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     mount
         .unmount()
         .with_context(|| format!("cannot unmount {}", dir.display()))?;
-    println!("signal {sig}: unmounted {}", dir.display());
+    let _ = writeln!(
+        std::io::stdout(),
+        "signal {sig}: unmounted {}",
+        dir.display()
+    );
     if let Some(w) = writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
         let s = w.finish()?;
-        println!(
+        let _ = writeln!(
+            std::io::stdout(),
             "wrote {} records to {}",
             s.records,
             a.output

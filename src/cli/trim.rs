@@ -1,5 +1,6 @@
 //! `dxtrace trim`: cut a trace down to what one call needs.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,7 +41,8 @@ pub fn run(a: TrimArgs) -> anyhow::Result<ExitCode> {
         &a.output,
     )
     .with_context(|| format!("cannot trim {}", a.file.display()))?;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "kept {} of {} calls (call {} is call {} in {}): {:?}",
         r.kept_calls.len(),
         r.total_calls,
@@ -48,6 +50,6 @@ pub fn run(a: TrimArgs) -> anyhow::Result<ExitCode> {
         r.new_index,
         a.output.display(),
         r.kept_calls
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

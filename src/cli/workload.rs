@@ -1,5 +1,6 @@
 //! `dxtrace workload`: run a client scenario against a device path.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,7 +28,7 @@ pub struct WorkloadArgs {
 pub fn run(a: WorkloadArgs) -> anyhow::Result<ExitCode> {
     if a.list {
         for s in workload::SCENARIOS {
-            println!("{}\t{}\t{}", s.name, s.device, s.about);
+            writeln!(std::io::stdout(), "{}\t{}\t{}", s.name, s.device, s.about)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -52,9 +53,14 @@ pub fn run(a: WorkloadArgs) -> anyhow::Result<ExitCode> {
     let mut backend = RealDevice::new();
     let log = file.as_mut().map(|f| f as &mut dyn std::io::Write);
     let (calls, notes) = workload::run(&name, &mut backend, &device, log)?;
-    println!("{name}: {} ioctls on {}", calls.len(), device.display());
+    writeln!(
+        std::io::stdout(),
+        "{name}: {} ioctls on {}",
+        calls.len(),
+        device.display()
+    )?;
     for n in notes {
-        println!("  {n}");
+        writeln!(std::io::stdout(), "  {n}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,9 +5,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The workspace root.
+/// The workspace root. `cargo test` sets CARGO_MANIFEST_DIR for the test process: that
+/// is preferred over the compile-time value, which names wherever this library was built
+/// (a build cache shared between checkouts can hold a copy built in another one).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()

@@ -168,3 +168,31 @@ fn schema_json_lists_every_ioctl_with_codes_and_structs() {
     assert_eq!(ca["size"], 72);
     assert_eq!(ca["nr"], 6);
 }
+
+/// `dxtrace … | head` closes the pipe early: the command must stop quietly (exit 0), not
+/// panic. The read end is closed before the child starts, so its first write gets EPIPE.
+#[test]
+fn a_closed_stdout_pipe_is_not_a_panic() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    for args in [
+        &["workload", "--list"][..],
+        &["info", SAMPLE],
+        &["info", SAMPLE, "--json"],
+        &["schema", "dxg"],
+        &["stats", SAMPLE],
+        &["doctor"],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills both fds; each is owned exactly once below.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(r);
+        let mut c = dxtrace();
+        c.args(args).stdout(w);
+        c.stderr(std::process::Stdio::piped());
+        let o = c.output().unwrap();
+        let e = stderr(&o);
+        assert!(!e.contains("panicked"), "dxtrace {args:?} panicked: {e}");
+        assert_eq!(o.status.code(), Some(0), "dxtrace {args:?}: {e}");
+    }
+}

@@ -1,20 +1,7 @@
 //! Small helpers shared by subcommands.
 
-/// Human-readable byte count.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+/// Human-readable byte count (`1.5 MiB`), the same as the web pages show.
+pub use web::fmt::bytes;
 
 /// Human-readable duration from nanoseconds.
 pub fn duration_ns(ns: u64) -> String {

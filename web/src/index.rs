@@ -544,51 +544,45 @@ fn decode_chunk(recs: Vec<Record>) -> Chunk {
     c
 }
 
+/// Sorts a lane's columns by timestamp (threads of one lane can interleave out of order
+/// across frames) and gives back the slack the columns grew by doubling, before the index
+/// lives for hours.
 fn sort_lane_io(c: &mut IoCols) {
-    // columns grew by doubling; give the slack back before the index lives for hours
-    c.ts.shrink_to_fit();
-    c.dur.shrink_to_fit();
-    c.code.shrink_to_fit();
-    c.ret.shrink_to_fit();
-    c.bytes.shrink_to_fit();
-    c.id.shrink_to_fit();
-    if c.ts.is_sorted() {
-        return;
-    }
-    let mut perm: Vec<u32> = (0..c.ts.len() as u32).collect();
-    perm.sort_by_key(|&i| c.ts[i as usize]);
-    fn apply<T: Copy>(v: &mut Vec<T>, p: &[u32]) {
-        *v = p.iter().map(|&i| v[i as usize]).collect();
-    }
-    apply(&mut c.ts, &perm);
-    apply(&mut c.dur, &perm);
-    apply(&mut c.code, &perm);
-    apply(&mut c.ret, &perm);
-    apply(&mut c.bytes, &perm);
-    apply(&mut c.id, &perm);
+    let perm = ts_order(&mut c.ts);
+    permute(&mut c.dur, &perm);
+    permute(&mut c.code, &perm);
+    permute(&mut c.ret, &perm);
+    permute(&mut c.bytes, &perm);
+    permute(&mut c.id, &perm);
 }
 
 fn sort_lane_vm(c: &mut VmCols) {
-    c.ts.shrink_to_fit();
-    c.dur.shrink_to_fit();
-    c.cmd.shrink_to_fit();
-    c.flags.shrink_to_fit();
-    c.ioctl.shrink_to_fit();
-    c.bytes.shrink_to_fit();
-    if c.ts.is_sorted() {
-        return;
+    let perm = ts_order(&mut c.ts);
+    permute(&mut c.dur, &perm);
+    permute(&mut c.cmd, &perm);
+    permute(&mut c.flags, &perm);
+    permute(&mut c.ioctl, &perm);
+    permute(&mut c.bytes, &perm);
+}
+
+/// Sorts `ts` and returns the permutation that did it (`None`: it already was sorted).
+fn ts_order(ts: &mut Vec<u64>) -> Option<Vec<u32>> {
+    ts.shrink_to_fit();
+    if ts.is_sorted() {
+        return None;
     }
-    let mut perm: Vec<u32> = (0..c.ts.len() as u32).collect();
-    perm.sort_by_key(|&i| c.ts[i as usize]);
-    fn apply<T: Copy>(v: &mut Vec<T>, p: &[u32]) {
-        *v = p.iter().map(|&i| v[i as usize]).collect();
+    let mut perm: Vec<u32> = (0..ts.len() as u32).collect();
+    perm.sort_by_key(|&i| ts[i as usize]);
+    *ts = perm.iter().map(|&i| ts[i as usize]).collect();
+    Some(perm)
+}
+
+/// Applies [`ts_order`]'s permutation to another column of the same lane.
+fn permute<T: Copy>(v: &mut Vec<T>, perm: &Option<Vec<u32>>) {
+    match perm {
+        Some(p) => *v = p.iter().map(|&i| v[i as usize]).collect(),
+        None => v.shrink_to_fit(),
     }
-    apply(&mut c.ts, &perm);
-    apply(&mut c.dur, &perm);
-    apply(&mut c.cmd, &perm);
-    apply(&mut c.flags, &perm);
-    apply(&mut c.ioctl, &perm);
-    apply(&mut c.bytes, &perm);
 }
 
 /// A global throughput pyramid over all lanes of one sort (ioctl or VMBus).

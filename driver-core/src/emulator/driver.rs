@@ -90,6 +90,10 @@ pub struct Driver {
     removed_after: Option<u64>,
     hang_bound_ns: u64,
     pub(crate) comm_override: Option<String>,
+    /// `/proc/<tgid>/comm` as read at the first CREATEPROCESS of each tgid: a process
+    /// that opens and closes the device in a loop otherwise pays an open + read of procfs
+    /// per open (it dominated in-process replays of short scenarios).
+    comm_cache: HashMap<u32, String>,
     pub(crate) request_patch: Option<RequestPatch>,
 }
 
@@ -174,6 +178,7 @@ impl Driver {
             removed_after,
             hang_bound_ns,
             comm_override: None,
+            comm_cache: HashMap::new(),
             request_patch: None,
         };
         d.bring_up(async_msg);
@@ -431,12 +436,19 @@ impl Driver {
             let mut c = CreateProcessCmd::zeroed();
             c.process = 0xffff_8880_0000_0000 | ((tgid as u64) << 12);
             c.process_id = tgid as u64;
-            let comm = self.comm_override.clone().unwrap_or_else(|| {
-                std::fs::read_to_string(format!("/proc/{tgid}/comm"))
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string()
-            });
+            let comm = match &self.comm_override {
+                Some(c) => c.clone(),
+                None => self
+                    .comm_cache
+                    .entry(tgid)
+                    .or_insert_with(|| {
+                        std::fs::read_to_string(format!("/proc/{tgid}/comm"))
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string()
+                    })
+                    .clone(),
+            };
             for (i, ch) in comm.bytes().take(15).enumerate() {
                 c.process_name[i] = ch as u16;
             }

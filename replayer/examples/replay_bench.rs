@@ -2,7 +2,10 @@
 //!
 //! 1. Emulator: the dxg `frame-loop` scenario is recorded REPEAT times (default 200) through
 //!    `RecordingBackend` over the in-process emulator, then replayed against a fresh
-//!    emulator; prints calls/s of the replay loop (records already decoded in memory).
+//!    emulator; prints calls/s of the replay loop (records already decoded in memory),
+//!    (a) from a `ReplayPlan` compiled before the timed loop, (b) streaming through
+//!    `Replayer::run`, each call compiled as it comes. `REPLAY_BENCH_ONLY=1` skips the
+//!    baseline and the KVM part (for profiling the replay).
 //!    Baseline in the same run: the scenario run REPEAT times straight against a fresh
 //!    emulator (the emulator's own in-process call rate on the same calls, no replay).
 //! 2. KVM (when /dev/kvm exists): the kvm-smoke VM is recorded on the real device, then
@@ -15,7 +18,7 @@ use std::time::Instant;
 use driver_core::RealDevice;
 use driver_core::emulator::{Emulator, EmulatorBackend, EmulatorConfig, NullSink};
 use replayer::capture::RecordingBackend;
-use replayer::{ReplayOptions, Replayer, Target};
+use replayer::{ReplayOptions, ReplayPlan, Replayer, Target};
 
 fn emulator() -> EmulatorBackend {
     let cfg = EmulatorConfig {
@@ -36,12 +39,20 @@ fn main() {
             .expect("frame-loop runs on the emulator");
     }
     let records: Vec<_> = rb.into_records();
+    // REPLAY_BENCH_ONLY=K: only the compiled replay, K times (for profiling it).
+    let replay_only = std::env::var("REPLAY_BENCH_ONLY").ok();
+    let rounds: usize = replay_only
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let replay_only = replay_only.is_some();
 
     // Baseline: the same calls made by the workload itself, straight to the emulator.
     let mut direct = emulator();
     let t = Instant::now();
+    let repeat_direct = if replay_only { 0 } else { repeat };
     let mut direct_calls = 0usize;
-    for _ in 0..repeat {
+    for _ in 0..repeat_direct {
         let (calls, _) =
             driver_core::workload::run("frame-loop", &mut direct, Path::new("/dev/dxg"), None)
                 .expect("frame-loop runs on the emulator");
@@ -54,23 +65,53 @@ fn main() {
         direct_calls as f64 / dwall
     );
 
-    let mut r = Replayer::new(emulator(), ReplayOptions::new(Target::InProcess));
-    // Records are decoded and in memory before the timed loop; `step` borrows them.
+    // 1a. Compiled: the per-call plans are built before the timed loop.
     let t = Instant::now();
-    for rec in &records {
-        r.step(rec).expect("replay");
+    let plan = ReplayPlan::new(&records);
+    let compile = t.elapsed().as_secs_f64();
+    for _ in 1..rounds {
+        let mut r = Replayer::new(emulator(), ReplayOptions::new(Target::InProcess));
+        r.run_plan(&plan, &mut |_| {}).expect("replay");
     }
+    let mut r = Replayer::new(emulator(), ReplayOptions::new(Target::InProcess));
+    let t = Instant::now();
+    r.run_plan(&plan, &mut |_| {}).expect("replay");
     let wall = t.elapsed();
     let rep = r.finish();
+    assert!(rep.divergences.is_empty(), "{:?}", rep.divergences);
     println!(
-        "emulator: {} calls replayed in {:.3} s = {:.0} calls/s ({} divergences); time inside the emulator backend {:.3} s",
+        "emulator (compiled plan): {} calls replayed in {:.3} s = {:.0} calls/s ({} divergences); time inside the emulator backend {:.3} s ({:.0} calls/s); plan built before, in {:.3} s",
         rep.calls,
         wall.as_secs_f64(),
         rep.calls as f64 / wall.as_secs_f64(),
         rep.divergences.len(),
-        rep.replayed_ioctl_ns as f64 / 1e9
+        rep.replayed_ioctl_ns as f64 / 1e9,
+        rep.calls as f64 / (rep.replayed_ioctl_ns as f64 / 1e9),
+        compile
+    );
+    drop(plan);
+    if replay_only {
+        return;
+    }
+
+    // 1b. Streaming (what `dxtrace replay` does): each call compiled as it comes.
+    let mut r = Replayer::new(emulator(), ReplayOptions::new(Target::InProcess));
+    let t = Instant::now();
+    r.run(records.iter().cloned().map(Ok), &mut |_| {})
+        .expect("replay");
+    let wall = t.elapsed();
+    let rep = r.finish();
+    println!(
+        "emulator (streaming, records cloned in): {} calls replayed in {:.3} s = {:.0} calls/s ({} divergences)",
+        rep.calls,
+        wall.as_secs_f64(),
+        rep.calls as f64 / wall.as_secs_f64(),
+        rep.divergences.len(),
     );
 
+    if replay_only {
+        return;
+    }
     if !Path::new("/dev/kvm").exists() {
         println!("kvm: skipped (/dev/kvm not present)");
         return;

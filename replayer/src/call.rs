@@ -3,83 +3,16 @@
 //! table's pointer descriptors (nested arrays too), plus the static "what does this call
 //! use / create / destroy" scan shared by replay and trim.
 
+use std::rc::Rc;
+
 use driver_core::layout::read_uint;
 use driver_core::schema::{
-    ArgKind, CaptureBuf, Dir, HandleType, IoctlDesc, Loc, PointerDesc, PtrAddr, find_pointer,
-    walk_pointers,
+    ArgKind, CaptureBuf, Dir, Effect, HandleType, IoctlDesc, Loc, PointerDesc, PtrAddr,
+    find_pointer, walk_pointers,
 };
 use traces::{BufferRole, IoctlRecord};
 
-use crate::mem::{CallBuf, Region};
 use crate::plan::{Class, Plan, PlanCache};
-
-/// Where a pointed-to buffer lives in the replaying process.
-pub(crate) enum BufMem {
-    /// Per-call heap buffer.
-    Heap(CallBuf),
-    /// Inside the argument struct buffer (a flexible array member) at this offset.
-    Trailing(usize),
-    /// A long-lived page-aligned region (kept by the driver after the call).
-    Pinned(Region),
-}
-
-/// One rebuilt pointer buffer.
-pub(crate) struct PBuf {
-    /// Concrete path (`allocation_info[2].priv_drv_data`).
-    pub path: String,
-    /// Its descriptor.
-    pub desc: &'static PointerDesc,
-    /// Length handed to the driver.
-    pub len: usize,
-    /// Memory.
-    pub mem: BufMem,
-}
-
-impl PBuf {
-    fn addr(&self, sb: &CallBuf) -> u64 {
-        match &self.mem {
-            BufMem::Heap(b) => b.addr(),
-            BufMem::Trailing(off) => sb.addr() + *off as u64,
-            BufMem::Pinned(r) => r.addr(),
-        }
-    }
-    /// Current bytes (after the call: what the driver wrote).
-    pub fn bytes<'a>(&'a self, sb: &'a CallBuf) -> &'a [u8] {
-        match &self.mem {
-            BufMem::Heap(b) => b.bytes(),
-            BufMem::Trailing(off) => &sb.bytes()[*off..*off + self.len],
-            BufMem::Pinned(r) => &r.bytes()[..self.len.min(r.len())],
-        }
-    }
-    fn bytes_mut<'a>(&'a mut self, sb: &'a mut CallBuf) -> Option<&'a mut [u8]> {
-        match &mut self.mem {
-            BufMem::Heap(b) => Some(b.bytes_mut()),
-            BufMem::Trailing(off) => Some(&mut sb.bytes_mut()[*off..*off + self.len]),
-            BufMem::Pinned(_) => None,
-        }
-    }
-}
-
-/// A call ready to issue.
-pub(crate) struct Prepared {
-    /// Argument struct (plus trailing arrays), when `arg` is a struct pointer.
-    pub sb: Option<CallBuf>,
-    /// Pointed-to buffers in walk order (parents before children).
-    pub bufs: Vec<PBuf>,
-    /// The `arg` to pass.
-    pub arg: u64,
-}
-
-/// Why a call could not be rebuilt.
-#[derive(Debug)]
-pub(crate) enum PrepError {
-    /// A handle / fd field could not be remapped: (field path, value, is_fd).
-    Unmapped(String, u64, bool),
-    /// A buffer that must be recreated was not captured.
-    Missing(String),
-    /// mmap failed.
-    Map(String, std::io::Error),
-}
 
 /// The recorded buffer with this role and path, else one at this address.
 pub(crate) fn recorded<'a>(
@@ -161,23 +94,163 @@ pub(crate) fn for_leaves(
     }
 }
 
+/// Where a rebuilt buffer lives during the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mem {
+    /// In the call's scratch image at this byte offset (the argument struct is at 0;
+    /// flexible array members right after it; other buffers follow, 16-byte aligned).
+    Image(usize),
+    /// The `i`-th long-lived page-aligned region made for this call (kept by the driver).
+    Pinned(usize),
+}
+
+/// A pointed-to buffer of a compiled call.
+#[derive(Debug)]
+pub(crate) struct BufPlan<'r> {
+    /// Concrete path (`allocation_info[2].priv_drv_data`).
+    pub path: String,
+    /// Where it lives.
+    pub mem: Mem,
+    /// Length handed to the driver.
+    pub len: usize,
+    /// What the capture saw the driver write there (compared after the call).
+    pub out: Option<&'r [u8]>,
+    /// Element plan (arrays of structs / handles); `None`: compared as bytes.
+    pub elems: Option<Rc<Plan>>,
+    /// Element size from the descriptor.
+    elem_size: usize,
+}
+
+/// A long-lived region a call needs (`Dir::Pinned`): made fresh for each call, with the
+/// captured content, and kept with its owner afterwards.
+#[derive(Debug)]
+pub(crate) struct PinnedPlan<'r> {
+    /// Path, for diagnostics.
+    pub path: String,
+    /// Bytes to map.
+    pub len: usize,
+    /// Captured content.
+    pub data: &'r [u8],
+    /// The object that keeps it alive (the allocation created from the same array
+    /// element), else the fd the call is issued on.
+    pub owner: Option<crate::replay::Obj>,
+}
+
+/// An input handle / fd field rewritten through the live map before the call.
+#[derive(Debug)]
+pub(crate) struct Remap {
+    /// Byte offset in the image.
+    pub off: usize,
+    /// Field size.
+    pub size: usize,
+    /// An fd (else a handle).
+    pub is_fd: bool,
+    /// Type the table gives (eventfds are made afresh).
+    pub ty: HandleType,
+    /// Recorded value.
+    pub value: u64,
+    /// Field path, for the error naming an unmapped value.
+    pub field: String,
+}
+
+/// An ioctl no table knows (`--allow-unknown`): the recorded struct, if any, at a fresh
+/// address (compared as bytes afterwards); otherwise the recorded `arg` value as is.
+pub(crate) fn compile_unknown(rec: &IoctlRecord) -> CallPlan<'_> {
+    let mut cp = CallPlan::empty(None, rec);
+    match rec
+        .buffer(BufferRole::StructIn, "")
+        .or_else(|| rec.buffer(BufferRole::StructOut, ""))
+    {
+        Some(b) => {
+            let size = driver_core::ioc::IocFields::of(rec.cmd).size as usize;
+            cp.image = vec![0; size.max(b.data.len())];
+            if b.role == BufferRole::StructIn {
+                cp.image[..b.data.len()].copy_from_slice(&b.data);
+            }
+            cp.struct_len = cp.image.len();
+            cp.out = rec
+                .buffer(BufferRole::StructOut, "")
+                .map(|b| b.data.as_slice());
+        }
+        None => cp.arg = Some(rec.arg),
+    }
+    cp
+}
+
+/// A recorded ioctl compiled once into what replaying it takes: no string paths, no
+/// table walks and no per-call allocation remain for the hot loop, which copies `image`
+/// into a reused scratch buffer, patches `patches` with the scratch's addresses, rewrites
+/// `remaps` through the live map, issues the call and compares with `out` / `bufs`.
+#[derive(Debug)]
+pub(crate) struct CallPlan<'r> {
+    /// The table entry (`None`: an unknown request code).
+    pub entry: Option<&'static IoctlDesc>,
+    /// `Some(v)`: `arg` is this plain value (no struct); `None`: the scratch address.
+    pub arg: Option<u64>,
+    /// The argument struct, trailing arrays and heap buffers with their captured input.
+    pub image: Vec<u8>,
+    /// Length of the argument struct (plus trailing arrays) at the start of `image`;
+    /// 0 when `arg` is a plain value.
+    pub struct_len: usize,
+    /// Pointer fields: (offset in the image, where the buffer lives).
+    pub patches: Vec<(usize, Mem)>,
+    /// Input handles / fds.
+    pub remaps: Vec<Remap>,
+    /// Long-lived regions.
+    pub pinned: Vec<PinnedPlan<'r>>,
+    /// Pointed-to buffers compared after the call, in walk order.
+    pub bufs: Vec<BufPlan<'r>>,
+    /// The recorded argument struct after the call.
+    pub out: Option<&'r [u8]>,
+    /// Comparison plan of the argument struct.
+    pub splan: Option<Rc<Plan>>,
+    /// The return value is a new fd of this type.
+    pub ret_fd: Option<HandleType>,
+    /// The recorded fd, then the handles the call used (recorded values): the lineage
+    /// parents of what the call creates.
+    pub parents: Vec<crate::replay::Obj>,
+    /// Handles the call destroys (recorded values).
+    pub destroys: Vec<u64>,
+    /// A buffer that had to be recreated was not captured (reported when the call runs).
+    pub missing: Option<String>,
+}
+
+impl<'r> CallPlan<'r> {
+    fn empty(entry: Option<&'static IoctlDesc>, rec: &IoctlRecord) -> CallPlan<'r> {
+        CallPlan {
+            entry,
+            arg: None,
+            image: Vec::new(),
+            struct_len: 0,
+            patches: Vec::new(),
+            remaps: Vec::new(),
+            pinned: Vec::new(),
+            bufs: Vec::new(),
+            out: None,
+            splan: None,
+            ret_fd: None,
+            parents: vec![crate::replay::Obj::Fd(rec.fd as i64)],
+            destroys: Vec::new(),
+            missing: None,
+        }
+    }
+}
+
 fn write_uint(b: &mut [u8], off: usize, size: usize, v: u64) {
     if let Some(s) = b.get_mut(off..off + size) {
         s.copy_from_slice(&v.to_le_bytes()[..size]);
     }
 }
 
-/// Remaps input handles / fds in place. `map(value, is_fd)` gives the replay value.
-fn remap_in(
-    plan: &Plan,
-    bytes: &mut [u8],
-    prefix: &str,
-    map: &mut dyn FnMut(u64, bool, HandleType) -> Option<u64>,
-) -> Result<(), PrepError> {
-    let mut edits = Vec::new();
-    let mut err = None;
+/// Writes `v` in the `size`-byte little-endian field at `off` (out-of-range: ignored).
+pub(crate) fn put_uint(b: &mut [u8], off: usize, size: usize, v: u64) {
+    write_uint(b, off, size, v)
+}
+
+/// Input handle / fd leaves of `plan` over `bytes` (at `base` in the image) as remaps.
+fn remaps_in(plan: &Plan, bytes: &[u8], base: usize, prefix: &str, out: &mut Vec<Remap>) {
     for_leaves(plan, bytes, |i, l, v| {
-        let (is_fd, t) = match l.class {
+        let (is_fd, ty) = match l.class {
             Class::Handle | Class::Destroys(_) => (false, HandleType::Any),
             Class::Fd => (true, HandleType::Any),
             Class::TakesFd(t) => (true, t),
@@ -189,42 +262,50 @@ fn remap_in(
         if v == 0 || (is_fd && sv < 0) {
             return;
         }
-        match map(v, is_fd, t) {
-            Some(nv) => edits.push((i.unwrap_or(0) * plan.size + l.off, l.size, nv)),
-            None if err.is_none() => {
-                let p = match i {
-                    Some(i) => format!("{prefix}[{i}].{}", l.path),
-                    None if prefix.is_empty() => l.path.clone(),
-                    None => format!("{prefix}.{}", l.path),
-                };
-                err = Some(PrepError::Unmapped(p, v, is_fd));
-            }
-            None => {}
-        }
+        let field = match i {
+            Some(i) => format!("{prefix}[{i}].{}", l.path),
+            None if prefix.is_empty() => l.path.clone(),
+            None => format!("{prefix}.{}", l.path),
+        };
+        out.push(Remap {
+            off: base + i.unwrap_or(0) * plan.size + l.off,
+            size: l.size,
+            is_fd,
+            ty,
+            value: v,
+            field,
+        });
     });
-    if let Some(e) = err {
-        return Err(e);
-    }
-    for (off, size, v) in edits {
-        write_uint(bytes, off, size, v);
-    }
-    Ok(())
 }
 
-/// Rebuilds a recorded call in this process.
-pub(crate) fn prepare(
+/// Compiles a recorded call of a known ioctl (see [`CallPlan`]).
+pub(crate) fn compile<'r>(
     entry: &'static IoctlDesc,
-    rec: &IoctlRecord,
+    rec: &'r IoctlRecord,
     plans: &mut PlanCache,
-    map: &mut dyn FnMut(u64, bool, HandleType) -> Option<u64>,
-) -> Result<Prepared, PrepError> {
+) -> CallPlan<'r> {
+    let ret_fd = entry
+        .handles
+        .iter()
+        .find(|h| matches!(h.loc, Loc::Return) && h.effect == Effect::ReturnsFd)
+        .map(|h| h.handle_type);
+    let mut cp = CallPlan::empty(Some(entry), rec);
+    cp.ret_fd = ret_fd;
     if !matches!(entry.arg, ArgKind::Struct) {
-        return Ok(Prepared {
-            sb: None,
-            bufs: Vec::new(),
-            arg: rec.arg,
-        });
+        cp.arg = Some(rec.arg);
+        return cp;
     }
+    let refs = refs(entry, rec, plans);
+    cp.parents.extend(
+        refs.handles_in
+            .iter()
+            .map(|h| crate::replay::Obj::Handle(*h)),
+    );
+    cp.destroys = refs.destroys;
+    cp.out = rec
+        .buffer(BufferRole::StructOut, "")
+        .map(|b| b.data.as_slice());
+
     let sin = struct_in(entry, rec);
     let caps = recorded_walk(entry, rec, &sin);
     // Flexible array members live right after the struct: make room for them.
@@ -238,12 +319,13 @@ pub(crate) fn prepare(
             total = total.max(*offset as usize + c.len as usize);
         }
     }
-    let mut sb = CallBuf::zeroed(total);
-    sb.bytes_mut()[..sin.len()].copy_from_slice(&sin);
+    cp.image = vec![0; total];
+    cp.image[..sin.len()].copy_from_slice(&sin);
+    cp.struct_len = total;
     let splan = plans.for_struct(entry);
-    remap_in(&splan, &mut sb.bytes_mut()[..entry.size()], "", map)?;
+    remaps_in(&splan, &cp.image[..entry.size()], 0, "", &mut cp.remaps);
+    cp.splan = Some(splan);
 
-    let mut bufs: Vec<PBuf> = Vec::with_capacity(caps.len());
     for c in caps {
         let Some(desc) = find_pointer(entry, c.desc_path) else {
             continue;
@@ -268,72 +350,82 @@ pub(crate) fn prepare(
                 let off = offset as usize;
                 if let Some(d) = data_in {
                     let n = d.len().min(len);
-                    sb.bytes_mut()[off..off + n].copy_from_slice(&d[..n]);
+                    cp.image[off..off + n].copy_from_slice(&d[..n]);
                 }
-                BufMem::Trailing(off)
+                Mem::Image(off)
             }
             PtrAddr::Field { .. } if c.dir == Dir::Pinned => {
                 if c.unknown_len {
                     // Host-reported length (dxg existing sysmem): only the capture knows it.
                     match data_in {
                         Some(d) => len = d.len(),
-                        None => return Err(PrepError::Missing(c.path)),
-                    }
-                }
-                let r = Region::anonymous(len, data_in.unwrap_or(&[]), &c.path)
-                    .map_err(|e| PrepError::Map(c.path.clone(), e))?;
-                BufMem::Pinned(r)
-            }
-            PtrAddr::Field { .. } => {
-                let mut b = CallBuf::zeroed(len);
-                if let Some(d) = data_in {
-                    let n = d.len().min(len);
-                    b.bytes_mut()[..n].copy_from_slice(&d[..n]);
-                }
-                BufMem::Heap(b)
-            }
-        };
-        let mut pb = PBuf {
-            path: c.path,
-            desc,
-            len,
-            mem,
-        };
-        if desc.elem_size > 1 && c.dir.is_in() {
-            let ep = plans.for_elem(entry, desc);
-            let path = pb.path.clone();
-            if let Some(bytes) = pb.bytes_mut(&mut sb) {
-                remap_in(&ep, bytes, &path, map)?;
-            }
-        }
-        // Patch the pointer field in the parent (the struct, or an element of an earlier buffer).
-        if let PtrAddr::Field { offset } = desc.addr {
-            let new = pb.addr(&sb);
-            match parent_of(&pb.path) {
-                None => write_uint(sb.bytes_mut(), offset as usize, 8, new),
-                Some((ppath, idx)) => {
-                    if let Some(parent) = bufs.iter_mut().find(|b| b.path == ppath) {
-                        let es = parent.desc.elem_size.max(1) as usize;
-                        let base = if parent.desc.elem_size > 1 {
-                            idx.unwrap_or(0) * es
-                        } else {
-                            0
-                        };
-                        if let Some(pbytes) = parent.bytes_mut(&mut sb) {
-                            write_uint(pbytes, base + offset as usize, 8, new);
+                        None => {
+                            cp.missing.get_or_insert(c.path.clone());
+                            continue;
                         }
                     }
                 }
+                cp.pinned.push(PinnedPlan {
+                    path: c.path.clone(),
+                    len,
+                    data: data_in.unwrap_or(&[]),
+                    owner: crate::replay::pinned_owner(entry, rec, &c.path),
+                });
+                Mem::Pinned(cp.pinned.len() - 1)
+            }
+            PtrAddr::Field { .. } => {
+                let off = cp.image.len().next_multiple_of(16);
+                cp.image.resize(off + len, 0);
+                if let Some(d) = data_in {
+                    let n = d.len().min(len);
+                    cp.image[off..off + n].copy_from_slice(&d[..n]);
+                }
+                Mem::Image(off)
+            }
+        };
+        let elems = (desc.elem_size > 1).then(|| plans.for_elem(entry, desc));
+        if let (Some(ep), true, Mem::Image(off)) = (&elems, c.dir.is_in(), mem) {
+            let (bytes, mut v) = (&cp.image[off..off + len], Vec::new());
+            remaps_in(ep, bytes, off, &c.path, &mut v);
+            cp.remaps.extend(v);
+        }
+        // Patch the pointer field in the parent (the struct, or an element of an earlier
+        // buffer); a parent in a pinned region is left as captured.
+        if let PtrAddr::Field { offset } = desc.addr {
+            let at = match parent_of(&c.path) {
+                None => Some(offset as usize),
+                Some((ppath, idx)) => {
+                    cp.bufs
+                        .iter()
+                        .find(|b| b.path == ppath)
+                        .and_then(|b| match b.mem {
+                            Mem::Image(poff) => {
+                                let base = if b.elem_size > 1 {
+                                    idx.unwrap_or(0) * b.elem_size
+                                } else {
+                                    0
+                                };
+                                Some(poff + base + offset as usize)
+                            }
+                            Mem::Pinned(_) => None,
+                        })
+                }
+            };
+            if let Some(at) = at {
+                cp.patches.push((at, mem));
             }
         }
-        bufs.push(pb);
+        let out = recorded(rec, BufferRole::PtrOut, &c.path, u64::MAX);
+        cp.bufs.push(BufPlan {
+            path: c.path,
+            mem,
+            len,
+            out,
+            elems,
+            elem_size: desc.elem_size as usize,
+        });
     }
-    let arg = sb.addr();
-    Ok(Prepared {
-        sb: Some(sb),
-        bufs,
-        arg,
-    })
+    cp
 }
 
 /// What a recorded call uses, creates and destroys (from its recorded bytes).

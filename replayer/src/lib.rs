@@ -12,14 +12,19 @@
 //!   values the replay gets; input fields are rewritten through the map, and a handle with
 //!   no mapping is an [`ReplayError::UnmappedHandle`] naming call, ioctl and field.
 //!   Destroying a handle drops its mapping and those of the objects created under it.
-//! * **Order**: records are replayed sequentially in file order (the order the capture
-//!   wrote them, which is per-thread order with threads interleaved as recorded);
-//!   concurrent calls are not re-issued concurrently. [`Pace::Original`] keeps the
-//!   recorded gaps.
+//! * **Order**: per-thread order, threads interleaved as recorded. The file holds calls
+//!   in the order they *completed* (the probe writes a call at its exit); the replay
+//!   issues them in the order they *entered* the driver ([`replay_order`]: by entry
+//!   timestamp, ties in file order), from one replaying thread. One thread issuing every
+//!   call in global recorded order keeps each thread's order and the recorded
+//!   interleaving; calls that overlapped in the capture run one after the other (a call
+//!   that blocked waiting for another thread's later call is not re-created concurrently).
+//!   [`Pace::Original`] keeps the recorded gaps between entries.
 //! * **Divergences**: the full return value is compared exactly; then the out struct and
 //!   the out buffers field by field (handles through the map; pointers, driver mappings and
 //!   host-chosen values masked). Each [`Divergence`] names call, ioctl, field and both
-//!   values decoded by `driver-core`.
+//!   values decoded by `driver-core`. The first [`ReplayOptions::max_divergences`] are
+//!   kept in full, the rest only counted ([`Report::divergences_total`]).
 //! * **Trim** ([`trim()`]) keeps the handle lineage of one call.
 //! * **Capture** ([`capture::RecordingBackend`]) records the calls of an in-process
 //!   program the way the probe does, for tests and benchmarks where the probe cannot run.
@@ -38,7 +43,10 @@ pub mod trim;
 
 pub use error::ReplayError;
 pub use mem::{Region, page_size};
-pub use replay::{Divergence, HostMode, Pace, ReplayOptions, Replayer, Report, Target, is_known};
+pub use replay::{
+    DEFAULT_MAX_DIVERGENCES, Divergence, HostMode, Pace, REORDER_WINDOW, ReplayOptions, ReplayPlan,
+    Replayer, Report, Target, is_known, replay_order,
+};
 pub use trim::{TrimOptions, TrimResult, trim, trim_file};
 
 /// Refuses traces that were generated rather than captured ([`ReplayError::Synthetic`]).

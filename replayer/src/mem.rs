@@ -5,7 +5,8 @@
 use std::io;
 
 /// An 8-byte aligned, zero-initialised heap buffer whose address is passed to the driver.
-#[derive(Debug, Clone)]
+/// (`Default`: empty and unallocated, a placeholder only: its address is dangling.)
+#[derive(Debug, Clone, Default)]
 pub(crate) struct CallBuf {
     words: Vec<u64>,
     len: usize,
@@ -18,6 +19,16 @@ impl CallBuf {
             words: vec![0; len.div_ceil(8).max(1)],
             len,
         }
+    }
+    /// Makes the buffer exactly `image` (reusing its memory when it is large enough; the
+    /// address changes only when it grows).
+    pub fn load(&mut self, image: &[u8]) {
+        let words = image.len().div_ceil(8).max(1);
+        if self.words.len() < words {
+            self.words.resize(words, 0);
+        }
+        self.len = image.len();
+        self.bytes_mut().copy_from_slice(image);
     }
     /// Address in this process.
     pub fn addr(&self) -> u64 {

@@ -64,12 +64,49 @@ pub(crate) struct Plan {
     pub leaves: Vec<Leaf>,
     /// Element / struct size.
     pub size: usize,
+    /// Byte ranges `(offset, length)` covered by `Plain` leaves, adjacent ones merged:
+    /// when all of them are equal, no plain leaf can diverge, so only `special` leaves
+    /// need a look (the byte-first comparison).
+    pub plain_runs: Vec<(usize, usize)>,
+    /// Indices in `leaves` of the leaves that need an action even when the bytes match
+    /// (handles, fds, pids, created / destroyed objects); pointers and masked values
+    /// need none.
+    pub special: Vec<usize>,
 }
 
 impl Plan {
-    /// True if no leaf needs remapping or masking (a byte compare is exact).
-    pub fn has(&self, f: impl Fn(Class) -> bool) -> bool {
-        self.leaves.iter().any(|l| f(l.class))
+    fn new(leaves: Vec<Leaf>, size: usize) -> Plan {
+        let mut plain_runs: Vec<(usize, usize)> = Vec::new();
+        let mut special = Vec::new();
+        for (i, l) in leaves.iter().enumerate() {
+            if l.class != Class::Plain {
+                if !matches!(l.class, Class::Pointer | Class::Masked) {
+                    special.push(i);
+                }
+                continue;
+            }
+            match plain_runs.last_mut() {
+                Some((o, n)) if *o + *n == l.off => *n += l.size,
+                _ => plain_runs.push((l.off, l.size)),
+            }
+        }
+        Plan {
+            leaves,
+            size,
+            plain_runs,
+            special,
+        }
+    }
+
+    /// True if every plain byte range is equal in `a` and `b` (ranges past the end of
+    /// either are compared leaf by leaf, as before).
+    pub fn plain_equal(&self, a: &[u8], b: &[u8]) -> bool {
+        self.plain_runs
+            .iter()
+            .all(|&(o, n)| match (a.get(o..o + n), b.get(o..o + n)) {
+                (Some(x), Some(y)) => x == y,
+                _ => false,
+            })
     }
 }
 
@@ -233,10 +270,7 @@ pub(crate) fn struct_plan(entry: &IoctlDesc) -> Plan {
             );
         }
     }
-    Plan {
-        leaves,
-        size: entry.size(),
-    }
+    Plan::new(leaves, entry.size())
 }
 
 /// Plan of one element of a pointed-to array, with the entry's element-level effects.
@@ -278,7 +312,7 @@ pub(crate) fn elem_plan(entry: &IoctlDesc, p: &PointerDesc) -> Plan {
             }
         }
     }
-    Plan { leaves, size: es }
+    Plan::new(leaves, es)
 }
 
 /// Plans cached by the address of the static table entry / pointer descriptor.

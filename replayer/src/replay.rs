@@ -1,6 +1,8 @@
 //! The replay engine: records in, ioctls through a [`Backend`], divergences out.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,10 +17,44 @@ use driver_core::schema::{
 use serde::Serialize;
 use traces::{BufferRole, FdEvent, FdOp, IoctlRecord, Record};
 
-use crate::call::{self, PrepError, Prepared, recorded};
+use crate::call::{self, CallPlan, Mem};
 use crate::error::ReplayError;
-use crate::mem::Region;
+use crate::mem::{CallBuf, Region};
 use crate::plan::{Class, Leaf, Plan, PlanCache};
+
+/// Multiplicative hashing for the integer keys of the live maps (handle values, fds):
+/// SipHash's per-lookup cost showed in the replay profile. The keys come from the trace.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64)
+    }
+    fn write_i64(&mut self, v: i64) {
+        self.write_u64(v as u64)
+    }
+    fn write_isize(&mut self, v: isize) {
+        self.write_u64(v as u64)
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64)
+    }
+}
+
+type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+type IntSet<K> = std::collections::HashSet<K, BuildHasherDefault<IntHasher>>;
 
 /// How fast to replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -75,7 +111,14 @@ pub struct ReplayOptions {
     pub allow_unknown: bool,
     /// With the in-process emulator: its host (see [`crate::replay_file_on_emulator`]).
     pub host: HostMode,
+    /// Divergences kept in full in the report; later ones are only counted
+    /// ([`Report::divergences_total`]), so a badly diverging long trace cannot exhaust
+    /// memory.
+    pub max_divergences: usize,
 }
+
+/// Default of [`ReplayOptions::max_divergences`].
+pub const DEFAULT_MAX_DIVERGENCES: usize = 10_000;
 
 impl ReplayOptions {
     /// Defaults for a target: not strict, fast, everything, unknown ioctls refused.
@@ -88,6 +131,7 @@ impl ReplayOptions {
             to: None,
             allow_unknown: false,
             host: HostMode::Fake,
+            max_divergences: DEFAULT_MAX_DIVERGENCES,
         }
     }
 }
@@ -128,8 +172,10 @@ pub struct Report {
     pub compared: u64,
     /// fd opens / closes replayed.
     pub fd_events: u64,
-    /// Differences found, in call order.
+    /// Differences found, in call order: the first [`ReplayOptions::max_divergences`].
     pub divergences: Vec<Divergence>,
+    /// Differences found in all, kept or not (`divergences.len()` when none were dropped).
+    pub divergences_total: u64,
     /// Strict mode stopped at the first divergence.
     pub stopped_early: bool,
     /// Wall time of the replay loop.
@@ -144,6 +190,34 @@ pub struct Report {
     /// Driver-in-the-loop: VMBus requests the driver logic sent, and how many the trace
     /// recorded (`None` with the fake host). Differences are in `divergences`.
     pub vmbus_messages: Option<(u64, u64)>,
+    /// The pacing used.
+    pub pace: Pace,
+    /// [`Pace::Original`]: records the replay held back to keep the recorded gap.
+    pub pace_waits: u64,
+    /// [`Pace::Original`]: the least and the most, over the records, that a record was
+    /// issued after its recorded offset (`issued − recorded`, ns, both measured from the
+    /// first record). Pacing never issues a record early, so the least is ≥ 0; the most
+    /// is how far behind the recorded schedule the replay fell.
+    pub pace_lag_ns: Option<(u64, u64)>,
+}
+
+impl Report {
+    /// True if any divergence was found (kept or only counted).
+    pub fn diverged(&self) -> bool {
+        self.divergences_total > 0
+    }
+
+    /// Divergences found but not kept in `divergences`.
+    pub fn divergences_dropped(&self) -> u64 {
+        self.divergences_total - self.divergences.len() as u64
+    }
+
+    fn add_divergence(&mut self, d: Divergence, keep: usize) {
+        self.divergences_total += 1;
+        if self.divergences.len() < keep {
+            self.divergences.push(d);
+        }
+    }
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -160,7 +234,7 @@ impl Report {
 
 /// A recorded object: a handle value or an fd number, as the capture saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Obj {
+pub(crate) enum Obj {
     Handle(u64),
     Fd(i64),
 }
@@ -179,22 +253,28 @@ pub struct Replayer<B: Backend> {
     backend: B,
     opts: ReplayOptions,
     plans: PlanCache,
-    live: HashMap<Obj, Live>,
-    memory: HashMap<Obj, Vec<Region>>,
+    live: IntMap<Obj, Live>,
+    memory: IntMap<Obj, Vec<Region>>,
+    /// `(address, length)` of every region in `memory`, rebuilt when it changes.
+    memory_ranges: Vec<(u64, usize)>,
+    memory_dirty: bool,
     orphans: Vec<(Obj, Vec<Region>)>,
+    /// The call's argument struct and heap buffers, reused from call to call.
+    scratch: CallBuf,
     report: Report,
     call_index: u64,
-    seen_fds: std::collections::HashSet<i64>,
+    seen_fds: IntSet<i64>,
     pace0: Option<(u64, Instant)>,
     started: Instant,
     done: bool,
     cur_id: u64,
     /// Pids of the traced processes (ioctl and fd records): they map to the backend's pid.
-    traced_pids: std::collections::HashSet<u32>,
+    traced_pids: IntSet<u32>,
+    last_pid: Option<u32>,
     vmbus: Option<crate::recorded_host::VmbusCheck>,
     live_ranges: Vec<(u64, usize)>,
     /// Name of the call in flight (for VMBus differences).
-    cur_name: String,
+    cur_name: Cow<'static, str>,
 }
 
 enum Cmp<'a> {
@@ -205,14 +285,21 @@ enum Cmp<'a> {
 impl<B: Backend> Replayer<B> {
     /// A replayer over `backend`.
     pub fn new(backend: B, opts: ReplayOptions) -> Self {
+        let pace = opts.pace;
         Replayer {
             backend,
             opts,
             plans: PlanCache::default(),
-            live: HashMap::new(),
-            memory: HashMap::new(),
+            live: IntMap::default(),
+            memory: IntMap::default(),
+            memory_ranges: Vec::new(),
+            memory_dirty: false,
             orphans: Vec::new(),
-            report: Report::default(),
+            scratch: CallBuf::zeroed(0),
+            report: Report {
+                pace,
+                ..Report::default()
+            },
             call_index: 0,
             seen_fds: Default::default(),
             pace0: None,
@@ -220,9 +307,10 @@ impl<B: Backend> Replayer<B> {
             done: false,
             cur_id: 0,
             traced_pids: Default::default(),
+            last_pid: None,
             vmbus: None,
             live_ranges: Vec::new(),
-            cur_name: "emulator start".into(),
+            cur_name: Cow::Borrowed("emulator start"),
         }
     }
 
@@ -243,14 +331,17 @@ impl<B: Backend> Replayer<B> {
         }
         let call = self.call_index.saturating_sub(1);
         for d in diffs {
-            self.report.divergences.push(Divergence {
-                call,
-                id: self.cur_id,
-                ioctl: self.cur_name.clone(),
-                field: format!("vmbus #{} {}: {}", d.seq, d.message, d.field),
-                recorded: d.recorded,
-                replayed: d.replayed,
-            });
+            self.report.add_divergence(
+                Divergence {
+                    call,
+                    id: self.cur_id,
+                    ioctl: self.cur_name.to_string(),
+                    field: format!("vmbus #{} {}: {}", d.seq, d.message, d.field),
+                    recorded: d.recorded,
+                    replayed: d.replayed,
+                },
+                self.opts.max_divergences,
+            );
         }
         if self.opts.strict {
             self.report.stopped_early = true;
@@ -283,20 +374,113 @@ impl<B: Backend> Replayer<B> {
         self.live.get(&Obj::Fd(recorded)).map(|l| l.replayed as i32)
     }
 
-    /// Replays every record of `records`, calling `progress(calls)` every 4096 calls.
+    /// Replays every record of `records` in recorded order (see [`replay_order`]),
+    /// calling `progress(calls)` every 4096 calls.
+    ///
+    /// Records arrive in file order, which is the order calls *completed* in; they are
+    /// issued in the order they *entered* the driver, through a reordering window of
+    /// [`REORDER_WINDOW`] records (a call that stayed in the driver while more than that
+    /// many later calls completed is issued late, and a note says how many were).
     pub fn run<I>(&mut self, records: I, progress: &mut dyn FnMut(u64)) -> Result<(), ReplayError>
     where
         I: IntoIterator<Item = Result<Record, traces::TraceError>>,
     {
-        for r in records {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        // (enter time, file position) → (call index, record).
+        let mut heap: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
+        let mut order = OrderKey::default();
+        let mut seq = 0u64;
+        let mut released = 0u64;
+        let mut late = 0u64;
+        let mut calls = self.call_index;
+        let mut last_progress = u64::MAX;
+        let mut stopped_at_to = false;
+        let mut records = records.into_iter();
+        loop {
             if self.done {
                 break;
             }
-            self.step(&r?)?;
-            if self.report.calls.is_multiple_of(4096) {
+            let next = if stopped_at_to {
+                None
+            } else {
+                records.next().transpose()?
+            };
+            match next {
+                Some(rec) => {
+                    let Some(key) = order.key(&rec) else {
+                        continue; // not replayed (VMBus, annotations…)
+                    };
+                    let idx = match &rec {
+                        Record::Ioctl(_) => {
+                            calls += 1;
+                            calls - 1
+                        }
+                        _ => u64::MAX,
+                    };
+                    if idx != u64::MAX && self.opts.to.is_some_and(|to| idx > to) {
+                        // Every call up to `to` has been read: drain and stop.
+                        stopped_at_to = true;
+                        continue;
+                    }
+                    if key < released {
+                        late += 1;
+                    }
+                    heap.push(Reverse(Pending { key, seq, idx, rec }));
+                    seq += 1;
+                    if heap.len() <= REORDER_WINDOW {
+                        continue;
+                    }
+                }
+                None if heap.is_empty() => break,
+                None => {}
+            }
+            let Some(Reverse(p)) = heap.pop() else { break };
+            released = released.max(p.key);
+            match &p.rec {
+                Record::Ioctl(io) => self.call(p.idx, io, None)?,
+                other => self.step(other)?,
+            }
+            if self.report.calls.is_multiple_of(4096) && self.report.calls != last_progress {
+                last_progress = self.report.calls;
                 progress(self.report.calls);
             }
         }
+        self.call_index = calls;
+        if stopped_at_to && !self.done {
+            self.done = true;
+        }
+        if late > 0 {
+            self.report.notes.push(format!(
+                "{late} records entered the driver before calls already replayed (more than {REORDER_WINDOW} calls completed while they were in flight); they were issued late, out of recorded order"
+            ));
+        }
+        progress(self.report.calls);
+        Ok(())
+    }
+
+    /// Replays a compiled trace ([`ReplayPlan`]): the same as [`Replayer::run`] over its
+    /// records, with the per-call work that does not depend on the replay's state
+    /// (pointer layout, buffer images, handle-field offsets, comparison plans) done
+    /// before, in [`ReplayPlan::new`].
+    pub fn run_plan(
+        &mut self,
+        plan: &ReplayPlan<'_>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), ReplayError> {
+        for (n, item) in plan.items.iter().enumerate() {
+            if self.done {
+                break;
+            }
+            match item {
+                Item::Fd(rec) => self.step(rec)?,
+                Item::Call(idx, rec, cp) => self.call(*idx, rec, Some(cp))?,
+            }
+            if n % 4096 == 4095 {
+                progress(self.report.calls);
+            }
+        }
+        self.call_index = self.call_index.max(plan.calls);
         progress(self.report.calls);
         Ok(())
     }
@@ -304,7 +488,7 @@ impl<B: Backend> Replayer<B> {
     /// Closes every fd the replay still holds and returns the report.
     pub fn finish(mut self) -> Report {
         self.report.elapsed = self.started.elapsed();
-        self.cur_name = "close at the end of the replay".into();
+        self.cur_name = Cow::Borrowed("close at the end of the replay");
         let fds: Vec<(Obj, u64)> = self
             .live
             .iter()
@@ -313,6 +497,7 @@ impl<B: Backend> Replayer<B> {
             .collect();
         // Mappings first (they pin the fds' objects), then the fds.
         self.memory.clear();
+        self.memory_dirty = true;
         self.orphans.clear();
         for (_, fd) in fds {
             let _ = self.backend.close(fd as i32);
@@ -328,14 +513,15 @@ impl<B: Backend> Replayer<B> {
             self.report.vmbus_messages = Some((sent, recorded));
             // Stopping early (`--to`, `--strict`) legitimately leaves messages unsent.
             if sent < recorded && !self.done {
-                self.report.divergences.push(Divergence {
+                let d = Divergence {
                     call: self.call_index.saturating_sub(1),
                     id: self.cur_id,
-                    ioctl: self.cur_name.clone(),
+                    ioctl: self.cur_name.to_string(),
                     field: "vmbus".into(),
                     recorded: format!("{recorded} guest→host messages"),
                     replayed: format!("{sent} sent by the driver logic"),
-                });
+                };
+                self.report.add_divergence(d, self.opts.max_divergences);
             }
         }
         self.report
@@ -348,30 +534,63 @@ impl<B: Backend> Replayer<B> {
         }
         match rec {
             Record::Fd(ev) => {
-                self.traced_pids.insert(ev.pid);
-                self.cur_name = match ev.op {
+                self.note_pid(ev.pid);
+                self.cur_name = Cow::Owned(match ev.op {
                     FdOp::Open => format!("open of fd {}", ev.fd),
                     FdOp::Close => format!("close of fd {}", ev.fd),
                     FdOp::Derived => format!("fd {}", ev.fd),
-                };
+                });
                 let r = self.fd_event(ev);
                 self.drain_vmbus();
                 r
             }
             Record::Ioctl(io) => {
-                self.traced_pids.insert(io.pid);
                 let idx = self.call_index;
                 self.call_index += 1;
                 if self.opts.to.is_some_and(|to| idx > to) {
                     self.done = true;
                     return Ok(());
                 }
-                self.pace(io.ts_enter);
-                let r = self.ioctl(idx, io);
-                self.drain_vmbus();
-                r
+                self.call(idx, io, None)
             }
             _ => Ok(()),
+        }
+    }
+
+    fn note_pid(&mut self, pid: u32) {
+        if self.last_pid != Some(pid) {
+            self.traced_pids.insert(pid);
+            self.last_pid = Some(pid);
+        }
+    }
+
+    /// Replays ioctl record `io`, call `idx`, compiled now unless `plan` is given.
+    fn call(
+        &mut self,
+        idx: u64,
+        io: &IoctlRecord,
+        plan: Option<&CallPlan<'_>>,
+    ) -> Result<(), ReplayError> {
+        self.note_pid(io.pid);
+        if self.opts.to.is_some_and(|to| idx > to) {
+            return Ok(());
+        }
+        self.pace(io.ts_enter);
+        let r = match plan {
+            Some(p) => self.ioctl(idx, io, p),
+            None => {
+                let p = self.compile(io);
+                self.ioctl(idx, io, &p)
+            }
+        };
+        self.drain_vmbus();
+        r
+    }
+
+    fn compile<'r>(&mut self, io: &'r IoctlRecord) -> CallPlan<'r> {
+        match lookup_code(io.cmd) {
+            Some(e) => call::compile(e, io, &mut self.plans),
+            None => call::compile_unknown(io),
         }
     }
 
@@ -380,11 +599,20 @@ impl<B: Backend> Replayer<B> {
             return;
         }
         let (t0, start) = *self.pace0.get_or_insert((ts, Instant::now()));
-        let due = start + Duration::from_nanos(ts.saturating_sub(t0));
-        let now = Instant::now();
+        let recorded = Duration::from_nanos(ts.saturating_sub(t0));
+        let due = start + recorded;
+        let mut now = Instant::now();
         if due > now {
-            std::thread::sleep(due - now);
+            self.report.pace_waits += 1;
+            // `sleep` may wake early on some platforms: wait until the offset is reached.
+            while now < due {
+                std::thread::sleep(due - now);
+                now = Instant::now();
+            }
         }
+        let lag = (now - start).saturating_sub(recorded).as_nanos() as u64;
+        let l = self.report.pace_lag_ns.get_or_insert((lag, lag));
+        *l = (l.0.min(lag), l.1.max(lag));
     }
 
     fn open_path<'a>(&'a self, recorded: &'a str) -> &'a Path {
@@ -453,6 +681,7 @@ impl<B: Backend> Replayer<B> {
         }
         if let Some(m) = self.memory.remove(&o) {
             self.orphans.push((o, m));
+            self.memory_dirty = true;
         }
         if cascade {
             let kids: Vec<Obj> = self
@@ -480,17 +709,22 @@ impl<B: Backend> Replayer<B> {
         self.live.get(&o).map(|l| l.replayed)
     }
 
-    fn name_of(entry: Option<&IoctlDesc>, cmd: u32) -> String {
-        entry
-            .map(|e| e.name.to_string())
-            .unwrap_or_else(|| format!("UNKNOWN({cmd:#010x})"))
+    fn name_of(entry: Option<&'static IoctlDesc>, cmd: u32) -> Cow<'static, str> {
+        match entry {
+            Some(e) => Cow::Borrowed(e.name),
+            None => Cow::Owned(format!("UNKNOWN({cmd:#010x})")),
+        }
     }
 
-    fn ioctl(&mut self, idx: u64, rec: &IoctlRecord) -> Result<(), ReplayError> {
+    fn ioctl(
+        &mut self,
+        idx: u64,
+        rec: &IoctlRecord,
+        plan: &CallPlan<'_>,
+    ) -> Result<(), ReplayError> {
         self.cur_id = rec.id;
-        let entry = lookup_code(rec.cmd);
-        let name = Self::name_of(entry, rec.cmd);
-        self.cur_name.clone_from(&name);
+        let entry = plan.entry;
+        self.cur_name = Self::name_of(entry, rec.cmd);
         let real = matches!(self.opts.target, Target::Device(_));
         if entry.is_none() && real && !self.opts.allow_unknown {
             return Err(ReplayError::UnknownRefused {
@@ -499,96 +733,109 @@ impl<B: Backend> Replayer<B> {
             });
         }
         // The fd the call is issued on.
-        let fd = match self
-            .map_value(rec.fd as u64, true)
-            .or_else(|| self.live.get(&Obj::Fd(rec.fd as i64)).map(|l| l.replayed))
-        {
+        let fd = match self.map_value(rec.fd as u64, true) {
             Some(fd) => fd as i32,
-            None => self.implicit_open(idx, rec, entry, &name)?,
+            None => self.implicit_open(idx, rec, entry)?,
         };
-        let mut prepared = match entry {
-            Some(e) => {
-                let live = &self.live;
-                // A call that failed in the capture may have been given a bogus handle on
-                // purpose (error-path tests): pass unknown values through unchanged so the
-                // same failure is reproduced. Only successful calls need every input mapped.
-                let failed = matches!(
-                    driver_core::ntstatus::classify_return(rec.ret),
-                    driver_core::ReturnValue::Errno { .. }
-                        | driver_core::ReturnValue::RawNtStatus { .. }
-                );
-                let mut map = |v: u64, is_fd: bool, t: HandleType| -> Option<u64> {
-                    let o = if is_fd {
-                        Obj::Fd(v as i64)
-                    } else {
-                        Obj::Handle(v)
-                    };
-                    match live.get(&o) {
-                        Some(l) => Some(l.replayed),
-                        // eventfds are made by the program, outside any traced device:
-                        // the replay cannot recreate the program's, so it makes its own.
-                        None if is_fd && t == HandleType::EventFd => make_eventfd(),
-                        None if failed => Some(v),
-                        None => None,
-                    }
+        if let Some(field) = &plan.missing {
+            return Err(ReplayError::Missing {
+                call: idx,
+                ioctl: self.cur_name.to_string(),
+                field: field.clone(),
+            });
+        }
+        // The call's memory: the image in the reused scratch buffer, long-lived regions
+        // mapped fresh with their captured content.
+        let mut regions = Vec::new();
+        for p in &plan.pinned {
+            let r =
+                Region::anonymous(p.len, p.data, &p.path).map_err(|source| ReplayError::Map {
+                    call: idx,
+                    ioctl: self.cur_name.to_string(),
+                    field: p.path.clone(),
+                    source,
+                })?;
+            regions.push(r);
+        }
+        self.scratch.load(&plan.image);
+        let base = self.scratch.addr();
+        let sb = self.scratch.bytes_mut();
+        for &(at, mem) in &plan.patches {
+            let addr = match mem {
+                Mem::Image(off) => base + off as u64,
+                Mem::Pinned(i) => regions[i].addr(),
+            };
+            call::put_uint(sb, at, 8, addr);
+        }
+        if !plan.remaps.is_empty() {
+            // A call that failed in the capture may have been given a bogus handle on
+            // purpose (error-path tests): pass unknown values through unchanged so the
+            // same failure is reproduced. Only successful calls need every input mapped.
+            let failed = matches!(
+                driver_core::ntstatus::classify_return(rec.ret),
+                driver_core::ReturnValue::Errno { .. }
+                    | driver_core::ReturnValue::RawNtStatus { .. }
+            );
+            for r in &plan.remaps {
+                let o = if r.is_fd {
+                    Obj::Fd(r.value as i64)
+                } else {
+                    Obj::Handle(r.value)
                 };
-                call::prepare(e, rec, &mut self.plans, &mut map).map_err(|e| match e {
-                    PrepError::Unmapped(field, value, is_fd) => {
-                        if is_fd {
-                            ReplayError::UnmappedFd {
-                                call: idx,
-                                ioctl: name.clone(),
-                                field,
-                                fd: value as i64,
-                            }
-                        } else {
-                            ReplayError::UnmappedHandle {
-                                call: idx,
-                                ioctl: name.clone(),
-                                field,
-                                value,
-                            }
+                let v = match self.live.get(&o) {
+                    Some(l) => Some(l.replayed),
+                    // eventfds are made by the program, outside any traced device:
+                    // the replay cannot recreate the program's, so it makes its own.
+                    None if r.is_fd && r.ty == HandleType::EventFd => make_eventfd(),
+                    None if failed => Some(r.value),
+                    None => None,
+                };
+                let Some(v) = v else {
+                    let ioctl = self.cur_name.to_string();
+                    return Err(if r.is_fd {
+                        ReplayError::UnmappedFd {
+                            call: idx,
+                            ioctl,
+                            field: r.field.clone(),
+                            fd: r.value as i64,
                         }
-                    }
-                    PrepError::Missing(field) => ReplayError::Missing {
-                        call: idx,
-                        ioctl: name.clone(),
-                        field,
-                    },
-                    PrepError::Map(field, source) => ReplayError::Map {
-                        call: idx,
-                        ioctl: name.clone(),
-                        field,
-                        source,
-                    },
-                })?
+                    } else {
+                        ReplayError::UnmappedHandle {
+                            call: idx,
+                            ioctl,
+                            field: r.field.clone(),
+                            value: r.value,
+                        }
+                    });
+                };
+                call::put_uint(sb, r.off, r.size, v);
             }
-            None => unknown_prepare(rec),
-        };
+        }
+        let arg = plan.arg.unwrap_or(base);
 
         // The memory this replay owns for the call: an in-process backend may access it
         // directly (no checked copies).
-        let mut live = std::mem::take(&mut self.live_ranges);
-        live.clear();
-        if let Some(sb) = &prepared.sb {
-            live.push((sb.addr(), sb.bytes().len()));
-        }
-        for b in &prepared.bufs {
-            match &b.mem {
-                call::BufMem::Heap(h) => live.push((h.addr(), h.bytes().len())),
-                call::BufMem::Pinned(r) => live.push((r.addr(), r.len())),
-                call::BufMem::Trailing(_) => {}
+        if self.memory_dirty {
+            self.memory_ranges.clear();
+            for regions in self.memory.values() {
+                self.memory_ranges
+                    .extend(regions.iter().map(|r| (r.addr(), r.len())));
             }
+            self.memory_dirty = false;
         }
-        for regions in self.memory.values() {
-            live.extend(regions.iter().map(|r| (r.addr(), r.len())));
+        self.live_ranges.clear();
+        if plan.arg.is_none() {
+            self.live_ranges.push((base, self.scratch.bytes().len()));
         }
+        self.live_ranges
+            .extend(regions.iter().map(|r| (r.addr(), r.len())));
+        self.live_ranges.extend_from_slice(&self.memory_ranges);
         let t0 = Instant::now();
-        // SAFETY: `prepared` owns the argument struct and every buffer its pointer fields
-        // were patched to, sized per the table; they outlive the call, and so do the
-        // long-lived regions in `self.memory` (the `live` ranges).
-        let ret = unsafe { self.backend.ioctl_live(fd, rec.cmd, prepared.arg, &live) };
-        self.live_ranges = live;
+        // SAFETY: the scratch buffer holds the argument struct and every heap buffer its
+        // pointer fields were patched to, sized per the table; `regions` the pinned ones;
+        // all outlive the call, and so do the long-lived regions in `self.memory` (the
+        // `live` ranges).
+        let ret = unsafe { self.backend.ioctl_live(fd, rec.cmd, arg, &self.live_ranges) };
         self.report.replayed_ioctl_ns += t0.elapsed().as_nanos() as u64;
         self.report.recorded_ioctl_ns += rec.ts_exit.saturating_sub(rec.ts_enter);
         self.report.calls += 1;
@@ -599,36 +846,41 @@ impl<B: Backend> Replayer<B> {
         }
         let mut divs = Vec::new();
         match entry {
-            Some(e) => self.results(idx, e, rec, ret, fd, &mut prepared, &mut divs),
+            Some(e) => {
+                let scratch = std::mem::take(&mut self.scratch);
+                self.results(idx, e, rec, ret, plan, &scratch, regions, &mut divs);
+                self.scratch = scratch;
+            }
             None => {
                 if ret != rec.ret {
                     divs.push(Divergence {
                         call: idx,
                         id: rec.id,
-                        ioctl: name.clone(),
+                        ioctl: self.cur_name.to_string(),
                         field: "return".into(),
                         recorded: rec.ret.to_string(),
                         replayed: ret.to_string(),
                     });
-                } else if let (Some(r), Some(sb)) =
-                    (rec.buffer(BufferRole::StructOut, ""), &prepared.sb)
-                {
-                    let n = r.data.len().min(sb.bytes().len());
-                    if r.data[..n] != sb.bytes()[..n] {
+                } else if let (Some(r), None) = (plan.out, plan.arg) {
+                    let sb = &self.scratch.bytes()[..plan.struct_len];
+                    let n = r.len().min(sb.len());
+                    if r[..n] != sb[..n] {
                         divs.push(Divergence {
                             call: idx,
                             id: rec.id,
-                            ioctl: name.clone(),
+                            ioctl: self.cur_name.to_string(),
                             field: "out".into(),
-                            recorded: driver_core::decode::hex_dump(&r.data),
-                            replayed: driver_core::decode::hex_dump(&sb.bytes()[..n]),
+                            recorded: driver_core::decode::hex_dump(r),
+                            replayed: driver_core::decode::hex_dump(&sb[..n]),
                         });
                     }
                 }
             }
         }
         if compare && !divs.is_empty() {
-            self.report.divergences.extend(divs);
+            for d in divs {
+                self.report.add_divergence(d, self.opts.max_divergences);
+            }
             if self.opts.strict {
                 self.report.stopped_early = true;
                 self.done = true;
@@ -645,11 +897,11 @@ impl<B: Backend> Replayer<B> {
         idx: u64,
         rec: &IoctlRecord,
         entry: Option<&IoctlDesc>,
-        name: &str,
     ) -> Result<i32, ReplayError> {
+        let name = self.cur_name.to_string();
         let unmapped = || ReplayError::UnmappedFd {
             call: idx,
-            ioctl: name.to_string(),
+            ioctl: name.clone(),
             field: "fd".into(),
             fd: rec.fd as i64,
         };
@@ -691,24 +943,12 @@ impl<B: Backend> Replayer<B> {
         e: &'static IoctlDesc,
         rec: &IoctlRecord,
         ret: i64,
-        fd: i32,
-        p: &mut Prepared,
+        plan: &CallPlan<'_>,
+        scratch: &CallBuf,
+        regions: Vec<Region>,
         divs: &mut Vec<Divergence>,
     ) {
-        let mk = |field: String, recorded: String, replayed: String| Divergence {
-            call: idx,
-            id: rec.id,
-            ioctl: e.name.to_string(),
-            field,
-            recorded,
-            replayed,
-        };
-        let ret_fd = e
-            .handles
-            .iter()
-            .find(|h| matches!(h.loc, Loc::Return) && h.effect == Effect::ReturnsFd);
-        let mut parents = vec![Obj::Fd(rec.fd as i64)];
-        if let Some(h) = ret_fd
+        if let Some(t) = plan.ret_fd
             && rec.ret >= 0
             && ret >= 0
         {
@@ -717,9 +957,9 @@ impl<B: Backend> Replayer<B> {
                 Obj::Fd(rec.ret),
                 Live {
                     replayed: ret as u64,
-                    ty: h.handle_type,
+                    ty: t,
                     creator: Some(idx),
-                    parents: parents.clone(),
+                    parents: plan.parents[..1].to_vec(),
                 },
             );
             self.after_fd_created(idx, e, rec.ret, ret as i32, rec.fd as i64);
@@ -727,57 +967,60 @@ impl<B: Backend> Replayer<B> {
         }
         if ret != rec.ret {
             let nt = e.device.positive_return_is_ntstatus();
-            divs.push(mk(
-                "return".into(),
-                render_return(rec.ret, nt),
-                render_return(ret, nt),
-            ));
+            divs.push(Divergence {
+                call: idx,
+                id: rec.id,
+                ioctl: e.name.to_string(),
+                field: "return".into(),
+                recorded: render_return(rec.ret, nt),
+                replayed: render_return(ret, nt),
+            });
             return;
         }
-        let Some(sb) = &p.sb else { return };
-        // Handles the call used become the parents of what it creates (lineage).
-        let refs = call::refs(e, rec, &mut self.plans);
-        parents.extend(refs.handles_in.iter().map(|h| Obj::Handle(*h)));
-        let splan = self.plans.for_struct(e);
-        if let Some(out) = rec.buffer(BufferRole::StructOut, "") {
-            let rep = sb.bytes()[..e.size().min(sb.bytes().len())].to_vec();
-            self.compare(idx, e, &splan, &out.data, &rep, Cmp::Struct, &parents, divs);
+        if plan.arg.is_some() {
+            return;
         }
-        for b in &p.bufs {
-            let Some(r) = recorded(rec, BufferRole::PtrOut, &b.path, u64::MAX) else {
+        // Handles the call used become the parents of what it creates (lineage).
+        let parents = &plan.parents;
+        let sb = scratch.bytes();
+        if let (Some(out), Some(splan)) = (plan.out, &plan.splan) {
+            let rep = &sb[..e.size().min(plan.struct_len)];
+            self.compare(idx, e, splan, out, rep, Cmp::Struct, parents, divs);
+        }
+        for b in &plan.bufs {
+            let Some(r) = b.out else {
                 continue;
             };
-            let rep = b.bytes(sb).to_vec();
-            if b.desc.elem_size <= 1 {
+            let rep = match b.mem {
+                Mem::Image(off) => &sb[off..off + b.len],
+                Mem::Pinned(i) => &regions[i].bytes()[..b.len.min(regions[i].len())],
+            };
+            let Some(ep) = &b.elems else {
                 let n = r.len().min(rep.len());
                 if let Some(off) = (0..n).find(|i| r[*i] != rep[*i]) {
-                    divs.push(mk(
-                        format!("{}[+{off}]", b.path),
-                        driver_core::decode::hex_dump(&r[off..n.min(off + 16)]),
-                        driver_core::decode::hex_dump(&rep[off..n.min(off + 16)]),
-                    ));
+                    divs.push(Divergence {
+                        call: idx,
+                        id: rec.id,
+                        ioctl: e.name.to_string(),
+                        field: format!("{}[+{off}]", b.path),
+                        recorded: driver_core::decode::hex_dump(&r[off..n.min(off + 16)]),
+                        replayed: driver_core::decode::hex_dump(&rep[off..n.min(off + 16)]),
+                    });
                 }
                 continue;
-            }
-            let ep = self.plans.for_elem(e, b.desc);
-            self.compare(idx, e, &ep, r, &rep, Cmp::Buf(&b.path), &parents, divs);
+            };
+            self.compare(idx, e, ep, r, rep, Cmp::Buf(&b.path), parents, divs);
         }
         // Destroyed handles (recorded values) stop mapping, with everything created under them.
-        for h in refs.destroys {
-            self.forget(Obj::Handle(h), true);
+        for h in &plan.destroys {
+            self.forget(Obj::Handle(*h), true);
         }
         // Long-lived memory now belongs to its object: the allocation created from the same
         // array element, else the fd the call was issued on (a KVM VM's guest memory).
-        let _ = fd;
-        let mut keep = Vec::new();
-        for b in p.bufs.drain(..) {
-            if let call::BufMem::Pinned(r) = b.mem {
-                let owner = pinned_owner(e, rec, &b.path).unwrap_or(Obj::Fd(rec.fd as i64));
-                keep.push((owner, r));
-            }
-        }
-        for (o, r) in keep {
-            self.memory.entry(o).or_default().push(r);
+        for (p, r) in plan.pinned.iter().zip(regions) {
+            let owner = p.owner.unwrap_or(Obj::Fd(rec.fd as i64));
+            self.memory.entry(owner).or_default().push(r);
+            self.memory_dirty = true;
         }
     }
 
@@ -807,7 +1050,10 @@ impl<B: Backend> Replayer<B> {
             return;
         }
         match Region::of_fd(new_fd, size as usize, "kvm_run") {
-            Ok(r) => self.memory.entry(Obj::Fd(rec_fd)).or_default().push(r),
+            Ok(r) => {
+                self.memory.entry(Obj::Fd(rec_fd)).or_default().push(r);
+                self.memory_dirty = true;
+            }
             Err(err) => self
                 .report
                 .notes
@@ -834,10 +1080,21 @@ impl<B: Backend> Replayer<B> {
         for i in 0..n {
             let rel = &rec[i * es..(i + 1) * es];
             let pel = &rep[i * es..(i + 1) * es];
-            if !plan.has(|c| c != Class::Plain) && rel == pel {
-                continue;
-            }
-            for l in &plan.leaves {
+            // Bytes first: when every plain range is equal, only the leaves that need an
+            // action (handles, creations, pids, masks) are visited; otherwise every leaf,
+            // so each differing field is reported decoded.
+            let full = rel != pel && !plan.plain_equal(rel, pel);
+            let count = if full {
+                plan.leaves.len()
+            } else {
+                plan.special.len()
+            };
+            for k in 0..count {
+                let l = if full {
+                    &plan.leaves[k]
+                } else {
+                    &plan.leaves[plan.special[k]]
+                };
                 let (Some(rv), Some(pv)) = (
                     rel.get(l.off..l.off + l.size),
                     pel.get(l.off..l.off + l.size),
@@ -996,7 +1253,7 @@ fn mask(size: usize) -> u64 {
 
 /// The recorded handle created in the same array element as a pinned buffer
 /// (`allocation_info[i].sysmem` → `allocation_info[i].allocation`).
-fn pinned_owner(e: &'static IoctlDesc, rec: &IoctlRecord, path: &str) -> Option<Obj> {
+pub(crate) fn pinned_owner(e: &'static IoctlDesc, rec: &IoctlRecord, path: &str) -> Option<Obj> {
     let (arr, rest) = path.split_once('[')?;
     let i: usize = rest.split_once(']')?.0.parse().ok()?;
     let h = e.handles.iter().find(|h| {
@@ -1011,31 +1268,121 @@ fn pinned_owner(e: &'static IoctlDesc, rec: &IoctlRecord, path: &str) -> Option<
     (v != 0).then_some(Obj::Handle(v))
 }
 
-/// For an ioctl no table knows (`--allow-unknown`): the recorded struct, if any, at a
-/// fresh address; otherwise the recorded `arg` value as is.
-fn unknown_prepare(rec: &IoctlRecord) -> Prepared {
-    match rec
-        .buffer(BufferRole::StructIn, "")
-        .or_else(|| rec.buffer(BufferRole::StructOut, ""))
-    {
-        Some(b) => {
-            let size = driver_core::ioc::IocFields::of(rec.cmd).size as usize;
-            let mut sb = crate::mem::CallBuf::zeroed(size.max(b.data.len()));
-            if b.role == BufferRole::StructIn {
-                sb.bytes_mut()[..b.data.len()].copy_from_slice(&b.data);
-            }
-            let arg = sb.addr();
-            Prepared {
-                sb: Some(sb),
-                bufs: Vec::new(),
-                arg,
+/// How many records [`Replayer::run`] holds to put calls back in the order they entered
+/// the driver.
+pub const REORDER_WINDOW: usize = 1 << 16;
+
+/// The order a replay issues records in: by the time they entered the driver (an ioctl's
+/// entry timestamp, an fd event's timestamp), ties and records without a timestamp kept
+/// in file order. Within a thread this is the thread's own order; across threads it is the
+/// interleaving the capture saw. A single replaying thread issues them one at a time, so
+/// calls that overlapped in the capture run one after the other.
+pub fn replay_order(records: &[Record]) -> Vec<usize> {
+    let mut order = OrderKey::default();
+    let mut keyed: Vec<(u64, usize)> = records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| order.key(r).map(|k| (k, i)))
+        .collect();
+    keyed.sort_by_key(|&(k, _)| k); // stable: ties keep file order
+    keyed.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Sort key of a record: its entry time; a record without one (0) takes the previous
+/// record's, so it stays where the file has it. `None`: not replayed.
+#[derive(Default)]
+struct OrderKey {
+    last: u64,
+}
+
+impl OrderKey {
+    fn key(&mut self, r: &Record) -> Option<u64> {
+        let ts = match r {
+            Record::Ioctl(io) => io.ts_enter,
+            Record::Fd(ev) => ev.ts,
+            _ => return None,
+        };
+        if ts != 0 {
+            self.last = ts;
+        }
+        Some(self.last)
+    }
+}
+
+struct Pending {
+    key: u64,
+    seq: u64,
+    idx: u64,
+    rec: Record,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        (self.key, self.seq) == (o.key, o.seq)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.key, self.seq).cmp(&(o.key, o.seq))
+    }
+}
+
+#[expect(
+    clippy::large_enum_variant,
+    reason = "calls are nearly every item; boxing them would add an indirection per call"
+)]
+enum Item<'r> {
+    Fd(&'r Record),
+    Call(u64, &'r IoctlRecord, CallPlan<'r>),
+}
+
+/// A trace's records compiled for replay, in replay order ([`replay_order`]): what
+/// [`Replayer::run_plan`] executes. Building it does, once per call, everything that does
+/// not depend on the replay's state, so the replay loop itself does no string work, no
+/// table walks and no allocation for calls that create nothing.
+pub struct ReplayPlan<'r> {
+    items: Vec<Item<'r>>,
+    calls: u64,
+}
+
+impl<'r> ReplayPlan<'r> {
+    /// Compiles `records` (call indices count ioctl records in file order, as everywhere).
+    pub fn new(records: &'r [Record]) -> ReplayPlan<'r> {
+        let mut plans = PlanCache::default();
+        let mut idx = vec![u64::MAX; records.len()];
+        let mut calls = 0;
+        for (i, r) in records.iter().enumerate() {
+            if matches!(r, Record::Ioctl(_)) {
+                idx[i] = calls;
+                calls += 1;
             }
         }
-        None => Prepared {
-            sb: None,
-            bufs: Vec::new(),
-            arg: rec.arg,
-        },
+        let items = replay_order(records)
+            .into_iter()
+            .map(|i| match &records[i] {
+                Record::Ioctl(io) => Item::Call(
+                    idx[i],
+                    io,
+                    match lookup_code(io.cmd) {
+                        Some(e) => call::compile(e, io, &mut plans),
+                        None => call::compile_unknown(io),
+                    },
+                ),
+                r => Item::Fd(r),
+            })
+            .collect();
+        ReplayPlan { items, calls }
+    }
+
+    /// Ioctl calls in the plan.
+    pub fn calls(&self) -> u64 {
+        self.calls
     }
 }
 

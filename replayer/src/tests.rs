@@ -263,9 +263,11 @@ fn trim_keeps_the_lineage_and_the_trimmed_trace_replays() {
 /// A fake dxg driver that hands out handles different from the capture's: the adapter
 /// is 0x40000100 and devices count up from 0x80000001; CREATEDEVICE fails unless it is
 /// given the adapter it handed out.
+/// GETDEVICESTATE succeeds only on a device that is created and not yet destroyed.
 #[derive(Default)]
 struct FakeDxg {
     devices: u32,
+    live: std::collections::HashSet<u32>,
 }
 
 impl Backend for FakeDxg {
@@ -285,9 +287,28 @@ impl Backend for FakeDxg {
                 return -(libc::EINVAL as i64);
             }
             self.devices += 1;
+            self.live.insert(0x8000_0000u32 + self.devices);
             m.write(arg + 12, &(0x8000_0000u32 + self.devices).to_le_bytes())
                 .expect("arg");
             return 0;
+        }
+        let device = || {
+            let d = m.read_vec(arg, 4).expect("arg");
+            u32::from_le_bytes(d.try_into().expect("4 bytes"))
+        };
+        if cmd == lookup_name("LX_DXGETDEVICESTATE").expect("known").code {
+            return if self.live.contains(&device()) {
+                0
+            } else {
+                -(libc::EINVAL as i64)
+            };
+        }
+        if cmd == lookup_name("LX_DXDESTROYDEVICE").expect("known").code {
+            return if self.live.remove(&device()) {
+                0
+            } else {
+                -(libc::EINVAL as i64)
+            };
         }
         -(libc::ENOTTY as i64)
     }
@@ -377,4 +398,173 @@ fn unmapped_handle_is_an_error_naming_call_and_field() {
             .contains("call 1 (LX_DXCREATEDEVICE): field `adapter`"),
         "{err}"
     );
+}
+
+/// Sets a record's thread and its entry / exit times.
+fn timed(mut r: Record, tid: u32, enter: u64, exit: u64) -> Record {
+    match &mut r {
+        Record::Ioctl(io) => {
+            io.tid = tid;
+            io.ts_enter = enter;
+            io.ts_exit = exit;
+        }
+        Record::Fd(ev) => {
+            ev.tid = tid;
+            ev.ts = enter;
+        }
+        _ => {}
+    }
+    r
+}
+
+fn device_call(id: u64, name: &str, size: usize, device: u32) -> Record {
+    let mut v = vec![0u8; size];
+    v[0..4].copy_from_slice(&device.to_le_bytes());
+    dxg_call(id, name, v.clone(), v)
+}
+
+/// Two threads, in the order the probe writes them (by exit): thread A opens the adapter
+/// and creates device D, thread B enters GETDEVICESTATE(D) at t=50 and stays in the
+/// driver until t=200, while thread A destroys D at t=60..70. Issued in file order (or
+/// one thread after the other), the destroy comes first and B's call finds no device.
+fn two_thread_trace() -> Vec<Record> {
+    let mut t = dxg_trace(0x4000_0000);
+    t[0] = timed(t[0].clone(), 1, 5, 5);
+    t[1] = timed(t[1].clone(), 1, 10, 20);
+    t[2] = timed(t[2].clone(), 1, 30, 40);
+    t.push(timed(
+        device_call(3, "LX_DXDESTROYDEVICE", 4, 0x8000_0001),
+        1,
+        60,
+        70,
+    ));
+    t.push(timed(
+        device_call(4, "LX_DXGETDEVICESTATE", 56, 0x8000_0001),
+        2,
+        50,
+        200,
+    ));
+    t
+}
+
+#[test]
+fn threads_are_interleaved_by_recorded_entry_time_not_file_order() {
+    let recs = two_thread_trace();
+    assert_eq!(crate::replay_order(&recs), vec![0, 1, 2, 4, 3]);
+
+    // Streaming (what `dxtrace replay` does).
+    let mut r = Replayer::new(FakeDxg::default(), ReplayOptions::new(Target::InProcess));
+    r.run(recs.iter().cloned().map(Ok), &mut |_| {})
+        .expect("B's call runs while the device is alive");
+    let rep = r.finish();
+    assert_eq!(rep.calls, 4);
+    assert!(rep.divergences.is_empty(), "{:#?}", rep.divergences);
+
+    // Compiled ahead.
+    let plan = crate::ReplayPlan::new(&recs);
+    let mut r = Replayer::new(FakeDxg::default(), ReplayOptions::new(Target::InProcess));
+    r.run_plan(&plan, &mut |_| {}).expect("replay");
+    let rep = r.finish();
+    assert_eq!(rep.calls, 4);
+    assert!(rep.divergences.is_empty(), "{:#?}", rep.divergences);
+
+    // Call indices stay those of the file: B's call is call 3 even though it runs third.
+    let mut recs = recs;
+    if let Record::Ioctl(io) = &mut recs[4] {
+        io.ret = 1; // recorded STATUS_WAIT_1: replay returns 0
+    }
+    let mut r = Replayer::new(FakeDxg::default(), ReplayOptions::new(Target::InProcess));
+    r.run(recs.iter().cloned().map(Ok), &mut |_| {})
+        .expect("replay");
+    let rep = r.finish();
+    assert_eq!(rep.divergences.len(), 1, "{:#?}", rep.divergences);
+    assert_eq!(rep.divergences[0].call, 3);
+    assert_eq!(rep.divergences[0].ioctl, "LX_DXGETDEVICESTATE");
+}
+
+#[test]
+fn file_order_replay_of_the_two_thread_trace_fails() {
+    // The regression the ordering fixes: stepping records one by one in file order
+    // destroys the device before thread B's call uses it.
+    let mut r = Replayer::new(FakeDxg::default(), ReplayOptions::new(Target::InProcess));
+    let err = two_thread_trace()
+        .iter()
+        .try_for_each(|x| r.step(x))
+        .expect_err("device destroyed first");
+    assert!(
+        matches!(&err, ReplayError::UnmappedHandle { call: 3, .. }),
+        "{err}"
+    );
+}
+
+/// OPENADAPTER at t=1 ms, CREATEDEVICE entered 300 ms later.
+fn gap_trace() -> Vec<Record> {
+    let ms = 1_000_000;
+    let mut t = dxg_trace(0x4000_0000);
+    t[0] = timed(t[0].clone(), 1, ms, ms);
+    t[1] = timed(t[1].clone(), 1, ms, 2 * ms);
+    t[2] = timed(t[2].clone(), 1, 301 * ms, 302 * ms);
+    t
+}
+
+#[test]
+fn pace_original_keeps_the_recorded_gap() {
+    let opts = ReplayOptions {
+        pace: crate::Pace::Original,
+        ..ReplayOptions::new(Target::InProcess)
+    };
+    let mut r = Replayer::new(FakeDxg::default(), opts);
+    let t = std::time::Instant::now();
+    r.run(gap_trace().into_iter().map(Ok), &mut |_| {})
+        .expect("replay");
+    let took = t.elapsed();
+    let rep = r.finish();
+    assert!(rep.divergences.is_empty(), "{:#?}", rep.divergences);
+    // Lower bound only: the 300 ms gap was kept.
+    assert!(
+        took >= std::time::Duration::from_millis(300),
+        "took {took:?}"
+    );
+    assert!(rep.pace_waits >= 1);
+    let json = serde_json::to_value(&rep).expect("json");
+    assert_eq!(json["pace"], "original");
+    assert!(json["pace_lag_ns"].is_array(), "{json}");
+}
+
+#[test]
+fn pace_fast_does_not_wait() {
+    let mut r = Replayer::new(FakeDxg::default(), ReplayOptions::new(Target::InProcess));
+    r.run(gap_trace().into_iter().map(Ok), &mut |_| {})
+        .expect("replay");
+    let rep = r.finish();
+    assert!(rep.divergences.is_empty(), "{:#?}", rep.divergences);
+    assert_eq!(rep.pace_waits, 0, "fast never holds a call back");
+    assert_eq!(rep.pace_lag_ns, None);
+    let json = serde_json::to_value(&rep).expect("json");
+    assert_eq!(json["pace"], "fast");
+}
+
+#[test]
+fn divergences_past_the_cap_are_counted_not_kept() {
+    let mut recs = dxg_trace(0x4000_0000);
+    // 50 state queries on a device that does not exist (0 is not remapped): recorded as
+    // successes, each fails on replay.
+    for i in 0..50 {
+        recs.push(device_call(10 + i, "LX_DXGETDEVICESTATE", 56, 0));
+    }
+    let opts = ReplayOptions {
+        max_divergences: 10,
+        ..ReplayOptions::new(Target::InProcess)
+    };
+    let mut r = Replayer::new(FakeDxg::default(), opts);
+    r.run(recs.into_iter().map(Ok), &mut |_| {})
+        .expect("replay");
+    let rep = r.finish();
+    assert_eq!(rep.divergences.len(), 10);
+    assert_eq!(rep.divergences_total, 50);
+    assert_eq!(rep.divergences_dropped(), 40);
+    assert!(rep.diverged());
+    assert_eq!(rep.divergences[0].call, 2, "the first ones are kept");
+    let json = serde_json::to_value(&rep).expect("json");
+    assert_eq!(json["divergences_total"], 50);
 }

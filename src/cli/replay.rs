@@ -62,6 +62,11 @@ pub struct ReplayArgs {
     /// Send ioctls that no device table knows to a real device.
     #[arg(long)]
     pub allow_unknown: bool,
+
+    /// Divergences listed in full; later ones are only counted (bounds the memory a
+    /// badly diverging trace takes).
+    #[arg(long, value_name = "N", default_value_t = replayer::DEFAULT_MAX_DIVERGENCES)]
+    pub max_divergences: usize,
 }
 
 pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -93,6 +98,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         to: a.to,
         allow_unknown: a.allow_unknown,
         host,
+        max_divergences: a.max_divergences,
     };
     let calls = reader
         .frames()
@@ -131,7 +137,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         b.finish_and_clear();
     }
     print(&report, a.json)?;
-    Ok(if report.divergences.is_empty() {
+    Ok(if !report.diverged() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -157,12 +163,20 @@ fn print(r: &Report, json: bool) -> anyhow::Result<()> {
             "driver-in-the-loop: {sent} VMBus requests sent by the driver logic, {recorded} recorded"
         )?;
     }
+    if r.divergences_dropped() > 0 {
+        writeln!(
+            out,
+            "note: only the first {} divergences are listed; {} more were counted but not kept",
+            r.divergences.len(),
+            r.divergences_dropped()
+        )?;
+    }
     writeln!(
         out,
         "{} calls ({} compared), {} divergences{}, {:.3} s, {:.0} calls/s",
         r.calls,
         r.compared,
-        r.divergences.len(),
+        r.divergences_total,
         if r.stopped_early {
             " (stopped at the first: --strict)"
         } else {

@@ -214,7 +214,7 @@ fn run(l: &Loaded, job: &ReplayJob) -> Result<ReplayResult, String> {
         format!("the replay stopped: {s}")
     })?;
     job.calls_done.store(report.calls, Ordering::Relaxed);
-    let total = report.divergences.len() as u64;
+    let total = report.divergences_total;
     let shown: Vec<replayer::Divergence> = report
         .divergences
         .into_iter()

@@ -117,6 +117,34 @@ pub fn write_trace(
     Ok(())
 }
 
+/// Test support: copies the trace at `src` to `dst` (same header) with the recorded
+/// return value of its last ioctl altered (0 becomes -EINVAL, anything else 0), so that a
+/// replay finds exactly that call diverging. Returns the call index altered.
+pub fn write_altered_copy(
+    src: impl AsRef<Path>,
+    dst: impl AsRef<Path>,
+) -> Result<u64, ReplayError> {
+    let r = traces::Reader::open(src)?;
+    let mut recs = r.records().collect::<Result<Vec<Record>, _>>()?;
+    let calls = recs
+        .iter()
+        .filter(|x| matches!(x, Record::Ioctl(_)))
+        .count() as u64;
+    let Some(last) = recs.iter_mut().rev().find_map(|x| match x {
+        Record::Ioctl(io) => Some(io),
+        _ => None,
+    }) else {
+        return Err(ReplayError::NoSuchCall { keep: 0, calls: 0 });
+    };
+    last.ret = if last.ret == 0 {
+        -(libc::EINVAL as i64)
+    } else {
+        0
+    };
+    write_trace(dst, r.header(), &recs)?;
+    Ok(calls - 1)
+}
+
 fn tid() -> u32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() as u32 }

@@ -76,18 +76,7 @@ fn fixture() -> &'static Fixture {
 /// A copy of the emulator recording `src` whose last ioctl's return value is changed:
 /// a replay of it diverges on exactly that call's return value.
 fn write_altered(src: &Path, dst: &Path) {
-    let r = traces::Reader::open(src).expect("sample");
-    let mut recs: Vec<traces::Record> = r.records().map(|x| x.expect("record")).collect();
-    let last = recs
-        .iter_mut()
-        .rev()
-        .find_map(|x| match x {
-            traces::Record::Ioctl(io) => Some(io),
-            _ => None,
-        })
-        .expect("an ioctl");
-    last.ret = if last.ret == 0 { -22 } else { 0 };
-    replayer::capture::write_trace(dst, r.header(), &recs).expect("write the altered copy");
+    replayer::capture::write_altered_copy(src, dst).expect("write the altered copy");
 }
 
 fn state() -> AppState {

@@ -19,6 +19,35 @@ fn emulator() -> EmulatorBackend {
     EmulatorBackend::new(Emulator::new(cfg, Box::new(NullSink)))
 }
 
+/// Replays `records` (an in-memory trace or a reader's) on `backend` and returns the report.
+fn replay<B, I>(backend: B, opts: ReplayOptions, records: I) -> replayer::Report
+where
+    B: driver_core::Backend,
+    I: IntoIterator<Item = Result<Record, traces::TraceError>>,
+{
+    let mut r = Replayer::new(backend, opts);
+    r.run(records, &mut |_| {}).expect("replay");
+    r.finish()
+}
+
+/// Asserts a report has no divergence, naming `what` otherwise.
+fn assert_clean(what: &str, rep: &replayer::Report) {
+    assert!(rep.divergences.is_empty(), "{what}: {:#?}", rep.divergences);
+    assert_eq!(rep.divergences_total, 0, "{what}");
+}
+
+/// Runs `dxtrace ARGS`, which must exit with `code`, and parses its `--json` report.
+fn cli_json(args: &[&str], code: i32) -> serde_json::Value {
+    let out = dxtrace().args(args).output().expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "dxtrace {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
 /// Records a workload scenario through the in-process recorder (labelled in the header).
 fn record(scenario: &str, backend: impl driver_core::Backend, device: &str) -> Vec<Record> {
     let mut rb = RecordingBackend::new(backend);
@@ -34,17 +63,10 @@ fn every_dxg_workload_replays_on_the_emulator_with_zero_divergences() {
         .filter(|s| s.device == "dxg")
     {
         let recs = record(s.name, emulator(), "/dev/dxg");
-        let mut r = Replayer::new(emulator(), ReplayOptions::new(Target::InProcess));
-        r.run(recs.iter().cloned().map(Ok), &mut |_| {})
-            .unwrap_or_else(|e| panic!("{}: {e}", s.name));
-        let rep = r.finish();
+        let opts = ReplayOptions::new(Target::InProcess);
+        let rep = replay(emulator(), opts, recs.iter().cloned().map(Ok));
         assert!(rep.calls > 0, "{}", s.name);
-        assert!(
-            rep.divergences.is_empty(),
-            "{}: {:#?}",
-            s.name,
-            rep.divergences
-        );
+        assert_clean(s.name, &rep);
     }
 }
 
@@ -58,15 +80,10 @@ fn kvm_smoke_workload_replays_on_real_kvm_with_zero_divergences() {
     let _hold: Vec<_> = (0..3)
         .map(|_| std::fs::File::open("/dev/null").expect("open"))
         .collect();
-    let mut r = Replayer::new(
-        RealDevice::new(),
-        ReplayOptions::new(Target::Device("/dev/kvm".into())),
-    );
-    r.run(recs.iter().cloned().map(Ok), &mut |_| {})
-        .expect("replay");
-    let rep = r.finish();
+    let opts = ReplayOptions::new(Target::Device("/dev/kvm".into()));
+    let rep = replay(RealDevice::new(), opts, recs.iter().cloned().map(Ok));
     assert!(rep.calls >= 5);
-    assert!(rep.divergences.is_empty(), "{:#?}", rep.divergences);
+    assert_clean("kvm-smoke", &rep);
 }
 
 fn write(dir: &Path, name: &str, recs: &[Record]) -> PathBuf {
@@ -85,22 +102,8 @@ fn cli_replay_and_trim_on_an_emulator_trace() {
     let dir = tempfile::tempdir().expect("tempdir");
     let recs = record("canonical", emulator(), "/dev/dxg");
     let p = write(dir.path(), "canonical.dxtrace", &recs);
-    let out = dxtrace()
-        .args([
-            "replay",
-            p.to_str().expect("utf8"),
-            "--target",
-            "emulator",
-            "--json",
-        ])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let p = p.to_str().expect("utf8");
+    let v = cli_json(&["replay", p, "--target", "emulator", "--json"], 0);
     assert_eq!(v["divergences"].as_array().map(Vec::len), Some(0), "{v}");
     let calls = v["calls"].as_u64().expect("calls");
     assert!(calls > 3);
@@ -109,7 +112,7 @@ fn cli_replay_and_trim_on_an_emulator_trace() {
     let out = dxtrace()
         .args([
             "trim",
-            p.to_str().expect("utf8"),
+            p,
             "--keep",
             &(calls - 1).to_string(),
             "-o",
@@ -122,22 +125,8 @@ fn cli_replay_and_trim_on_an_emulator_trace() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = dxtrace()
-        .args([
-            "replay",
-            t.to_str().expect("utf8"),
-            "--target",
-            "emulator",
-            "--json",
-        ])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let t = t.to_str().expect("utf8");
+    let v = cli_json(&["replay", t, "--target", "emulator", "--json"], 0);
     assert!(
         v["calls"].as_u64().expect("calls") < calls,
         "trim removed calls: {v}"
@@ -184,12 +173,7 @@ fn every_sample_replays_on_the_emulator_with_zero_divergences() {
         }
         let rep = replay_sample(&p, replayer::HostMode::Fake);
         assert!(rep.calls > 0, "{}", name(&p));
-        assert!(
-            rep.divergences.is_empty(),
-            "{}: {:#?}",
-            name(&p),
-            rep.divergences
-        );
+        assert_clean(name(&p), &rep);
     }
 }
 
@@ -225,9 +209,11 @@ fn fault_sample_reproduces_its_faults_from_the_header() {
     let reader = traces::Reader::open(&p).expect("open");
     let cfg = replayer::emulator_config(reader.header()).expect("config");
     assert_eq!(cfg.faults.len(), 3, "{:?}", cfg.faults);
-    let mut r = Replayer::new(emulator(), ReplayOptions::new(Target::InProcess));
-    r.run(reader.records(), &mut |_| {}).expect("replay");
-    let rep = r.finish();
+    let rep = replay(
+        emulator(),
+        ReplayOptions::new(Target::InProcess),
+        reader.records(),
+    );
     assert!(
         rep.divergences
             .iter()
@@ -256,10 +242,12 @@ fn enum_processes_compares_the_traced_pid_as_the_replaying_pid() {
         ),
         recorded_pid + 77,
     );
-    let mut r = Replayer::new(backend, ReplayOptions::new(Target::InProcess));
-    r.run(reader.records(), &mut |_| {}).expect("replay");
-    let rep = r.finish();
-    assert!(rep.divergences.is_empty(), "{:#?}", rep.divergences);
+    let rep = replay(
+        backend,
+        ReplayOptions::new(Target::InProcess),
+        reader.records(),
+    );
+    assert_clean("emu-queries as another pid", &rep);
 }
 
 #[test]
@@ -272,12 +260,7 @@ fn every_emulator_sample_replays_driver_in_the_loop_with_zero_differences() {
         let (sent, recorded) = rep.vmbus_messages.expect("driver-in-the-loop counts");
         assert!(sent > 10, "{}: {sent}", name(&p));
         assert_eq!(sent, recorded, "{}", name(&p));
-        assert!(
-            rep.divergences.is_empty(),
-            "{}: {:#?}",
-            name(&p),
-            rep.divergences
-        );
+        assert_clean(name(&p), &rep);
     }
 }
 
@@ -330,24 +313,38 @@ fn driver_in_the_loop_catches_an_altered_request_field() {
 #[test]
 fn cli_replays_a_sample_driver_in_the_loop() {
     let p = repo_root().join("traces/samples/emu-frame-loop.dxtrace");
-    let out = dxtrace()
-        .args([
-            "replay",
-            p.to_str().expect("utf8"),
-            "--target",
-            "emulator",
-            "--host",
-            "recorded",
-            "--json",
-        ])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let p = p.to_str().expect("utf8");
+    let args = [
+        "replay", p, "--target", "emulator", "--host", "recorded", "--json",
+    ];
+    let v = cli_json(&args, 0);
     assert_eq!(v["divergences"].as_array().map(Vec::len), Some(0), "{v}");
     assert_eq!(v["vmbus_messages"][0], v["vmbus_messages"][1], "{v}");
+}
+
+/// `--max-divergences`: past the cap divergences are counted, not listed, and the exit
+/// status still says the replay diverged.
+#[test]
+fn cli_counts_divergences_past_the_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = repo_root().join("traces/samples/emu-canonical.dxtrace");
+    let altered = dir.path().join("altered.dxtrace");
+    let call = replayer::capture::write_altered_copy(&src, &altered).expect("altered copy");
+    let p = altered.to_str().expect("utf8");
+    let v = cli_json(&["replay", p, "--target", "emulator", "--json"], 1);
+    assert_eq!(v["divergences_total"], 1, "{v}");
+    assert_eq!(v["divergences"][0]["call"], call, "{v}");
+    assert_eq!(v["divergences"][0]["field"], "return", "{v}");
+    let args = [
+        "replay",
+        p,
+        "--target",
+        "emulator",
+        "--json",
+        "--max-divergences",
+        "0",
+    ];
+    let v = cli_json(&args, 1);
+    assert_eq!(v["divergences"].as_array().map(Vec::len), Some(0), "{v}");
+    assert_eq!(v["divergences_total"], 1, "{v}");
 }

@@ -190,20 +190,8 @@ fn browser_opens_library_timeline_zooms_and_shows_a_decoded_span() {
     // and an emulator recording to replay from the page: a copy of a sample whose last
     // recorded return value was altered, so exactly that call diverges
     let emu = dir.path().join("emu-altered.dxtrace");
-    {
-        let r = traces::Reader::open(root.join("traces/samples/emu-canonical.dxtrace")).unwrap();
-        let mut recs: Vec<traces::Record> = r.records().map(|x| x.unwrap()).collect();
-        let last = recs
-            .iter_mut()
-            .rev()
-            .find_map(|x| match x {
-                traces::Record::Ioctl(io) => Some(io),
-                _ => None,
-            })
-            .unwrap();
-        last.ret = if last.ret == 0 { -22 } else { 0 };
-        replayer::capture::write_trace(&emu, r.header(), &recs).unwrap();
-    }
+    replayer::capture::write_altered_copy(root.join("traces/samples/emu-canonical.dxtrace"), &emu)
+        .unwrap();
     let (server, url) = serve(&[dir.path()], &dir.path().join("cache"));
 
     let out = root.join("test-output");

@@ -17,8 +17,10 @@
 //!   issues them in the order they *entered* the driver ([`replay_order`]: by entry
 //!   timestamp, ties in file order), from one replaying thread. One thread issuing every
 //!   call in global recorded order keeps each thread's order and the recorded
-//!   interleaving; calls that overlapped in the capture run one after the other (a call
-//!   that blocked waiting for another thread's later call is not re-created concurrently).
+//!   interleaving; calls that overlapped in the capture run one after the other. Known
+//!   limit: a call that blocked until another thread's *later* call released it (a CPU
+//!   wait on a fence another thread signals) is issued before that call; the emulator
+//!   bounds such waits, a real device may block the replay.
 //!   [`Pace::Original`] keeps the recorded gaps between entries.
 //! * **Divergences**: the full return value is compared exactly; then the out struct and
 //!   the out buffers field by field (handles through the map; pointers, driver mappings and

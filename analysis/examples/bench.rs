@@ -1,15 +1,41 @@
-//! Statistics over a 10M-event synthetic trace, beside a plain decode pass of the same
-//! file: `cargo run --release -p analysis --example bench [-- EVENTS [TRACE]]`.
+//! Statistics over a 10M-event synthetic trace, beside plain decode passes of the same
+//! file, with the peak memory of each: `cargo run --release -p analysis --example bench
+//! [-- EVENTS [TRACE]]`.
 //!
 //! The trace (`traces::synth`, about three records per ioctl) is written once to
-//! `target/bench-<events>.dxtrace` (or TRACE) and reused.
+//! `target/bench-<events>.dxtrace` (or TRACE) and reused. Peak RSS is the process's
+//! `VmHWM`, reset before each measured step (`/proc/self/clear_refs`), so each figure is
+//! that step's own peak (the process's baseline of a few MiB included).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use analysis::{StatsOptions, columns, stats, stats_of};
+use analysis::{StatsOptions, columns, stats};
 use traces::synth::{SynthOptions, write_file};
 use traces::{Reader, WriterOptions};
+
+/// Resets the peak RSS to the current RSS (Linux ≥ 4.0); false if not possible.
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Peak RSS (`VmHWM`) in MiB.
+fn peak_mib() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Runs `f`, returning its result, seconds and peak RSS (MiB).
+fn measure<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
+    let reset = reset_peak();
+    let t = Instant::now();
+    let v = f();
+    let s = t.elapsed().as_secs_f64();
+    (v, s, if reset { peak_mib() } else { f64::NAN })
+}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -47,30 +73,33 @@ fn main() {
         size as f64 / (1 << 20) as f64
     );
     for round in 1..=3 {
-        let t = Instant::now();
-        let r = Reader::open(&path).unwrap();
-        let n: usize = r
-            .map_frames(threads, |_, recs| recs.map(|v| v.len()).unwrap_or(0))
+        let (s, total, stats_rss) = measure(|| stats(&path, &StatsOptions::default()).unwrap());
+        let (n, decode, decode_rss) = measure(|| {
+            let r = Reader::open(&path).unwrap();
+            r.map_frames(threads, |_, recs| recs.map(|v| v.len()).unwrap_or(0))
+                .into_iter()
+                .sum::<usize>()
+        });
+        let (n2, borrowed, _) = measure(|| {
+            let r = Reader::open(&path).unwrap();
+            r.map_blocks(threads, |_, b| {
+                let mut k = 0usize;
+                b.and_then(|b| b.for_each(|_| k += 1))
+                    .map(|()| k)
+                    .unwrap_or(0)
+            })
             .into_iter()
-            .sum();
-        let decode = t.elapsed().as_secs_f64();
-
-        let t = Instant::now();
-        let c = columns::load(&path, threads, None).unwrap();
-        let load = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let s = stats_of(&c, "bench", &StatsOptions::default()).unwrap();
-        let agg = t.elapsed().as_secs_f64();
+            .sum::<usize>()
+        });
+        assert_eq!(n, n2);
+        let (c, load, cols_rss) = measure(|| columns::load(&path, threads, None).unwrap());
+        assert_eq!(c.ioctls.len() as u64, s.totals.ioctls);
         drop(c);
-
-        let t = Instant::now();
-        let s2 = stats(&path, &StatsOptions::default()).unwrap();
-        let total = t.elapsed().as_secs_f64();
-        assert_eq!(s.totals, s2.totals);
         println!(
-            "round {round}: {n} records; plain decode {decode:.3} s; stats {total:.3} s \
-             (decode to columns {load:.3} s + polars/aggregation {agg:.3} s); \
-             {} ioctls, {} VMBus messages",
+            "round {round}: {n} records ({} ioctls, {} VMBus messages); stats {total:.3} s, \
+             peak RSS {stats_rss:.0} MiB | plain decode to owned records {decode:.3} s \
+             (peak {decode_rss:.0} MiB) | borrowed decode {borrowed:.3} s | decode to all \
+             columns (the Parquet export's pass) {load:.3} s, peak {cols_rss:.0} MiB",
             s.totals.ioctls, s.totals.vmbus_messages
         );
     }

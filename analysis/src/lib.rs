@@ -1,10 +1,12 @@
 //! `analysis`: statistics and exports over `.dxtrace` files.
 //!
-//! One decode pass ([`columns::load`], frame-parallel) turns a trace into columns; the
-//! statistics ([`stats()`]) run polars group-bys over them and the exports
-//! ([`export`]) write Parquet tables, a Perfetto / Chrome trace-event JSON file or JSON
-//! lines. Names come from `driver-core` (ioctl names, NTSTATUS / errno renderings, VMBus
-//! command names); nothing here keeps its own table.
+//! The statistics ([`stats()`]) stream the trace: frames are decoded in parallel straight
+//! into per-group partial aggregates merged in file order, so memory holds per-group
+//! figures and the durations the quantiles need, never the rows. The exports
+//! ([`export`]) decode the trace into columns ([`columns::load`], frame-parallel) and
+//! write Parquet tables (polars), a Perfetto / Chrome trace-event JSON file or JSON
+//! lines. Names come from `driver-core` (ioctl names, NTSTATUS / errno renderings,
+//! VMBus command names); nothing here keeps its own table.
 //!
 //! ```no_run
 //! let s = analysis::stats(std::path::Path::new("t.dxtrace"), &analysis::StatsOptions::default())?;
@@ -23,7 +25,9 @@
 
 #![warn(missing_docs)]
 
+mod aggregate;
 pub mod columns;
+pub mod decode;
 pub mod error;
 pub mod export;
 pub mod names;
@@ -36,7 +40,7 @@ pub use error::{AnalysisError, Result};
 pub use export::{ExportFormat, ExportOptions, ExportSummary, export};
 pub use stats::{
     Bucket, By, CallStats, GroupStats, IoctlStats, Latency, STATS_SCHEMA, Stats, StatsOptions,
-    StatusCount, Throughput, Totals, VmbusStats, stats, stats_of, stats_with_progress,
+    StatusCount, Throughput, Totals, VmbusStats, stats, stats_reader, stats_with_progress,
 };
 
 #[cfg(test)]

@@ -38,6 +38,12 @@ impl Hasher for Fx {
     fn write_u64(&mut self, v: u64) {
         self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64)
+    }
+    fn write_i64(&mut self, v: i64) {
+        self.write_u64(v as u64)
+    }
     fn write_usize(&mut self, v: usize) {
         self.write_u64(v as u64)
     }

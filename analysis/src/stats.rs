@@ -1,15 +1,21 @@
-//! Statistics over a decoded trace: per ioctl, process, thread and VMBus command, the
-//! ioctl → VMBus correlation and throughput over time. Group-bys and quantiles run on
-//! polars lazy frames built from [`Columns`].
+//! Statistics over a trace: per ioctl, process, thread and VMBus command, the
+//! ioctl → VMBus correlation and throughput over time.
+//!
+//! Computed in one streaming pass ([`crate::aggregate`]): frames are decoded in
+//! parallel straight into per-group partial aggregates (exact integer sums, counts,
+//! maxima) that are merged in file order; quantiles are selected (not sorted) from the
+//! per-group durations kept for them. Memory is per group plus ~16 bytes per ioctl, not
+//! per column per row: a 10M-event trace stays far under the web UI's 1 GiB.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use polars::prelude::*;
 use serde::{Deserialize, Serialize};
+use traces::Reader;
 
-use crate::columns::{self, Columns, Progress, vmbus_key_label};
-use crate::error::{AnalysisError, Result, polars_err};
+use crate::aggregate::{Agg, Hist, MAX_BUCKETS, Triple, aggregate, quantiles};
+use crate::columns::{Columns, Progress, vmbus_key_label};
+use crate::error::{AnalysisError, Result};
 use crate::names;
 
 /// Schema tag of [`Stats`] JSON; bumped when a key changes meaning or disappears.
@@ -252,452 +258,206 @@ pub fn stats(path: &Path, opts: &StatsOptions) -> Result<Stats> {
     stats_with_progress(path, opts, None)
 }
 
-/// [`stats`] with a progress callback over the decode.
+/// [`stats`] with a progress callback over the frames (decode and aggregation run
+/// together, frame by frame).
 pub fn stats_with_progress(
     path: &Path,
+    opts: &StatsOptions,
+    progress: Option<Progress<'_>>,
+) -> Result<Stats> {
+    let reader = Reader::open(path).map_err(|source| AnalysisError::Trace {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    stats_reader(&reader, &path.display().to_string(), opts, progress)
+}
+
+/// Statistics of an open trace, streamed: frames are aggregated as they are decoded,
+/// so memory holds per-group figures and one duration per ioctl and per round trip
+/// (the quantiles need them), never the rows. `file` names the trace in the result.
+pub fn stats_reader(
+    reader: &Reader,
+    file: &str,
     opts: &StatsOptions,
     progress: Option<Progress<'_>>,
 ) -> Result<Stats> {
     if opts.bucket_ns == 0 {
         return Err(AnalysisError::InvalidOption("bucket must be > 0".into()));
     }
-    let cols = columns::load(path, opts.threads, progress)?;
-    stats_of(&cols, &path.display().to_string(), opts)
-}
-
-/// Statistics of already decoded columns.
-pub fn stats_of(c: &Columns, file: &str, opts: &StatsOptions) -> Result<Stats> {
-    if opts.bucket_ns == 0 {
-        return Err(AnalysisError::InvalidOption("bucket must be > 0".into()));
-    }
     let want = |b: By| opts.by.is_none() || opts.by == Some(b);
-    let io = ioctl_frame(c)?;
-    let comm: HashMap<u32, String> = c
-        .processes
-        .iter()
-        .map(|p| (p.pid, p.comm.clone()))
-        .collect();
-    let by_ioctl = if want(By::Ioctl) {
-        Some(by_ioctl(io.clone())?)
-    } else {
-        None
-    };
-    let group = |thread: bool| -> Result<Vec<GroupStats>> {
-        let keys: Vec<Expr> = if thread {
-            vec![col("pid"), col("tid")]
-        } else {
-            vec![col("pid")]
-        };
-        let df = io
-            .clone()
-            .group_by(keys)
-            .agg(call_aggs())
-            .collect()
-            .map_err(polars_err("grouping ioctls by process/thread"))?;
-        let pids = u64s(&df, "pid")?;
-        let tids = if thread {
-            Some(u64s(&df, "tid")?)
-        } else {
-            None
-        };
-        let calls = call_stats(&df)?;
-        let mut out: Vec<GroupStats> = calls
-            .into_iter()
-            .enumerate()
-            .map(|(i, calls)| GroupStats {
-                pid: pids[i] as u32,
-                tid: tids.as_ref().map(|t| t[i] as u32),
-                comm: comm.get(&(pids[i] as u32)).cloned(),
-                calls,
-            })
-            .collect();
-        out.sort_by(|a, b| {
-            b.calls
-                .count
-                .cmp(&a.calls.count)
-                .then(a.pid.cmp(&b.pid))
-                .then(a.tid.cmp(&b.tid))
-        });
-        Ok(out)
-    };
-    let by_process = if want(By::Process) {
-        Some(group(false)?)
-    } else {
-        None
-    };
-    let by_thread = if want(By::Thread) {
-        Some(group(true)?)
-    } else {
-        None
-    };
-    let by_vmbus = if want(By::Vmbus) {
-        Some(by_vmbus(c)?)
-    } else {
-        None
-    };
+    let keep_durs = want(By::Ioctl) || want(By::Process) || want(By::Thread);
+    let mut a = aggregate(reader, opts.threads, opts.bucket_ns, keep_durs, progress);
+    let throughput = a.throughput(reader, opts.threads, opts.bucket_ns)?;
+    let mut scratch = Vec::new();
+    let by_ioctl = want(By::Ioctl).then(|| by_ioctl(&mut a, &mut scratch));
+    let by_process = want(By::Process).then(|| by_group(&mut a, false, &mut scratch));
+    let by_thread = want(By::Thread).then(|| by_group(&mut a, true, &mut scratch));
+    let by_vmbus = want(By::Vmbus).then(|| by_vmbus(&mut a));
+    let (ts_min_ns, ts_max_ns) = a.ts.unwrap_or((0, 0));
     Ok(Stats {
         schema: STATS_SCHEMA.into(),
         file: file.into(),
-        records: c.records,
-        dropped_events: c.dropped_events,
-        decode_errors: c.decode_errors.clone(),
-        ts_min_ns: c.ts_min,
-        ts_max_ns: c.ts_max,
-        totals: totals(c),
+        records: a.records,
+        dropped_events: a.dropped,
+        decode_errors: a.decode_errors,
+        ts_min_ns,
+        ts_max_ns,
+        totals: a.totals,
         by_ioctl,
         by_process,
         by_thread,
         by_vmbus,
-        throughput: throughput(c, opts.bucket_ns)?,
+        throughput,
     })
 }
 
-fn totals(c: &Columns) -> Totals {
-    let io = &c.ioctls;
-    let v = &c.vmbus;
-    let sum = |x: &[u64]| x.iter().sum::<u64>();
-    let count_dir = |d: u8| v.dir.iter().filter(|x| **x == d).count() as u64;
-    let bytes_dir = |d: u8| {
-        v.dir
-            .iter()
-            .zip(&v.len)
-            .filter(|(x, _)| **x == d)
-            .map(|(_, l)| *l)
-            .sum::<u64>()
+/// The figures of a union of ioctl groups. Their durations are gathered into `scratch`
+/// for the quantiles (or selected in place when there is one group).
+fn call_stats(a: &mut Agg, groups: &[usize], scratch: &mut Vec<u64>) -> CallStats {
+    let mut s = CallStats::default();
+    let mut max = 0;
+    for &g in groups {
+        let c = &a.calls.vals[g];
+        s.count += c.count;
+        s.errors += c.errors;
+        s.total_ns += c.total_ns;
+        s.bytes_in += c.bytes_in;
+        s.bytes_out += c.bytes_out;
+        s.host_ns += c.host_ns;
+        s.round_trips += c.round_trips;
+        max = max.max(c.max_ns);
+    }
+    let q = if let [g] = groups {
+        quantiles(&mut a.calls.vals[*g].durs)
+    } else {
+        scratch.clear();
+        for &g in groups {
+            scratch.extend_from_slice(&a.calls.vals[g].durs);
+        }
+        quantiles(scratch)
     };
-    Totals {
-        ioctls: io.len() as u64,
-        errors: io.is_error.iter().filter(|e| **e).count() as u64,
-        bytes_in: sum(&io.bytes_in),
-        bytes_out: sum(&io.bytes_out),
-        ioctl_ns: io
-            .ts_exit
-            .iter()
-            .zip(&io.ts_enter)
-            .map(|(x, e)| x.saturating_sub(*e))
-            .sum(),
-        host_ns: sum(&io.host_ns),
-        vmbus_messages: v.len() as u64,
-        vmbus_requests: count_dir(0),
-        vmbus_replies: count_dir(1),
-        vmbus_host_to_guest: count_dir(2),
-        round_trips: v.rtt_ns.iter().filter(|r| r.is_some()).count() as u64,
-        vmbus_request_bytes: bytes_dir(0),
-        vmbus_reply_bytes: bytes_dir(1),
-        processes: c.processes.len() as u64,
+    s.latency = latency(s.count, s.total_ns, q, max);
+    s.host_share = if s.total_ns == 0 {
+        0.0
+    } else {
+        s.host_ns as f64 / s.total_ns as f64
+    };
+    s
+}
+
+fn latency(n: u64, sum: u64, [p50, p90, p99]: [u64; 3], max: u64) -> Latency {
+    Latency {
+        mean_ns: if n == 0 { 0.0 } else { sum as f64 / n as f64 },
+        p50_ns: p50,
+        p90_ns: p90,
+        p99_ns: p99,
+        max_ns: max,
     }
 }
 
-/// The ioctl rows as a lazy frame (only the columns statistics need).
-fn ioctl_frame(c: &Columns) -> Result<LazyFrame> {
-    let io = &c.ioctls;
-    let dur: Vec<u64> = io
-        .ts_exit
-        .iter()
-        .zip(&io.ts_enter)
-        .map(|(x, e)| x.saturating_sub(*e))
-        .collect();
-    let df = DataFrame::new_infer_height(vec![
-        Column::new("cmd".into(), io.cmd.clone()),
-        Column::new("pid".into(), io.pid.clone()),
-        Column::new("tid".into(), io.tid.clone()),
-        Column::new("ret".into(), io.ret.clone()),
-        Column::new("is_error".into(), io.is_error.clone()),
-        Column::new("dur".into(), dur),
-        Column::new("bytes_in".into(), io.bytes_in.clone()),
-        Column::new("bytes_out".into(), io.bytes_out.clone()),
-        Column::new("host_ns".into(), io.host_ns.clone()),
-        Column::new("round_trips".into(), io.round_trips.clone()),
-    ])
-    .map_err(polars_err("building the ioctl frame"))?;
-    Ok(df.lazy())
+/// Ioctl groups by a coarser key, in first-seen order.
+fn union_by<K: std::hash::Hash + Eq>(a: &Agg, key: impl Fn(&Triple) -> K) -> Vec<(K, Vec<usize>)> {
+    let mut ix: HashMap<K, usize> = HashMap::new();
+    let mut out: Vec<(K, Vec<usize>)> = Vec::new();
+    for (g, t) in a.calls.keys.iter().enumerate() {
+        let k = key(t);
+        match ix.get(&k) {
+            Some(i) => out[*i].1.push(g),
+            None => {
+                ix.insert(key(t), out.len());
+                out.push((k, vec![g]));
+            }
+        }
+    }
+    out
 }
 
-fn latency_aggs(c: &str) -> Vec<Expr> {
-    let q = |p: f64, name: &str| col(c).quantile(lit(p), QuantileMethod::Nearest).alias(name);
-    vec![
-        col(c).mean().alias("mean"),
-        q(0.5, "p50"),
-        q(0.9, "p90"),
-        q(0.99, "p99"),
-        col(c).max().alias("max"),
-    ]
-}
-
-fn call_aggs() -> Vec<Expr> {
-    let mut v = vec![
-        len().alias("count"),
-        col("is_error").cast(DataType::UInt64).sum().alias("errors"),
-        col("dur").sum().alias("total_ns"),
-        col("bytes_in").sum().alias("bytes_in"),
-        col("bytes_out").sum().alias("bytes_out"),
-        col("host_ns").sum().alias("host_ns"),
-        col("round_trips")
-            .cast(DataType::UInt64)
-            .sum()
-            .alias("round_trips"),
-    ];
-    v.extend(latency_aggs("dur"));
-    v
-}
-
-fn column<'a>(df: &'a DataFrame, name: &str) -> Result<&'a Column> {
-    df.column(name)
-        .map_err(polars_err(format!("reading column {name}")))
-}
-
-/// A result column as u64 (nulls as 0).
-fn u64s(df: &DataFrame, name: &str) -> Result<Vec<u64>> {
-    let c = column(df, name)?
-        .cast(&DataType::UInt64)
-        .map_err(polars_err(format!("casting {name}")))?;
-    let ca = c.u64().map_err(polars_err(format!("reading {name}")))?;
-    Ok(ca.iter().map(|v| v.unwrap_or(0)).collect())
-}
-
-fn i64s(df: &DataFrame, name: &str) -> Result<Vec<i64>> {
-    let c = column(df, name)?
-        .cast(&DataType::Int64)
-        .map_err(polars_err(format!("casting {name}")))?;
-    let ca = c.i64().map_err(polars_err(format!("reading {name}")))?;
-    Ok(ca.iter().map(|v| v.unwrap_or(0)).collect())
-}
-
-fn f64s(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>> {
-    let c = column(df, name)?
-        .cast(&DataType::Float64)
-        .map_err(polars_err(format!("casting {name}")))?;
-    let ca = c.f64().map_err(polars_err(format!("reading {name}")))?;
-    Ok(ca.iter().collect())
-}
-
-fn latencies(df: &DataFrame) -> Result<Vec<Option<Latency>>> {
-    let mean = f64s(df, "mean")?;
-    let p50 = f64s(df, "p50")?;
-    let p90 = f64s(df, "p90")?;
-    let p99 = f64s(df, "p99")?;
-    let max = f64s(df, "max")?;
-    let r = |v: Option<f64>| v.unwrap_or(0.0).round() as u64;
-    Ok((0..df.height())
-        .map(|i| {
-            mean[i].map(|m| Latency {
-                mean_ns: m,
-                p50_ns: r(p50[i]),
-                p90_ns: r(p90[i]),
-                p99_ns: r(p99[i]),
-                max_ns: r(max[i]),
-            })
-        })
-        .collect())
-}
-
-fn call_stats(df: &DataFrame) -> Result<Vec<CallStats>> {
-    let count = u64s(df, "count")?;
-    let errors = u64s(df, "errors")?;
-    let total = u64s(df, "total_ns")?;
-    let bin = u64s(df, "bytes_in")?;
-    let bout = u64s(df, "bytes_out")?;
-    let host = u64s(df, "host_ns")?;
-    let rt = u64s(df, "round_trips")?;
-    let lat = latencies(df)?;
-    Ok((0..df.height())
-        .map(|i| CallStats {
-            count: count[i],
-            errors: errors[i],
-            latency: lat[i].clone().unwrap_or_default(),
-            total_ns: total[i],
-            bytes_in: bin[i],
-            bytes_out: bout[i],
-            host_ns: host[i],
-            round_trips: rt[i],
-            host_share: if total[i] == 0 {
-                0.0
-            } else {
-                host[i] as f64 / total[i] as f64
-            },
-        })
-        .collect())
-}
-
-fn by_ioctl(io: LazyFrame) -> Result<Vec<IoctlStats>> {
-    let df = io
-        .clone()
-        .group_by([col("cmd")])
-        .agg(call_aggs())
-        .collect()
-        .map_err(polars_err("grouping ioctls by request code"))?;
-    let errs = io
-        .filter(col("is_error"))
-        .group_by([col("cmd"), col("ret")])
-        .agg([len().alias("count")])
-        .collect()
-        .map_err(polars_err("grouping failed ioctls by status"))?;
+fn by_ioctl(a: &mut Agg, scratch: &mut Vec<u64>) -> Vec<IoctlStats> {
     let mut by_status: HashMap<u32, Vec<StatusCount>> = HashMap::new();
-    let (ecmd, eret, ecount) = (
-        u64s(&errs, "cmd")?,
-        i64s(&errs, "ret")?,
-        u64s(&errs, "count")?,
-    );
-    for i in 0..errs.height() {
-        let cmd = ecmd[i] as u32;
+    for (&(cmd, ret), &count) in &a.errs {
         by_status.entry(cmd).or_default().push(StatusCount {
-            ret: eret[i],
-            status: names::status_label(cmd, eret[i]),
-            count: ecount[i],
+            ret,
+            status: names::status_label(cmd, ret),
+            count,
         });
     }
-    let cmds = u64s(&df, "cmd")?;
-    let calls = call_stats(&df)?;
-    let mut out: Vec<IoctlStats> = calls
+    let mut out: Vec<IoctlStats> = union_by(a, |t| t.0)
         .into_iter()
-        .enumerate()
-        .map(|(i, calls)| {
-            let cmd = cmds[i] as u32;
+        .map(|(cmd, groups)| {
             let mut errors_by_status = by_status.remove(&cmd).unwrap_or_default();
             errors_by_status.sort_by(|a, b| b.count.cmp(&a.count).then(a.ret.cmp(&b.ret)));
             IoctlStats {
                 name: names::ioctl_name(cmd),
                 cmd,
-                calls,
+                calls: call_stats(a, &groups, scratch),
                 errors_by_status,
             }
         })
         .collect();
     out.sort_by(|a, b| b.calls.count.cmp(&a.calls.count).then(a.name.cmp(&b.name)));
-    Ok(out)
+    out
 }
 
-fn by_vmbus(c: &Columns) -> Result<Vec<VmbusStats>> {
-    let v = &c.vmbus;
-    let df = DataFrame::new_infer_height(vec![
-        Column::new("cmd".into(), v.cmd.clone()),
-        Column::new(
-            "dir".into(),
-            v.dir.iter().map(|d| *d as u32).collect::<Vec<u32>>(),
-        ),
-        Column::new(
-            "sync_request".into(),
-            v.dir
-                .iter()
-                .zip(&v.is_async)
-                .map(|(d, a)| *d == 0 && !*a)
-                .collect::<Vec<bool>>(),
-        ),
-        Column::new("len".into(), v.len.clone()),
-        Column::new("rtt".into(), v.rtt_ns.clone()),
-    ])
-    .map_err(polars_err("building the VMBus frame"))?;
-    let is_dir = |d: u32| col("dir").eq(lit(d));
-    let mut aggs = vec![
-        len().alias("messages"),
-        is_dir(0).cast(DataType::UInt64).sum().alias("requests"),
-        is_dir(1).cast(DataType::UInt64).sum().alias("replies"),
-        is_dir(2)
-            .cast(DataType::UInt64)
-            .sum()
-            .alias("host_to_guest"),
-        col("sync_request")
-            .cast(DataType::UInt64)
-            .sum()
-            .alias("sync_requests"),
-        col("len").filter(is_dir(0)).sum().alias("request_bytes"),
-        col("len").filter(is_dir(1)).sum().alias("reply_bytes"),
-        col("rtt").count().alias("round_trips"),
-    ];
-    aggs.extend(latency_aggs("rtt"));
-    let df = df
-        .lazy()
-        .group_by([col("cmd")])
-        .agg(aggs)
-        .collect()
-        .map_err(polars_err("grouping VMBus messages by command"))?;
-    let keys = u64s(&df, "cmd")?;
-    let get = |n: &str| u64s(&df, n);
-    let (messages, requests, replies, h2g, sync, rqb, rpb, rts) = (
-        get("messages")?,
-        get("requests")?,
-        get("replies")?,
-        get("host_to_guest")?,
-        get("sync_requests")?,
-        get("request_bytes")?,
-        get("reply_bytes")?,
-        get("round_trips")?,
-    );
-    let lat = latencies(&df)?;
-    let mut out: Vec<VmbusStats> = (0..df.height())
-        .map(|i| VmbusStats {
-            command: vmbus_key_label(keys[i]),
-            messages: messages[i],
-            requests: requests[i],
-            replies: replies[i],
-            host_to_guest: h2g[i],
-            unanswered: sync[i].saturating_sub(rts[i]),
-            request_bytes: rqb[i],
-            reply_bytes: rpb[i],
-            round_trips: rts[i],
-            rtt: lat[i].clone(),
+fn by_group(a: &mut Agg, thread: bool, scratch: &mut Vec<u64>) -> Vec<GroupStats> {
+    let mut out: Vec<GroupStats> = union_by(a, |t| (t.1, if thread { Some(t.2) } else { None }))
+        .into_iter()
+        .map(|((pid, tid), groups)| GroupStats {
+            pid,
+            tid,
+            comm: a.comm.get(&pid).cloned(),
+            calls: call_stats(a, &groups, scratch),
         })
         .collect();
-    out.sort_by(|a, b| b.messages.cmp(&a.messages).then(a.command.cmp(&b.command)));
-    Ok(out)
+    out.sort_by(|a, b| {
+        b.calls
+            .count
+            .cmp(&a.calls.count)
+            .then(a.pid.cmp(&b.pid))
+            .then(a.tid.cmp(&b.tid))
+    });
+    out
 }
 
-/// Most buckets a throughput series may have (a 1 ns bucket over an hour-long trace
-/// would otherwise allocate terabytes).
-const MAX_BUCKETS: u64 = 10_000_000;
+fn by_vmbus(a: &mut Agg) -> Vec<VmbusStats> {
+    let mut out: Vec<VmbusStats> =
+        a.vm.keys
+            .iter()
+            .zip(a.vm.vals.iter_mut())
+            .map(|(key, v)| VmbusStats {
+                command: vmbus_key_label(*key),
+                messages: v.messages,
+                requests: v.requests,
+                replies: v.replies,
+                host_to_guest: v.host_to_guest,
+                unanswered: v.sync_requests.saturating_sub(v.round_trips),
+                request_bytes: v.request_bytes,
+                reply_bytes: v.reply_bytes,
+                round_trips: v.round_trips,
+                rtt: (v.round_trips > 0)
+                    .then(|| latency(v.round_trips, v.rtt_sum, quantiles(&mut v.rtts), v.rtt_max)),
+            })
+            .collect();
+    out.sort_by(|a, b| b.messages.cmp(&a.messages).then(a.command.cmp(&b.command)));
+    out
+}
 
-/// A dense series (empty buckets included, which a group-by would drop), counted
-/// directly: one pass over two columns.
+/// Throughput of already decoded columns (the Perfetto export's counters), bucketed
+/// exactly as [`stats`] does.
 pub(crate) fn throughput(c: &Columns, bucket_ns: u64) -> Result<Throughput> {
     if bucket_ns == 0 {
         return Err(AnalysisError::InvalidOption("bucket must be > 0".into()));
     }
-    let t0 = c.ts_min;
-    let n = if c.records == 0 {
-        0
-    } else {
-        (c.ts_max.saturating_sub(t0)) / bucket_ns + 1
-    };
-    if n > MAX_BUCKETS {
-        return Err(AnalysisError::InvalidOption(format!(
-            "a {bucket_ns} ns bucket makes {n} buckets over this trace (at most {MAX_BUCKETS}); \
-             use a wider bucket"
-        )));
+    if c.records > 0 && c.ts_max.saturating_sub(c.ts_min) / bucket_ns >= MAX_BUCKETS {
+        return Hist::new(c.ts_min, bucket_ns).finish(true, c.ts_max);
     }
-    let mut b: Vec<Bucket> = (0..n)
-        .map(|i| Bucket {
-            start_ns: i * bucket_ns,
-            ioctls: 0,
-            bytes: 0,
-            vmbus_messages: 0,
-            vmbus_bytes: 0,
-            ioctls_per_s: 0.0,
-            bytes_per_s: 0.0,
-            vmbus_messages_per_s: 0.0,
-        })
-        .collect();
-    let last = b.len().saturating_sub(1);
-    let idx = |ts: u64| ((ts.saturating_sub(t0) / bucket_ns) as usize).min(last);
+    let mut h = Hist::new(c.ts_min, bucket_ns);
     let io = &c.ioctls;
     for i in 0..io.len() {
-        let k = idx(io.ts_enter[i]);
-        b[k].ioctls += 1;
-        b[k].bytes += io.bytes_in[i] + io.bytes_out[i];
+        h.ioctl(io.ts_enter[i], io.bytes_in[i] + io.bytes_out[i]);
     }
     let v = &c.vmbus;
     for i in 0..v.len() {
-        let k = idx(v.ts[i]);
-        b[k].vmbus_messages += 1;
-        b[k].vmbus_bytes += v.len[i];
+        h.vmbus(v.ts[i], v.len[i]);
     }
-    let per_s = 1e9 / bucket_ns as f64;
-    for x in &mut b {
-        x.ioctls_per_s = x.ioctls as f64 * per_s;
-        x.bytes_per_s = x.bytes as f64 * per_s;
-        x.vmbus_messages_per_s = x.vmbus_messages as f64 * per_s;
-    }
-    Ok(Throughput {
-        bucket_ns,
-        buckets: b,
-    })
+    h.finish(c.records > 0, c.ts_max)
 }

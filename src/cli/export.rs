@@ -75,8 +75,9 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// A frame progress bar on stderr, for traces large enough to make the user wait; hidden
-/// otherwise and when stderr is not a terminal (indicatif checks).
+/// A progress bar on stderr (stats: frames aggregated; exports: frames decoded, then rows
+/// written), for traces large enough to make the user wait; hidden otherwise and when
+/// stderr is not a terminal (indicatif checks), so `--json` output stays clean.
 pub(super) struct Bar(ProgressBar);
 
 impl Bar {
@@ -89,7 +90,7 @@ impl Bar {
             ProgressBar::hidden()
         };
         pb.set_style(
-            ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} frames ({eta})")
+            ProgressStyle::with_template("{msg} [{bar:40}] {percent:>3}% ({eta})")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
@@ -97,7 +98,7 @@ impl Bar {
         Bar(pb)
     }
 
-    /// Frames done of total (called from decode threads).
+    /// Steps done of total (called from decode threads).
     pub(super) fn set(&self, done: usize, total: usize) {
         self.0.set_length(total as u64);
         self.0.set_position(done as u64);

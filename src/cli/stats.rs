@@ -71,7 +71,7 @@ pub fn run(a: StatsArgs) -> anyhow::Result<ExitCode> {
         opts.bucket_ns = parse_duration(b)
             .with_context(|| format!("--bucket {b:?}: expected a duration such as 10ms"))?;
     }
-    let bar = Bar::new(&a.file, "decoding");
+    let bar = Bar::new(&a.file, "aggregating");
     let s = stats_with_progress(&a.file, &opts, Some(&|d, t| bar.set(d, t)))
         .with_context(|| format!("cannot compute statistics of {}", a.file.display()))?;
     bar.finish();

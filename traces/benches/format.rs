@@ -3,8 +3,9 @@
 //!
 //! Besides criterion's per-iteration timing, `main` prints a one-core summary table
 //! (encode = MessagePack + zstd level 1 + CRC32C into frames; decode = CRC + zstd +
-//! MessagePack back to records) and, as the same-run baseline, the raw read of the file
-//! bytes.
+//! MessagePack, either back to owned `Record`s or visited borrowed from the block as
+//! `RecordRef`s, the path statistics and indexes take) and, as the same-run baseline, the
+//! raw read of the file bytes.
 
 use std::time::Instant;
 
@@ -63,11 +64,29 @@ fn decode_file(path: &std::path::Path, threads: usize) -> u64 {
         .sum()
 }
 
+/// The borrowed path: every record visited as a [`RecordRef`] (scalars decoded, buffers
+/// located and checked) straight from the decompressed block, nothing allocated.
+fn decode_file_borrowed(path: &std::path::Path, threads: usize) -> u64 {
+    let r = Reader::open(path).unwrap();
+    r.map_blocks(threads, |_, b| {
+        let mut n = 0u64;
+        b.unwrap()
+            .for_each(|rec| {
+                std::hint::black_box(&rec);
+                n += 1;
+            })
+            .unwrap();
+        n
+    })
+    .into_iter()
+    .sum()
+}
+
 fn summary_table() {
     let dir = tempfile::tempdir().unwrap();
     println!();
     println!(
-        "| payload | records | MessagePack-only encode rec/s | MessagePack-only decode rec/s | encode rec/s (1 core) | encode MB/s | decode rec/s (1 core) | decode MB/s | decode rec/s (2 threads) | bytes/record on disk | raw read MB/s (baseline) |"
+        "| payload | records | MessagePack-only encode rec/s | MessagePack-only decode rec/s owned / borrowed | encode rec/s (1 core) | encode MB/s | decode rec/s (1 core) owned / borrowed | decode MB/s owned / borrowed | decode rec/s (2 threads) owned / borrowed | bytes/record on disk | raw read MB/s (baseline) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (payload, n) in [(64usize, 2_000_000u64), (4096, 100_000)] {
@@ -96,6 +115,16 @@ fn summary_table() {
             std::hint::black_box(decode_record(&block, &mut pos).unwrap());
         }
         let mp_dec = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut k = 0u64;
+        Block::new(0, n as u32, &block)
+            .for_each(|rec| {
+                std::hint::black_box(&rec);
+                k += 1;
+            })
+            .unwrap();
+        let mp_dec_b = t.elapsed().as_secs_f64();
+        assert_eq!(k, n);
         drop(block);
         let t = Instant::now();
         let s = encode_file(&path, &recs, 1);
@@ -110,18 +139,28 @@ fn summary_table() {
         let dec2 = t.elapsed().as_secs_f64();
         assert_eq!(got2, n);
         let t = Instant::now();
+        assert_eq!(decode_file_borrowed(&path, 1), n);
+        let dec_b = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        assert_eq!(decode_file_borrowed(&path, 2), n);
+        let dec2_b = t.elapsed().as_secs_f64();
+        let t = Instant::now();
         let bytes = std::fs::read(&path).unwrap();
         let raw = t.elapsed().as_secs_f64();
         let mb = s.raw_bytes as f64 / 1e6;
         println!(
-            "| {payload} B | {n} | {:.2}M | {:.2}M | {:.2}M | {:.0} | {:.2}M | {:.0} | {:.2}M | {:.1} | {:.0} |",
+            "| {payload} B | {n} | {:.2}M | {:.2}M / {:.2}M | {:.2}M | {:.0} | {:.2}M / {:.2}M | {:.0} / {:.0} | {:.2}M / {:.2}M | {:.1} | {:.0} |",
             n as f64 / mp_enc / 1e6,
             n as f64 / mp_dec / 1e6,
+            n as f64 / mp_dec_b / 1e6,
             n as f64 / enc / 1e6,
             mb / enc,
             n as f64 / dec / 1e6,
+            n as f64 / dec_b / 1e6,
             mb / dec,
+            mb / dec_b,
             n as f64 / dec2 / 1e6,
+            n as f64 / dec2_b / 1e6,
             s.file_bytes as f64 / n as f64,
             bytes.len() as f64 / 1e6 / raw,
         );
@@ -139,6 +178,9 @@ fn criterion_benches(c: &mut Criterion) {
     g.bench_function("encode", |b| b.iter(|| encode_file(&path, &recs, 1)));
     encode_file(&path, &recs, 1);
     g.bench_function("decode", |b| b.iter(|| decode_file(&path, 1)));
+    g.bench_function("decode-borrowed", |b| {
+        b.iter(|| decode_file_borrowed(&path, 1))
+    });
     g.finish();
 }
 

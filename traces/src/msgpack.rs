@@ -143,17 +143,23 @@ impl<'a> Cur<'a> {
         Some(s)
     }
 
+    /// A big-endian integer of `N` bytes (1, 2, 4 or 8): one load and a byte swap.
     #[inline]
-    fn be(&mut self, n: usize) -> Option<u64> {
-        Some(self.take(n)?.iter().fold(0u64, |a, b| (a << 8) | *b as u64))
+    fn be<const N: usize>(&mut self) -> Option<u64> {
+        let end = self.pos.checked_add(N)?;
+        let s = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        let mut b = [0u8; 8];
+        b[8 - N..].copy_from_slice(s);
+        Some(u64::from_be_bytes(b))
     }
 
     #[inline]
     pub fn array(&mut self) -> Option<usize> {
         match self.byte()? {
             m @ 0x90..=0x9f => Some((m & 0x0f) as usize),
-            0xdc => Some(self.be(2)? as usize),
-            0xdd => Some(self.be(4)? as usize),
+            0xdc => Some(self.be::<2>()? as usize),
+            0xdd => Some(self.be::<4>()? as usize),
             _ => None,
         }
     }
@@ -162,10 +168,10 @@ impl<'a> Cur<'a> {
     pub fn u64(&mut self) -> Option<u64> {
         match self.byte()? {
             m @ 0x00..=0x7f => Some(m as u64),
-            0xcc => self.be(1),
-            0xcd => self.be(2),
-            0xce => self.be(4),
-            0xcf => self.be(8),
+            0xcc => self.be::<1>(),
+            0xcd => self.be::<2>(),
+            0xce => self.be::<4>(),
+            0xcf => self.be::<8>(),
             _ => None,
         }
     }
@@ -175,14 +181,14 @@ impl<'a> Cur<'a> {
         match self.byte()? {
             m @ 0x00..=0x7f => Some(m as i64),
             m @ 0xe0..=0xff => Some(m as i8 as i64),
-            0xcc => self.be(1).map(|v| v as i64),
-            0xcd => self.be(2).map(|v| v as i64),
-            0xce => self.be(4).map(|v| v as i64),
-            0xcf => self.be(8).and_then(|v| i64::try_from(v).ok()),
-            0xd0 => self.be(1).map(|v| v as u8 as i8 as i64),
-            0xd1 => self.be(2).map(|v| v as u16 as i16 as i64),
-            0xd2 => self.be(4).map(|v| v as u32 as i32 as i64),
-            0xd3 => self.be(8).map(|v| v as i64),
+            0xcc => self.be::<1>().map(|v| v as i64),
+            0xcd => self.be::<2>().map(|v| v as i64),
+            0xce => self.be::<4>().map(|v| v as i64),
+            0xcf => self.be::<8>().and_then(|v| i64::try_from(v).ok()),
+            0xd0 => self.be::<1>().map(|v| v as u8 as i8 as i64),
+            0xd1 => self.be::<2>().map(|v| v as u16 as i16 as i64),
+            0xd2 => self.be::<4>().map(|v| v as u32 as i32 as i64),
+            0xd3 => self.be::<8>().map(|v| v as i64),
             _ => None,
         }
     }
@@ -212,9 +218,9 @@ impl<'a> Cur<'a> {
     pub fn str(&mut self) -> Option<&'a str> {
         let n = match self.byte()? {
             m @ 0xa0..=0xbf => (m & 0x1f) as usize,
-            0xd9 => self.be(1)? as usize,
-            0xda => self.be(2)? as usize,
-            0xdb => self.be(4)? as usize,
+            0xd9 => self.be::<1>()? as usize,
+            0xda => self.be::<2>()? as usize,
+            0xdb => self.be::<4>()? as usize,
             _ => return None,
         };
         if n == 0 {
@@ -227,9 +233,9 @@ impl<'a> Cur<'a> {
     #[inline]
     pub fn bin(&mut self) -> Option<&'a [u8]> {
         let n = match self.byte()? {
-            0xc4 => self.be(1)? as usize,
-            0xc5 => self.be(2)? as usize,
-            0xc6 => self.be(4)? as usize,
+            0xc4 => self.be::<1>()? as usize,
+            0xc5 => self.be::<2>()? as usize,
+            0xc6 => self.be::<4>()? as usize,
             _ => return None,
         };
         self.take(n)

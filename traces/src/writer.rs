@@ -312,6 +312,10 @@ impl Drop for Writer {
 }
 
 fn compress_loop(rx: Arc<Mutex<Receiver<Job>>>, tx: SyncSender<Done>, level: i32) {
+    // One compression context per thread, reused frame after frame: creating one per
+    // frame (what `zstd::bulk::compress` does) allocates and initialises its tables
+    // every time. `None` if it cannot be created; frames are then stored raw.
+    let mut cctx = zstd::bulk::Compressor::new(level).ok();
     loop {
         let job = {
             let g = rx.lock().unwrap();
@@ -319,9 +323,9 @@ fn compress_loop(rx: Arc<Mutex<Receiver<Job>>>, tx: SyncSender<Done>, level: i32
         };
         let Ok(job) = job else { return };
         // Compression only fails on allocation failure; store the block raw then.
-        let (payload, codec) = match zstd::bulk::compress(&job.raw, level) {
-            Ok(p) => (p, CODEC_ZSTD),
-            Err(_) => (job.raw.clone(), CODEC_NONE),
+        let (payload, codec) = match cctx.as_mut().map(|c| c.compress(&job.raw)) {
+            Some(Ok(p)) => (p, CODEC_ZSTD),
+            _ => (job.raw.clone(), CODEC_NONE),
         };
         let header = FrameHeader {
             frame_type: FRAME_RECORDS,

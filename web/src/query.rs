@@ -643,15 +643,6 @@ fn dir_of(d: VmbusDir) -> driver_core::VmbusDirection {
     }
 }
 
-fn role_of(r: BufferRole) -> driver_core::BufferRole {
-    match r {
-        BufferRole::StructIn => driver_core::BufferRole::StructIn,
-        BufferRole::StructOut => driver_core::BufferRole::StructOut,
-        BufferRole::PtrIn => driver_core::BufferRole::PtrIn,
-        BufferRole::PtrOut => driver_core::BufferRole::PtrOut,
-    }
-}
-
 /// Decodes a request and its reply (the reply's layout depends on the request).
 fn decode_messages(ix: &TraceIndex, msgs: &[traces::VmbusMessage]) -> Vec<MessageOut> {
     let mut out = Vec::new();
@@ -733,18 +724,7 @@ pub fn event_detail(
                 AppError::NotFound(format!("ioctl {id} is no longer readable in the file"))
             })?;
             msgs.sort_by_key(|m| m.ts);
-            let views: Vec<driver_core::BufferView<'_>> = x
-                .buffers
-                .iter()
-                .map(|b| driver_core::BufferView {
-                    role: role_of(b.role),
-                    path: &b.path,
-                    addr: b.addr,
-                    data: &b.data,
-                    truncated: b.truncated(),
-                    unreadable: b.unreadable(),
-                })
-                .collect();
+            let views = analysis::decode::buffer_views(&x.buffers);
             let decoded = driver_core::decode_ioctl(x.cmd, x.arg, &views);
             let ntstatus = decoded
                 .device

@@ -547,8 +547,8 @@ fn stats_of(
         bucket_ns: (span / 256).max(1_000_000),
         threads,
     };
-    let cols = analysis::columns::load_reader(&l.reader, threads, None);
-    let s = analysis::stats_of(&cols, &l.key, &opts).map_err(|e| format!("{e:#}"))?;
+    // Streamed: memory holds per-group figures, not the trace's rows.
+    let s = analysis::stats_reader(&l.reader, &l.key, &opts, None).map_err(|e| format!("{e:#}"))?;
     if let Some(f) = &file
         && let Err(e) = cache::write(f, &l.source, &s)
     {

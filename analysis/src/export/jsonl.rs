@@ -21,9 +21,9 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use driver_core::decode::{BufferRole as DBufferRole, BufferView, decode_ioctl};
+use driver_core::decode::decode_ioctl;
 use serde_json::{Map, Value, json};
-use traces::{BufferRole, Reader, Record, RecordRef, VmbusDir};
+use traces::{Reader, Record, RecordRef, VmbusDir};
 
 use crate::columns::{FAM_UNPAIRED_REPLY, Progress, is_error_return, vmbus_key, vmbus_key_label};
 use crate::error::{Result, io_err};
@@ -104,24 +104,7 @@ fn other_json(r: &Record, names: &mut HashMap<u32, String>) -> Value {
                 .entry(r.cmd)
                 .or_insert_with(|| names::ioctl_name(r.cmd))
                 .clone();
-            let views: Vec<BufferView<'_>> = r
-                .buffers
-                .iter()
-                .map(|b| BufferView {
-                    role: match b.role {
-                        BufferRole::StructIn => DBufferRole::StructIn,
-                        BufferRole::StructOut => DBufferRole::StructOut,
-                        BufferRole::PtrIn => DBufferRole::PtrIn,
-                        BufferRole::PtrOut => DBufferRole::PtrOut,
-                    },
-                    path: &b.path,
-                    addr: b.addr,
-                    data: &b.data,
-                    truncated: b.truncated(),
-                    unreadable: b.unreadable(),
-                })
-                .collect();
-            let d = decode_ioctl(r.cmd, r.arg, &views);
+            let d = decode_ioctl(r.cmd, r.arg, &crate::decode::buffer_views(&r.buffers));
             let buffers: Vec<Value> = r
                 .buffers
                 .iter()

@@ -115,6 +115,38 @@ pub fn export(
     }
 }
 
+/// Progress of a two-phase export (decode the frames, then write what they gave), as
+/// one series for a single bar: the decode fills the first half, the write the second.
+pub(crate) struct Phases<'a> {
+    progress: Option<Progress<'a>>,
+    frames: usize,
+}
+
+impl<'a> Phases<'a> {
+    pub(crate) fn new(reader: &traces::Reader, progress: Option<Progress<'a>>) -> Phases<'a> {
+        Phases {
+            progress,
+            frames: reader.frames().len().max(1),
+        }
+    }
+
+    /// `done` of the trace's frames decoded.
+    pub(crate) fn decoded(&self, done: usize, _frames: usize) {
+        if let Some(p) = self.progress {
+            p(done, 2 * self.frames);
+        }
+    }
+
+    /// `done` of `all` output rows written.
+    pub(crate) fn written(&self, done: u64, all: u64) {
+        if let Some(p) = self.progress {
+            let f = self.frames as u128;
+            let w = (done as u128 * f / all.max(1) as u128).min(f) as usize;
+            p(self.frames + w, 2 * self.frames);
+        }
+    }
+}
+
 pub(crate) fn open(input: &Path) -> Result<traces::Reader> {
     traces::Reader::open(input).map_err(|source| AnalysisError::Trace {
         path: input.to_path_buf(),

@@ -24,13 +24,14 @@ pub fn export_parquet(
     progress: Option<Progress<'_>>,
 ) -> Result<ExportSummary> {
     let reader = super::open(input)?;
-    let c = columns::load_reader(&reader, threads, progress);
+    let phases = super::Phases::new(&reader, progress);
+    let c = columns::load_reader(&reader, threads, Some(&|d, t| phases.decoded(d, t)));
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let mut summary = ExportSummary {
         decode_errors: c.decode_errors.clone(),
         ..ExportSummary::default()
     };
-    for (name, mut df) in [
+    let tables = [
         ("ioctls.parquet", ioctl_table(&c)?),
         ("vmbus.parquet", vmbus_table(&c)?),
         ("processes.parquet", process_table(&c)?),
@@ -39,7 +40,9 @@ pub fn export_parquet(
         ("signals.parquet", signal_table(&c)?),
         ("annotations.parquet", annotation_table(&c)?),
         ("capture_stats.parquet", capture_stats_table(&c)?),
-    ] {
+    ];
+    let all: u64 = tables.iter().map(|(_, df)| df.height() as u64).sum();
+    for (name, mut df) in tables {
         let path = out.join(name);
         let f = File::create(&path).map_err(io_err(&path))?;
         // Uncompressed pages: the workspace builds polars without its codec features (build
@@ -50,6 +53,7 @@ pub fn export_parquet(
             .map_err(polars_err(format!("writing {}", path.display())))?;
         summary.rows += df.height() as u64;
         summary.files.push(path);
+        phases.written(summary.rows, all);
     }
     Ok(summary)
 }

@@ -57,13 +57,21 @@ pub fn export_perfetto(
     progress: Option<Progress<'_>>,
 ) -> Result<ExportSummary> {
     let reader = super::open(input)?;
-    let c = columns::load_reader(&reader, opts.threads, progress);
+    let phases = super::Phases::new(&reader, progress);
+    let c = columns::load_reader(&reader, opts.threads, Some(&|d, t| phases.decoded(d, t)));
     let f = File::create(out).map_err(io_err(out))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
-    let n = write_events(&c, &input.display().to_string(), opts.bucket_ns, &mut w)
-        .and_then(|n| w.flush().map(|_| n))
-        .map_err(io_err(out))
-        .and_then(|r| r)?;
+    let tick = |done, all| phases.written(done, all);
+    let n = write_events(
+        &c,
+        &input.display().to_string(),
+        opts.bucket_ns,
+        &tick,
+        &mut w,
+    )
+    .and_then(|n| w.flush().map(|_| n))
+    .map_err(io_err(out))
+    .and_then(|r| r)?;
     Ok(ExportSummary {
         files: vec![out.to_path_buf()],
         rows: n,
@@ -118,10 +126,18 @@ fn write_events(
     c: &Columns,
     file: &str,
     bucket_ns: u64,
+    tick: &dyn Fn(u64, u64),
     w: &mut impl Write,
 ) -> std::io::Result<Result<u64>> {
     let io = &c.ioctls;
     let v = &c.vmbus;
+    // Rows written of the ioctl and VMBus ones (the bulk of the file), for the progress.
+    let rows = (io.len() + v.len()) as u64;
+    let tick_at = |done: usize| {
+        if done % 65536 == 0 {
+            tick(done as u64, rows);
+        }
+    };
     let mut n = 0u64;
     write!(
         w,
@@ -190,6 +206,7 @@ fn write_events(
     let names = columns::ioctl_name_cache(&io.cmd);
     let mut status: HashMap<(u32, i64), String> = HashMap::new();
     for i in 0..io.len() {
+        tick_at(i);
         let (cmd, ret) = (io.cmd[i], io.ret[i]);
         let st = status
             .entry((cmd, ret))
@@ -266,6 +283,7 @@ fn write_events(
     let ioctl_row: HashMap<u64, usize> = (0..io.len()).map(|i| (io.id[i], i)).collect();
     let mut flow = 0u64;
     for i in 0..v.len() {
+        tick_at(io.len() + i);
         let pid = chan_pid[&v.channel[i]];
         let name = &labels[&v.cmd[i]];
         match v.dir[i] {

@@ -128,14 +128,14 @@ pub(crate) struct Cur<'a> {
 }
 
 impl<'a> Cur<'a> {
-    #[inline]
+    #[inline(always)]
     fn byte(&mut self) -> Option<u8> {
         let b = *self.buf.get(self.pos)?;
         self.pos += 1;
         Some(b)
     }
 
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let s = self.buf.get(self.pos..end)?;
@@ -144,7 +144,7 @@ impl<'a> Cur<'a> {
     }
 
     /// A big-endian integer of `N` bytes (1, 2, 4 or 8): one load and a byte swap.
-    #[inline]
+    #[inline(always)]
     fn be<const N: usize>(&mut self) -> Option<u64> {
         let end = self.pos.checked_add(N)?;
         let s = self.buf.get(self.pos..end)?;
@@ -154,7 +154,7 @@ impl<'a> Cur<'a> {
         Some(u64::from_be_bytes(b))
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn array(&mut self) -> Option<usize> {
         match self.byte()? {
             m @ 0x90..=0x9f => Some((m & 0x0f) as usize),
@@ -164,7 +164,7 @@ impl<'a> Cur<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn u64(&mut self) -> Option<u64> {
         match self.byte()? {
             m @ 0x00..=0x7f => Some(m as u64),
@@ -176,7 +176,7 @@ impl<'a> Cur<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn i64(&mut self) -> Option<i64> {
         match self.byte()? {
             m @ 0x00..=0x7f => Some(m as i64),
@@ -193,7 +193,7 @@ impl<'a> Cur<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn bool(&mut self) -> Option<bool> {
         match self.byte()? {
             0xc2 => Some(false),
@@ -203,7 +203,7 @@ impl<'a> Cur<'a> {
     }
 
     /// `Some(None)` for nil.
-    #[inline]
+    #[inline(always)]
     pub fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
         if *self.buf.get(self.pos)? == 0xc0 {
             self.pos += 1;
@@ -214,7 +214,7 @@ impl<'a> Cur<'a> {
     }
 
     /// A string borrowed from the buffer (UTF-8 checked).
-    #[inline]
+    #[inline(always)]
     pub fn str(&mut self) -> Option<&'a str> {
         let n = match self.byte()? {
             m @ 0xa0..=0xbf => (m & 0x1f) as usize,
@@ -230,7 +230,7 @@ impl<'a> Cur<'a> {
     }
 
     /// A byte string borrowed from the buffer.
-    #[inline]
+    #[inline(always)]
     pub fn bin(&mut self) -> Option<&'a [u8]> {
         let n = match self.byte()? {
             0xc4 => self.be::<1>()? as usize,
@@ -242,7 +242,7 @@ impl<'a> Cur<'a> {
     }
 
     /// Skips one value of any type (extra trailing fields of a newer minor version).
-    #[inline]
+    #[inline(always)]
     pub fn skip(&mut self) -> Option<()> {
         skip(self.buf, &mut self.pos, 0).ok()
     }

@@ -244,7 +244,7 @@ impl<'a> Iterator for BufferIter<'a> {
 }
 
 /// One buffer body: `[addr, role, path, len, flags, data]`.
-#[inline]
+#[inline(always)]
 fn buffer<'a>(c: &mut Cur<'a>) -> Option<BufferRef<'a>> {
     if c.array()? != 6 {
         return None;

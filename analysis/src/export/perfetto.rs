@@ -134,7 +134,7 @@ fn write_events(
     // Rows written of the ioctl and VMBus ones (the bulk of the file), for the progress.
     let rows = (io.len() + v.len()) as u64;
     let tick_at = |done: usize| {
-        if done % 65536 == 0 {
+        if done.is_multiple_of(65536) {
             tick(done as u64, rows);
         }
     };

@@ -3,6 +3,7 @@
 //! table's pointer descriptors (nested arrays too), plus the static "what does this call
 //! use / create / destroy" scan shared by replay and trim.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use driver_core::layout::read_uint;
@@ -295,7 +296,8 @@ pub(crate) fn compile<'r>(
         cp.arg = Some(rec.arg);
         return cp;
     }
-    let refs = refs(entry, rec, plans);
+    let sin = struct_in(entry, rec);
+    let refs = refs_of(entry, rec, &sin, plans);
     cp.parents.extend(
         refs.handles_in
             .iter()
@@ -306,7 +308,6 @@ pub(crate) fn compile<'r>(
         .buffer(BufferRole::StructOut, "")
         .map(|b| b.data.as_slice());
 
-    let sin = struct_in(entry, rec);
     let caps = recorded_walk(entry, rec, &sin);
     // Flexible array members live right after the struct: make room for them.
     let mut total = sin.len();
@@ -445,6 +446,22 @@ pub(crate) struct Refs {
 
 /// Scans a recorded call through the table's plans.
 pub(crate) fn refs(entry: &'static IoctlDesc, rec: &IoctlRecord, plans: &mut PlanCache) -> Refs {
+    let sin = if matches!(entry.arg, ArgKind::Struct) {
+        struct_in(entry, rec)
+    } else {
+        Vec::new()
+    };
+    refs_of(entry, rec, &sin, plans)
+}
+
+/// [`refs`] over the call's input struct `sin` (from [`struct_in`]; unused unless the
+/// argument is a struct).
+fn refs_of(
+    entry: &'static IoctlDesc,
+    rec: &IoctlRecord,
+    sin: &[u8],
+    plans: &mut PlanCache,
+) -> Refs {
     let mut r = Refs::default();
     for h in entry.handles {
         if matches!(h.loc, Loc::Return)
@@ -457,7 +474,6 @@ pub(crate) fn refs(entry: &'static IoctlDesc, rec: &IoctlRecord, plans: &mut Pla
     if !matches!(entry.arg, ArgKind::Struct) {
         return r;
     }
-    let sin = struct_in(entry, rec);
     let splan = plans.for_struct(entry);
     let on_in = |l: &crate::plan::Leaf, v: u64, r: &mut Refs| {
         if v == 0 {
@@ -498,7 +514,12 @@ pub(crate) fn refs(entry: &'static IoctlDesc, rec: &IoctlRecord, plans: &mut Pla
         if !matches!(b.role, BufferRole::PtrIn | BufferRole::PtrOut) {
             continue;
         }
-        let dp = driver_core::schema::desc_path_of(&b.path);
+        // Element indices are stripped only when there are some (no allocation per buffer).
+        let dp = if b.path.contains('[') {
+            Cow::Owned(driver_core::schema::desc_path_of(&b.path))
+        } else {
+            Cow::Borrowed(b.path.as_str())
+        };
         let Some(desc) = find_pointer(entry, &dp) else {
             continue;
         };

@@ -1,6 +1,6 @@
 //! The replay engine: records in, ioctls through a [`Backend`], divergences out.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
@@ -254,6 +254,10 @@ pub struct Replayer<B: Backend> {
     opts: ReplayOptions,
     plans: PlanCache,
     live: IntMap<Obj, Live>,
+    /// Reverse lineage: for each object, the live objects that list it as a parent (so a
+    /// destroy finds its descendants without scanning `live`). Exactly the live entries'
+    /// `parents`, inverted; an object with no live child has no entry.
+    children: IntMap<Obj, IntSet<Obj>>,
     memory: IntMap<Obj, Vec<Region>>,
     /// `(address, length)` of every region in `memory`, rebuilt when it changes.
     memory_ranges: Vec<(u64, usize)>,
@@ -291,6 +295,7 @@ impl<B: Backend> Replayer<B> {
             opts,
             plans: PlanCache::default(),
             live: IntMap::default(),
+            children: IntMap::default(),
             memory: IntMap::default(),
             memory_ranges: Vec::new(),
             memory_dirty: false,
@@ -381,14 +386,25 @@ impl<B: Backend> Replayer<B> {
     /// issued in the order they *entered* the driver, through a reordering window of
     /// [`REORDER_WINDOW`] records (a call that stayed in the driver while more than that
     /// many later calls completed is issued late, and a note says how many were).
-    pub fn run<I>(&mut self, records: I, progress: &mut dyn FnMut(u64)) -> Result<(), ReplayError>
+    ///
+    /// The records may be owned (a trace reader's) or borrowed (`&Record`, from records
+    /// already in memory: nothing is cloned).
+    pub fn run<I, R>(
+        &mut self,
+        records: I,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), ReplayError>
     where
-        I: IntoIterator<Item = Result<Record, traces::TraceError>>,
+        I: IntoIterator<Item = Result<R, traces::TraceError>>,
+        R: Borrow<Record>,
     {
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
-        // (enter time, file position) → (call index, record).
+        // (enter time, file position) → (call index, slot in `slab`). The records stay put
+        // in the slab (slots reused as they leave), so the heap only moves small keys.
         let mut heap: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
+        let mut slab: Vec<Option<R>> = Vec::new();
+        let mut free: Vec<usize> = Vec::new();
         let mut order = OrderKey::default();
         let mut seq = 0u64;
         let mut released = 0u64;
@@ -408,10 +424,10 @@ impl<B: Backend> Replayer<B> {
             };
             match next {
                 Some(rec) => {
-                    let Some(key) = order.key(&rec) else {
+                    let Some(key) = order.key(rec.borrow()) else {
                         continue; // not replayed (VMBus, annotations…)
                     };
-                    let idx = match &rec {
+                    let idx = match rec.borrow() {
                         Record::Ioctl(_) => {
                             calls += 1;
                             calls - 1
@@ -426,7 +442,22 @@ impl<B: Backend> Replayer<B> {
                     if key < released {
                         late += 1;
                     }
-                    heap.push(Reverse(Pending { key, seq, idx, rec }));
+                    let slot = match free.pop() {
+                        Some(i) => {
+                            slab[i] = Some(rec);
+                            i
+                        }
+                        None => {
+                            slab.push(Some(rec));
+                            slab.len() - 1
+                        }
+                    };
+                    heap.push(Reverse(Pending {
+                        key,
+                        seq,
+                        idx,
+                        slot,
+                    }));
                     seq += 1;
                     if heap.len() <= REORDER_WINDOW {
                         continue;
@@ -437,7 +468,11 @@ impl<B: Backend> Replayer<B> {
             }
             let Some(Reverse(p)) = heap.pop() else { break };
             released = released.max(p.key);
-            match &p.rec {
+            let rec = slab[p.slot]
+                .take()
+                .expect("a pending record is in its slot");
+            free.push(p.slot);
+            match rec.borrow() {
                 Record::Ioctl(io) => self.call(p.idx, io, None)?,
                 other => self.step(other)?,
             }
@@ -645,7 +680,7 @@ impl<B: Backend> Replayer<B> {
                     })?;
                 self.seen_fds.insert(ev.fd as i64);
                 self.forget(Obj::Fd(ev.fd as i64), false);
-                self.live.insert(
+                self.set_live(
                     Obj::Fd(ev.fd as i64),
                     Live {
                         replayed: fd as u64,
@@ -676,28 +711,54 @@ impl<B: Backend> Replayer<B> {
     /// Drops a mapping (and, for destroyed handles, every object created under it), and
     /// frees memory whose owner and owner's descendants are all gone.
     fn forget(&mut self, o: Obj, cascade: bool) {
-        if self.live.remove(&o).is_none() {
+        let Some(gone) = self.live.remove(&o) else {
             return;
-        }
+        };
+        self.unlink(o, &gone.parents);
         if let Some(m) = self.memory.remove(&o) {
             self.orphans.push((o, m));
             self.memory_dirty = true;
         }
-        if cascade {
-            let kids: Vec<Obj> = self
-                .live
-                .iter()
-                .filter(|(_, l)| l.parents.contains(&o))
-                .map(|(k, _)| *k)
-                .collect();
+        if cascade && let Some(kids) = self.children.get(&o) {
+            let kids: Vec<Obj> = kids.iter().copied().collect();
             for k in kids {
                 self.forget(k, true);
             }
         }
         // A VM's guest memory must outlive the VM fd while vCPU fds created from it are open.
-        let live = &self.live;
-        let has_desc = |x: &Obj| live.values().any(|l| l.parents.contains(x));
-        self.orphans.retain(|(x, _)| has_desc(x));
+        if !self.orphans.is_empty() {
+            let children = &self.children;
+            self.orphans.retain(|(x, _)| children.contains_key(x));
+        }
+    }
+
+    /// Maps `o`, keeping the reverse lineage index (`children`) exact.
+    fn set_live(&mut self, o: Obj, l: Live) {
+        for p in &l.parents {
+            self.children.entry(*p).or_default().insert(o);
+        }
+        if let Some(old) = self.live.insert(o, l) {
+            let now = &self.live[&o].parents;
+            let stale: Vec<Obj> = old
+                .parents
+                .iter()
+                .filter(|p| !now.contains(p))
+                .copied()
+                .collect();
+            self.unlink(o, &stale);
+        }
+    }
+
+    /// Removes `o` from the children sets of `parents`.
+    fn unlink(&mut self, o: Obj, parents: &[Obj]) {
+        for p in parents {
+            if let Some(set) = self.children.get_mut(p) {
+                set.remove(&o);
+                if set.is_empty() {
+                    self.children.remove(p);
+                }
+            }
+        }
     }
 
     fn map_value(&self, v: u64, is_fd: bool) -> Option<u64> {
@@ -919,7 +980,7 @@ impl<B: Backend> Replayer<B> {
                 source,
             })?;
         self.seen_fds.insert(rec.fd as i64);
-        self.live.insert(
+        self.set_live(
             Obj::Fd(rec.fd as i64),
             Live {
                 replayed: fd as u64,
@@ -953,7 +1014,7 @@ impl<B: Backend> Replayer<B> {
             && ret >= 0
         {
             self.forget(Obj::Fd(rec.ret), false);
-            self.live.insert(
+            self.set_live(
                 Obj::Fd(rec.ret),
                 Live {
                     replayed: ret as u64,
@@ -1161,7 +1222,7 @@ impl<B: Backend> Replayer<B> {
                     Class::Creates(t) if small => {
                         if r != 0 && pvv != 0 {
                             self.forget(Obj::Handle(r), true);
-                            self.live.insert(
+                            self.set_live(
                                 Obj::Handle(r),
                                 Live {
                                     replayed: pvv,
@@ -1178,7 +1239,7 @@ impl<B: Backend> Replayer<B> {
                         let (rs, ps) = (sign_extend(r, l.size), sign_extend(pvv, l.size));
                         if rs >= 0 && ps >= 0 {
                             self.forget(Obj::Fd(rs), false);
-                            self.live.insert(
+                            self.set_live(
                                 Obj::Fd(rs),
                                 Live {
                                     replayed: ps as u64,
@@ -1313,7 +1374,7 @@ struct Pending {
     key: u64,
     seq: u64,
     idx: u64,
-    rec: Record,
+    slot: usize,
 }
 
 impl PartialEq for Pending {

@@ -303,6 +303,10 @@ impl Backend for FakeDxg {
                 -(libc::EINVAL as i64)
             };
         }
+        if cmd == lookup_name("LX_DXCLOSEADAPTER").expect("known").code {
+            self.live.clear(); // the adapter's devices go with it
+            return 0;
+        }
         if cmd == lookup_name("LX_DXDESTROYDEVICE").expect("known").code {
             return if self.live.remove(&device()) {
                 0
@@ -370,6 +374,42 @@ fn dxg_handles_are_remapped_through_the_table() {
     }
     assert_eq!(r.mapped_handle(0x4000_0000), Some(0x4000_0100));
     assert_eq!(r.mapped_handle(0x8000_0001), Some(0x8000_0001));
+    let rep = r.finish();
+    assert!(rep.divergences.is_empty(), "{:#?}", rep.divergences);
+}
+
+#[test]
+fn destroying_a_handle_forgets_what_was_created_under_it() {
+    let mut r = Replayer::new(FakeDxg::default(), ReplayOptions::new(Target::InProcess));
+    let mut t = dxg_trace(0x4000_0000);
+    // A second device on the same adapter, then the first one destroyed: only it goes.
+    let mut cd_out = vec![0u8; 64];
+    cd_out[0..4].copy_from_slice(&0x4000_0000u32.to_le_bytes());
+    let cd_in = cd_out.clone();
+    cd_out[12..16].copy_from_slice(&0x8000_0002u32.to_le_bytes());
+    t.push(dxg_call(3, "LX_DXCREATEDEVICE", cd_in, cd_out));
+    t.push(dxg_call(
+        4,
+        "LX_DXDESTROYDEVICE",
+        0x8000_0001u32.to_le_bytes().to_vec(),
+        Vec::new(),
+    ));
+    for x in &t {
+        r.step(x).expect("step");
+    }
+    assert_eq!(r.mapped_handle(0x8000_0001), None);
+    assert_eq!(r.mapped_handle(0x8000_0002), Some(0x8000_0002));
+    assert_eq!(r.mapped_handle(0x4000_0000), Some(0x4000_0100));
+    // Closing the adapter forgets the device created under it (lineage cascade).
+    r.step(&dxg_call(
+        5,
+        "LX_DXCLOSEADAPTER",
+        0x4000_0000u32.to_le_bytes().to_vec(),
+        Vec::new(),
+    ))
+    .expect("close adapter");
+    assert_eq!(r.mapped_handle(0x4000_0000), None);
+    assert_eq!(r.mapped_handle(0x8000_0002), None);
     let rep = r.finish();
     assert!(rep.divergences.is_empty(), "{:#?}", rep.divergences);
 }

@@ -197,6 +197,17 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
     // SAFETY: guaranteed by the caller.
     let req = unsafe { std::slice::from_raw_parts(command as *const u8, cmd_size as usize) };
     let request_id = ch.request_id.fetch_add(1, Ordering::SeqCst) + 1;
+    // SAFETY: `command` holds `cmd_size` readable bytes (guaranteed by the caller).
+    unsafe {
+        vmbus_sendpacket(
+            channel,
+            command,
+            cmd_size,
+            request_id,
+            VM_PKT_DATA_INBAND as u32,
+            VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED,
+        )
+    };
     let c = bus.ctx();
     let channel_id = (ch.adapter_luid != 0).then_some(ch.adapter_luid);
     if bus.recording {
@@ -299,6 +310,8 @@ pub unsafe extern "C" fn dxgvmb_send_async_msg(
     let bus = unsafe { &*ch.bus };
     // SAFETY: guaranteed by the caller.
     let req = unsafe { std::slice::from_raw_parts(command as *const u8, cmd_size as usize) };
+    // SAFETY: as above.
+    unsafe { vmbus_sendpacket(channel, command, cmd_size, 0, VM_PKT_DATA_INBAND as u32, 0) };
     let c = bus.ctx();
     if bus.recording {
         bus.emit(Event::Vmbus(VmbusEvent {
@@ -322,6 +335,45 @@ pub unsafe extern "C" fn dxgvmb_send_async_msg(
     );
     0
 }
+
+/// `VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED`: set on sync sends.
+pub const VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED: u32 = 1;
+
+/// `int vmbus_sendpacket(struct vmbus_channel *channel, void *buffer, u32 bufferlen, u64
+/// requestid, enum vmbus_packet_type type, u32 flags)` (drivers/hv/channel.c): where a
+/// packet leaves the guest, with the request id the sync send assigned it (0 for async
+/// sends). The emulator's host is called by the send functions themselves right after, so
+/// this only marks the point; it is exported under the kernel's name and signature because
+/// it is where a probe reads a send's request id once it is final (kprobe in the kernel,
+/// uprobe on the emulator): the channel counter it comes from can be advanced by another
+/// thread's send at any moment.
+///
+/// # Safety
+/// `buffer` must point to `bufferlen` readable bytes.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn vmbus_sendpacket(
+    channel: *mut c_void,
+    buffer: *const c_void,
+    bufferlen: u32,
+    requestid: u64,
+    type_: u32,
+    flags: u32,
+) -> i32 {
+    // Keep every argument live in its register at the call, as the probe reads them.
+    std::hint::black_box((channel, buffer, bufferlen, requestid, type_, flags));
+    0
+}
+
+#[used]
+static KEEP_SENDPACKET_SYMBOL: [unsafe extern "C" fn(
+    *mut c_void,
+    *const c_void,
+    u32,
+    u64,
+    u32,
+    u32,
+) -> i32; 1] = [vmbus_sendpacket];
 
 /// Keeps the exported symbols referenced so the linker never drops them from the binary
 /// (the uprobe needs them even in a build whose only caller is inlined elsewhere).

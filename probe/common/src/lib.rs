@@ -6,11 +6,13 @@
 //!
 //! # Ring buffer protocol
 //! Every ring-buffer record starts with an [`EventHeader`]; `kind` says which struct
-//! follows. An ioctl produces, in this order on its thread: [`EnterEvent`], zero or more
-//! [`BufEvent`] chunks (role `ROLE_STRUCT_IN` / `ROLE_PTR_IN`), zero or more chunks read at
-//! exit (`ROLE_STRUCT_OUT` / `ROLE_PTR_OUT`), then [`ExitEvent`]. Chunks carry the call id
-//! and their offset in the buffer, so the loader can reassemble buffers up to
-//! [`MAX_BUF_LEN`] bytes from [`CHUNK_LEN`]-byte pieces.
+//! follows. An ioctl produces, in this order on its thread: [`EnterEvent`] (with the
+//! argument struct's bytes right behind it when they fit in [`INLINE_MAX`]), zero or more
+//! [`BufEvent`] chunks (role `ROLE_STRUCT_IN` for a larger struct, `ROLE_PTR_IN`), zero or
+//! more chunks read at exit (`ROLE_STRUCT_OUT` / `ROLE_PTR_OUT`), then [`ExitEvent`] (again
+//! with the struct inline when it fits). Chunks carry the call id and their offset in the
+//! buffer, so the loader can reassemble buffers up to [`MAX_BUF_LEN`] bytes from
+//! [`CHUNK_LEN`]-byte pieces.
 #![no_std]
 
 /// Largest number of data bytes in one [`BufEvent`].
@@ -24,6 +26,9 @@ pub const MAX_CHUNKS: u32 = MAX_BUF_LEN / CHUNK_LEN as u32;
 pub const MAX_DESCS: usize = 8;
 /// Elements of a parent array whose nested pointers are followed.
 pub const MAX_NESTED_ELEMS: u32 = 16;
+/// Largest argument struct carried inside the [`EnterEvent`] / [`ExitEvent`] record itself
+/// (one ring-buffer record per call side instead of two); larger ones go as chunks.
+pub const INLINE_MAX: usize = 2048;
 /// Bytes of a path captured at `openat`.
 pub const PATH_LEN: usize = 256;
 
@@ -86,6 +91,9 @@ pub const FD_OP_OPEN: u32 = 0;
 pub const FD_OP_CLOSE: u32 = 1;
 /// [`FdEventRaw::op`]: a watched ioctl returned a new descriptor.
 pub const FD_OP_DERIVED: u32 = 2;
+/// [`FdEventRaw::op`]: `dup`, `dup2`, `dup3` or `fcntl(F_DUPFD[_CLOEXEC])` copied the
+/// watched descriptor [`FdEventRaw::old_fd`] to `fd`.
+pub const FD_OP_DUP: u32 = 3;
 
 /// VMBus direction: request sent by the guest.
 pub const VMBUS_GUEST_TO_HOST: u8 = 0;
@@ -158,10 +166,23 @@ pub struct EnterEvent {
     pub dev: u64,
     /// Inode number.
     pub ino: u64,
-    /// `comm` of the thread.
+    /// `comm` of the thread, valid when `has_comm` (sent when the CPU's previous call came
+    /// from another thread, so at least on a thread's first call).
     pub comm: [u8; 16],
+    /// Bytes of the argument struct that follow this record (`ROLE_STRUCT_IN`).
+    pub struct_len: u16,
+    /// `FLAG_*` of those bytes (`FLAG_UNREADABLE`: `struct_len` bytes were asked for, none
+    /// follow).
+    pub struct_flags: u8,
+    /// `comm` is filled in.
+    pub has_comm: u8,
+    /// Non-zero: the struct is inline (possibly unreadable); zero: it comes as chunks, or
+    /// the request has no struct.
+    pub inline: u8,
+    /// Pad.
+    pub _pad: [u8; 3],
 }
-const _: () = assert!(core::mem::size_of::<EnterEvent>() == 80);
+const _: () = assert!(core::mem::size_of::<EnterEvent>() == 88);
 
 /// An ioctl on a watched file returned.
 #[repr(C)]
@@ -177,8 +198,13 @@ pub struct ExitEvent {
     pub ret: i64,
     /// Chunks of this call that could not be submitted (ring buffer full).
     pub lost_chunks: u32,
-    /// Pad.
-    pub _pad: u32,
+    /// Bytes of the argument struct read at exit that follow this record
+    /// (`ROLE_STRUCT_OUT`), as in [`EnterEvent::struct_len`].
+    pub struct_len: u16,
+    /// `FLAG_*` of those bytes.
+    pub struct_flags: u8,
+    /// Non-zero: the struct is inline.
+    pub inline: u8,
 }
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 40);
 
@@ -242,10 +268,10 @@ pub struct FdEventRaw {
     pub dev: u64,
     /// Inode number (0 for derived).
     pub ino: u64,
-    /// Open flags.
+    /// Open flags (`O_CLOEXEC` for a copy made close-on-exec).
     pub flags: u32,
-    /// Pad.
-    pub _pad: u32,
+    /// For [`FD_OP_DUP`]: the descriptor that was copied.
+    pub old_fd: i32,
     /// Return value of the syscall.
     pub ret: i64,
     /// For derived descriptors: the call that returned it.

@@ -14,9 +14,11 @@ use aya_ebpf::{
         bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         bpf_probe_read_user_str_bytes, generated,
     },
-    macros::{fentry, kprobe, kretprobe, map, tracepoint, uprobe, uretprobe},
+    macros::{fentry, kprobe, kretprobe, map, raw_tracepoint, tracepoint, uprobe, uretprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{FEntryContext, ProbeContext, RetProbeContext, TracePointContext},
+    programs::{
+        FEntryContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext,
+    },
 };
 use probe_common::*;
 
@@ -58,6 +60,37 @@ static VMB_CH_KNOWN: u32 = 0;
 static VMB_CH_LUID_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static VMB_CH_REQID_OFF: u32 = 0;
+/// Non-zero: `vmbus_sendpacket` is hooked too. A sync send's request id is then taken from
+/// its `requestid` argument (the id the packet goes out with), and the request's record
+/// is written there; otherwise it is read from the channel's counter at the send's entry,
+/// plus one, which another thread's send on the same channel can overtake.
+#[unsafe(no_mangle)]
+static VMB_SENDPACKET: u32 = 0;
+/// Syscall numbers the raw `sys_enter` / `sys_exit` programs dispatch on (from the
+/// loader's libc; `u32::MAX` never matches).
+#[unsafe(no_mangle)]
+static NR_IOCTL: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static NR_CLOSE: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static NR_OPENAT: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static NR_DUP: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static NR_DUP2: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static NR_DUP3: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static NR_FCNTL: u32 = u32::MAX;
+/// Offset in `struct pt_regs` of the syscall's arguments 2, 1, 0 (three contiguous
+/// words: `dx`, `si`, `di` on x86_64), and of the syscall number (`orig_ax`).
+#[unsafe(no_mangle)]
+static OFF_REGS_ARGS: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_REGS_ORIG_AX: u32 = 0;
+/// Size of `EVENTS` in bytes (the reader is woken when an eighth of it is used).
+#[unsafe(no_mangle)]
+static RING_SIZE: u32 = 1 << 20;
 
 #[inline(always)]
 fn cfg(v: &'static u32) -> u32 {
@@ -82,9 +115,29 @@ static PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
 /// Pointer descriptors by request code.
 #[map]
 static DESCS: HashMap<u32, CmdDesc> = HashMap::with_max_entries(1024, 0);
-/// Calls between entry and exit, by thread id.
+/// Calls between entry and exit, by thread id. A preallocated hash, not an LRU: a full
+/// table refuses the new call (counted as `DROP_INFLIGHT`) instead of silently evicting
+/// another thread's call, and plain inserts are cheaper.
 #[map]
-static INFLIGHT: LruHashMap<u32, Inflight> = LruHashMap::with_max_entries(16384, 0);
+static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
+/// `dup*` / `fcntl(F_DUPFD*)` calls on watched descriptors between entry and exit.
+#[map]
+static DUPS: LruHashMap<u32, DupArgs> = LruHashMap::with_max_entries(1024, 0);
+/// Staging of an [`EnterEvent`] and its inline struct bytes.
+#[map]
+static ENTER_SCRATCH: PerCpuArray<[u8; ENTER_SLOT]> = PerCpuArray::with_max_entries(1, 0);
+/// Staging of an [`ExitEvent`] and its inline struct bytes.
+#[map]
+static EXIT_SCRATCH: PerCpuArray<[u8; EXIT_SLOT]> = PerCpuArray::with_max_entries(1, 0);
+/// Records submitted above the wake-up mark, per CPU (see `wake_flags`).
+#[map]
+static WAKE_TICK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+/// Thread of this CPU's previous captured call (see `comm_needed`).
+#[map]
+static LAST_TID: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+const ENTER_SLOT: usize = core::mem::size_of::<EnterEvent>() + INLINE_MAX * 2;
+const EXIT_SLOT: usize = core::mem::size_of::<ExitEvent>() + INLINE_MAX * 2;
 /// `openat` arguments between entry and exit, by thread id.
 #[map]
 static OPENS: LruHashMap<u32, OpenArgs> = LruHashMap::with_max_entries(4096, 0);
@@ -115,7 +168,29 @@ struct Inflight {
     cmd: u32,
     fd: i32,
     lost: u32,
-    _pad: u32,
+    /// Copied from the request's [`CmdDesc`] at entry, so that the exit needs no lookup.
+    fd_off: u32,
+    /// `DIR_IN | DIR_OUT` of its pointer descriptors.
+    dirs: u8,
+    fd_kind: u8,
+    fd_size: u8,
+    _pad: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DupArgs {
+    old_fd: i32,
+    /// dup2/dup3 target (-1 for dup and fcntl).
+    target: i32,
+    dev: u32,
+    /// `O_CLOEXEC` when the copy is close-on-exec.
+    flags: u32,
+    ino: u64,
+    watched: u8,
+    derived: u8,
+    target_watched: u8,
+    _pad: u8,
 }
 
 #[repr(C)]
@@ -136,6 +211,10 @@ struct VmbInflight {
     channel_id: u64,
     request_id: u64,
     has_channel_id: u64,
+    /// Request length.
+    len: u64,
+    /// The request's record waits for `vmbus_sendpacket`, which names its request id.
+    req_pending: u64,
 }
 
 /// A field of the channel struct (user memory for uprobes, kernel memory for kprobes).
@@ -181,21 +260,41 @@ fn bump(map: &PerCpuArray<u64>, idx: u32, by: u64) {
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
-const BPF_RB_RING_SIZE: u64 = 1;
 
-/// Waking the reader for every record costs more than the capture itself (an irq_work
-/// and a context switch per event on a busy loop): records are submitted silently and
-/// the reader is woken only once the ring is an eighth full; it also polls on a timer.
+/// Waking the reader costs more than the capture itself (an irq_work and a context
+/// switch): records are submitted silently, and the reader is woken when the ring goes
+/// past an eighth full: once as a record crosses that mark, then every
+/// [`WAKE_EVERY`]th record per CPU while it stays above (a reader slower than the
+/// producers, or a crossing two CPUs raced past). It also polls on a timer, so a quiet
+/// ring never waits long. Waking on every record above the mark, as this did before, cost
+/// ~10 µs per call whenever the reader fell behind.
 #[inline(always)]
-fn wake_flags() -> u64 {
+fn wake_flags(len: u64) -> u64 {
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
-    let size = EVENTS.query(BPF_RB_RING_SIZE);
-    if avail >= size / 8 {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
+    let mark = (cfg(&RING_SIZE) / 8) as u64;
+    if avail < mark {
+        return if avail + len >= mark {
+            BPF_RB_FORCE_WAKEUP
+        } else {
+            BPF_RB_NO_WAKEUP
+        };
+    }
+    match WAKE_TICK.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        Some(p) => unsafe {
+            *p += 1;
+            if *p % WAKE_EVERY == 0 {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            }
+        },
+        None => BPF_RB_FORCE_WAKEUP,
     }
 }
+
+/// See [`wake_flags`].
+const WAKE_EVERY: u64 = 512;
 
 #[inline(always)]
 fn next_id() -> u64 {
@@ -620,11 +719,107 @@ extern "C" fn elem_cb(index: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-// ---- ioctl ----
+// ---- hooks ----
+//
+// Two ways in: the raw `sys_enter` / `sys_exit` tracepoints (the default: the program
+// gets the `pt_regs` and the syscall number and is called straight from the tracepoint,
+// without the perf record the `syscalls:*` events build for every call), and the
+// `syscalls:sys_{enter,exit}_*` tracepoints as a fallback where the raw ones do not
+// attach. Both call the same handlers below with the syscall's arguments.
 
-#[tracepoint]
-pub fn sys_enter_ioctl(ctx: TracePointContext) -> u32 {
-    match try_enter_ioctl(&ctx) {
+/// `pt_regs` words the syscall arguments are read from: arg2 (`dx`), arg1 (`si`), arg0
+/// (`di`), contiguous on x86_64 so one read fetches all three.
+#[inline(always)]
+fn regs_args(regs: u64) -> Result<[u64; 3], i64> {
+    // SAFETY: kernel read through the helper.
+    unsafe {
+        bpf_probe_read_kernel((regs + cfg(&OFF_REGS_ARGS) as u64) as *const [u64; 3])
+            .map_err(|e| e as i64)
+    }
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
+    let id: u64 = ctx.arg(1);
+    let nr = id as u32;
+    if id > u32::MAX as u64
+        || (nr != cfg(&NR_IOCTL)
+            && nr != cfg(&NR_CLOSE)
+            && nr != cfg(&NR_OPENAT)
+            && nr != cfg(&NR_DUP)
+            && nr != cfg(&NR_DUP2)
+            && nr != cfg(&NR_DUP3)
+            && nr != cfg(&NR_FCNTL))
+    {
+        return 0;
+    }
+    let regs: u64 = ctx.arg(0);
+    let Ok([a2, a1, a0]) = regs_args(regs) else {
+        bump(&COUNTERS, CNT_WALK_FAIL, 1);
+        return 0;
+    };
+    let r = if nr == cfg(&NR_IOCTL) {
+        on_enter_ioctl(a0 as i32, a1 as u32, a2)
+    } else if nr == cfg(&NR_CLOSE) {
+        on_enter_close(a0 as i32)
+    } else if nr == cfg(&NR_OPENAT) {
+        on_enter_openat(a1, a2 as u32)
+    } else {
+        on_enter_dup(nr, a0, a1, a2)
+    };
+    if r.is_err() {
+        bump(&COUNTERS, CNT_WALK_FAIL, 1);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
+    let regs: u64 = ctx.arg(0);
+    // SAFETY: kernel read through the helper.
+    let Ok(nr) =
+        (unsafe { bpf_probe_read_kernel((regs + cfg(&OFF_REGS_ORIG_AX) as u64) as *const u64) })
+    else {
+        return 0;
+    };
+    let nr = nr as u32;
+    let ret: i64 = ctx.arg(1);
+    let r = if nr == cfg(&NR_IOCTL) {
+        on_exit_ioctl(ret)
+    } else if nr == cfg(&NR_OPENAT) {
+        on_exit_openat(ret)
+    } else if nr == cfg(&NR_DUP)
+        || nr == cfg(&NR_DUP2)
+        || nr == cfg(&NR_DUP3)
+        || nr == cfg(&NR_FCNTL)
+    {
+        on_exit_dup(ret)
+    } else {
+        return 0;
+    };
+    if r.is_err() {
+        bump(&COUNTERS, CNT_WALK_FAIL, 1);
+    }
+    0
+}
+
+/// Field `i` (0-based) of a `syscalls:sys_enter_*` record: the arguments start at 16.
+#[inline(always)]
+fn tp_arg(ctx: &TracePointContext, i: usize) -> Result<u64, i64> {
+    // SAFETY: offsets from the sys_enter_* formats (8-byte fields from offset 16).
+    unsafe { ctx.read_at::<u64>(16 + 8 * i).map_err(|e| e as i64) }
+}
+
+/// `ret` of a `syscalls:sys_exit_*` record.
+#[inline(always)]
+fn tp_ret(ctx: &TracePointContext) -> Result<i64, i64> {
+    // SAFETY: sys_exit_* format: ret@16.
+    unsafe { ctx.read_at::<i64>(16).map_err(|e| e as i64) }
+}
+
+#[inline(always)]
+fn counted(r: Result<u32, i64>) -> u32 {
+    match r {
         Ok(v) => v,
         Err(_) => {
             bump(&COUNTERS, CNT_WALK_FAIL, 1);
@@ -633,22 +828,134 @@ pub fn sys_enter_ioctl(ctx: TracePointContext) -> u32 {
     }
 }
 
+#[tracepoint]
+pub fn sys_enter_ioctl(ctx: TracePointContext) -> u32 {
+    counted((|| {
+        on_enter_ioctl(
+            tp_arg(&ctx, 0)? as i32,
+            tp_arg(&ctx, 1)? as u32,
+            tp_arg(&ctx, 2)?,
+        )
+    })())
+}
+
+#[tracepoint]
+pub fn sys_exit_ioctl(ctx: TracePointContext) -> u32 {
+    counted(tp_ret(&ctx).and_then(on_exit_ioctl))
+}
+
+#[tracepoint]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    counted((|| {
+        on_enter_openat(tp_arg(&ctx, 1)?, tp_arg(&ctx, 2)? as u32)
+    })())
+}
+
+#[tracepoint]
+pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
+    counted(tp_ret(&ctx).and_then(on_exit_openat))
+}
+
+#[tracepoint]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    counted(tp_arg(&ctx, 0).and_then(|fd| on_enter_close(fd as i32)))
+}
+
+/// `syscalls:sys_enter_{dup,dup2,dup3,fcntl}`: which one comes from the loader's
+/// attachment (one program per tracepoint, the syscall number as a constant).
 #[inline(always)]
-fn try_enter_ioctl(ctx: &TracePointContext) -> Result<u32, i64> {
+fn tp_enter_dup(ctx: &TracePointContext, nr: u32) -> u32 {
+    counted((|| {
+        on_enter_dup(nr, tp_arg(ctx, 0)?, tp_arg(ctx, 1)?, tp_arg(ctx, 2)?)
+    })())
+}
+
+#[tracepoint]
+pub fn sys_enter_dup(ctx: TracePointContext) -> u32 {
+    tp_enter_dup(&ctx, cfg(&NR_DUP))
+}
+
+#[tracepoint]
+pub fn sys_enter_dup2(ctx: TracePointContext) -> u32 {
+    tp_enter_dup(&ctx, cfg(&NR_DUP2))
+}
+
+#[tracepoint]
+pub fn sys_enter_dup3(ctx: TracePointContext) -> u32 {
+    tp_enter_dup(&ctx, cfg(&NR_DUP3))
+}
+
+#[tracepoint]
+pub fn sys_enter_fcntl(ctx: TracePointContext) -> u32 {
+    tp_enter_dup(&ctx, cfg(&NR_FCNTL))
+}
+
+/// Exit of any of the four copying calls (the entry left what it needs by thread).
+#[tracepoint]
+pub fn sys_exit_dup(ctx: TracePointContext) -> u32 {
+    counted(tp_ret(&ctx).and_then(on_exit_dup))
+}
+
+/// Does nothing: attached alone by `Probe::floor` to measure what the hook itself costs.
+#[tracepoint]
+pub fn noop_tracepoint(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+/// Does nothing, as [`noop_tracepoint`], for the raw hooks.
+#[raw_tracepoint]
+pub fn noop_raw_tracepoint(_ctx: RawTracePointContext) -> u32 {
+    0
+}
+
+// ---- ioctl ----
+
+/// This CPU's previous captured thread: `comm` is sent only when it changes.
+#[inline(always)]
+fn comm_needed(tid: u32) -> bool {
+    match LAST_TID.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        Some(p) => unsafe {
+            if *p == tid {
+                false
+            } else {
+                *p = tid;
+                true
+            }
+        },
+        None => true,
+    }
+}
+
+/// Reads `len` (≤ [`INLINE_MAX`]) user bytes at `addr` right behind a record of `hdr`
+/// bytes staged in `rec`; returns (bytes read, flags).
+#[inline(always)]
+fn read_inline(rec: *mut u8, hdr: usize, addr: u64, len: u32) -> (u32, u8) {
+    let n = len & (INLINE_MAX as u32 * 2 - 1);
+    if n == 0 || n as usize > INLINE_MAX {
+        return (0, 0);
+    }
+    // SAFETY: `rec` is a staging slot of `hdr + INLINE_MAX` bytes; `n` ≤ INLINE_MAX.
+    let r = unsafe {
+        generated::bpf_probe_read_user(rec.add(hdr) as *mut c_void, n, addr as *const c_void)
+    };
+    if r != 0 {
+        bump(&COUNTERS, CNT_READ_FAIL, 1);
+        (0, FLAG_UNREADABLE)
+    } else {
+        bump(&COUNTERS, CNT_BYTES, n as u64);
+        (n, 0)
+    }
+}
+
+#[inline(always)]
+fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
     if !pid_ok(tgid) {
         return Ok(0);
     }
-    // SAFETY: offsets from the sys_enter_ioctl format (fd@16, cmd@24, arg@32).
-    let (fd, cmd, arg) = unsafe {
-        (
-            ctx.read_at::<u64>(16).map_err(|e| e as i64)? as i32,
-            ctx.read_at::<u64>(24).map_err(|e| e as i64)? as u32,
-            ctx.read_at::<u64>(32).map_err(|e| e as i64)?,
-        )
-    };
     let key = PidFd { pid: tgid, fd };
     // SAFETY: presence test only.
     let (dev, ino) = if unsafe { DERIVED.get(&key) }.is_some() {
@@ -662,45 +969,93 @@ fn try_enter_ioctl(ctx: &TracePointContext) -> Result<u32, i64> {
     bump(&COUNTERS, CNT_CALLS, 1);
     let call_id = next_id();
     let ts = ktime();
-    let inflight = Inflight {
+    let size = (cmd >> 16) & 0x3fff;
+    let mut inflight = Inflight {
         call_id,
         arg,
         cmd,
         fd,
         lost: 0,
+        fd_off: 0,
+        dirs: 0,
+        fd_kind: FD_NONE,
+        fd_size: 0,
         _pad: 0,
     };
+    if let Some(cdp) = DESCS.get_ptr(&cmd) {
+        // SAFETY: map value pointer, read-only.
+        let cd = unsafe { &*cdp };
+        inflight.fd_kind = cd.fd_kind;
+        inflight.fd_size = cd.fd_size;
+        inflight.fd_off = cd.fd_off;
+        let mut i = 0;
+        while i < MAX_DESCS {
+            if (i as u32) < cd.n {
+                inflight.dirs |= cd.descs[i].dir;
+            }
+            i += 1;
+        }
+    }
     if INFLIGHT.insert(&tid, &inflight, 0).is_err() {
         bump(&DROPS, DROP_INFLIGHT, 1);
         return Ok(0);
     }
-    let Some(mut entry) = EVENTS.reserve::<EnterEvent>(0) else {
+    let Some(rec) = ENTER_SCRATCH.get_ptr_mut(0) else {
+        let _ = INFLIGHT.remove(&tid);
+        return Ok(0);
+    };
+    let inline = size as usize <= INLINE_MAX && size > 0 && arg != 0;
+    // SAFETY: this CPU's staging slot, large enough for the record and INLINE_MAX bytes.
+    let total = unsafe {
+        let e = rec as *mut EnterEvent;
+        *e = EnterEvent {
+            hdr: EventHeader {
+                kind: EV_ENTER,
+                cpu: cpu(),
+            },
+            call_id,
+            ts,
+            pid: tgid,
+            tid,
+            fd,
+            cmd,
+            arg,
+            dev: dev as u64,
+            ino,
+            comm: [0; 16],
+            struct_len: 0,
+            struct_flags: 0,
+            has_comm: 0,
+            inline: inline as u8,
+            _pad: [0; 3],
+        };
+        if comm_needed(tid) {
+            (*e).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+            (*e).has_comm = 1;
+        }
+        let hdr = core::mem::size_of::<EnterEvent>();
+        let mut n = 0;
+        if inline {
+            let (got, flags) = read_inline(rec as *mut u8, hdr, arg, size);
+            (*e).struct_len = size as u16;
+            (*e).struct_flags = flags;
+            n = got;
+        }
+        hdr + (n as usize & (INLINE_MAX * 2 - 1))
+    };
+    // SAFETY: `total` ≤ the slot's size (checked above).
+    let bytes = unsafe { core::slice::from_raw_parts(rec as *const u8, total) };
+    if total > core::mem::size_of::<EnterEvent>() + INLINE_MAX
+        || EVENTS.output::<[u8]>(bytes, BPF_RB_NO_WAKEUP).is_err()
+    {
         // The whole call is lost: forget it so that no orphan chunks or exit follow.
         let _ = INFLIGHT.remove(&tid);
         bump(&DROPS, DROP_CALL, 1);
         return Ok(0);
-    };
-    entry.write(EnterEvent {
-        hdr: EventHeader {
-            kind: EV_ENTER,
-            cpu: cpu(),
-        },
-        call_id,
-        ts,
-        pid: tgid,
-        tid,
-        fd,
-        cmd,
-        arg,
-        dev: dev as u64,
-        ino,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    });
-    entry.submit(BPF_RB_NO_WAKEUP);
+    }
 
-    let size = (cmd >> 16) & 0x3fff;
     let mut lost = 0;
-    if size > 0 && arg != 0 {
+    if size > 0 && arg != 0 && !inline {
         lost += dxt_copy_buf(
             call_id,
             arg,
@@ -708,7 +1063,9 @@ fn try_enter_ioctl(ctx: &TracePointContext) -> Result<u32, i64> {
             meta(0, ROLE_STRUCT_IN, DESC_STRUCT, 0, false),
         );
     }
-    lost += dxt_walk(cmd as u64, call_id, arg, DIR_IN as u64);
+    if inflight.dirs & DIR_IN != 0 {
+        lost += dxt_walk(cmd as u64, call_id, arg, DIR_IN as u64);
+    }
     if lost > 0
         && let Some(p) = INFLIGHT.get_ptr_mut(&tid)
     {
@@ -718,19 +1075,8 @@ fn try_enter_ioctl(ctx: &TracePointContext) -> Result<u32, i64> {
     Ok(0)
 }
 
-#[tracepoint]
-pub fn sys_exit_ioctl(ctx: TracePointContext) -> u32 {
-    match try_exit_ioctl(&ctx) {
-        Ok(v) => v,
-        Err(_) => {
-            bump(&COUNTERS, CNT_WALK_FAIL, 1);
-            0
-        }
-    }
-}
-
 #[inline(always)]
-fn try_exit_ioctl(ctx: &TracePointContext) -> Result<u32, i64> {
+fn on_exit_ioctl(ret: i64) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
@@ -739,12 +1085,11 @@ fn try_exit_ioctl(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     };
     let _ = INFLIGHT.remove(&tid);
-    // SAFETY: sys_exit_ioctl format: ret@16.
-    let ret: i64 = unsafe { ctx.read_at::<i64>(16).map_err(|e| e as i64)? };
     let ts = ktime();
     let mut lost = inf.lost;
     let size = (inf.cmd >> 16) & 0x3fff;
-    if size > 0 && inf.arg != 0 {
+    let inline = size as usize <= INLINE_MAX && size > 0 && inf.arg != 0;
+    if size > 0 && inf.arg != 0 && !inline {
         lost += dxt_copy_buf(
             inf.call_id,
             inf.arg,
@@ -752,69 +1097,86 @@ fn try_exit_ioctl(ctx: &TracePointContext) -> Result<u32, i64> {
             meta(0, ROLE_STRUCT_OUT, DESC_STRUCT, 0, false),
         );
     }
-    lost += dxt_walk(inf.cmd as u64, inf.call_id, inf.arg, DIR_OUT as u64);
-    if let Some(cdp) = DESCS.get_ptr(&inf.cmd) {
-        // SAFETY: map value pointer, read-only.
-        let cd = unsafe { &*cdp };
-        let newfd: i64 = match cd.fd_kind {
-            FD_RET if ret >= 0 => ret,
-            FD_FIELD if ret == 0 => {
-                let at = inf.arg + cd.fd_off as u64;
-                // SAFETY: user read through the helper.
-                unsafe {
-                    if cd.fd_size == 8 {
-                        bpf_probe_read_user(at as *const i64).unwrap_or(-1)
-                    } else {
-                        bpf_probe_read_user(at as *const i32).unwrap_or(-1) as i64
-                    }
+    if inf.dirs & DIR_OUT != 0 {
+        lost += dxt_walk(inf.cmd as u64, inf.call_id, inf.arg, DIR_OUT as u64);
+    }
+    let newfd: i64 = match inf.fd_kind {
+        FD_RET if ret >= 0 => ret,
+        FD_FIELD if ret == 0 => {
+            let at = inf.arg + inf.fd_off as u64;
+            // SAFETY: user read through the helper.
+            unsafe {
+                if inf.fd_size == 8 {
+                    bpf_probe_read_user(at as *const i64).unwrap_or(-1)
+                } else {
+                    bpf_probe_read_user(at as *const i32).unwrap_or(-1) as i64
                 }
             }
-            _ => -1,
-        };
-        if newfd >= 0 && newfd <= i32::MAX as i64 {
-            let key = PidFd {
-                pid: tgid,
-                fd: newfd as i32,
-            };
-            let _ = DERIVED.insert(&key, &1, 0);
-            emit_fd(
-                tgid,
-                tid,
-                newfd as i32,
-                FD_OP_DERIVED,
-                0,
-                0,
-                0,
-                ret,
-                inf.call_id,
-                0,
-            );
         }
+        _ => -1,
+    };
+    if newfd >= 0 && newfd <= i32::MAX as i64 {
+        let key = PidFd {
+            pid: tgid,
+            fd: newfd as i32,
+        };
+        let _ = DERIVED.insert(&key, &1, 0);
+        emit_fd(&FdArgs {
+            tgid,
+            tid,
+            fd: newfd as i32,
+            op: FD_OP_DERIVED,
+            ret,
+            call_id: inf.call_id,
+            ..FdArgs::default()
+        });
     }
-    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
-        bump(&DROPS, DROP_EXIT, 1);
+    let Some(rec) = EXIT_SCRATCH.get_ptr_mut(0) else {
         return Ok(0);
     };
-    entry.write(ExitEvent {
-        hdr: EventHeader {
-            kind: EV_EXIT,
-            cpu: cpu(),
-        },
-        call_id: inf.call_id,
-        ts,
-        ret,
-        lost_chunks: lost,
-        _pad: 0,
-    });
-    entry.submit(wake_flags());
+    // SAFETY: this CPU's staging slot, large enough for the record and INLINE_MAX bytes.
+    let total = unsafe {
+        let x = rec as *mut ExitEvent;
+        *x = ExitEvent {
+            hdr: EventHeader {
+                kind: EV_EXIT,
+                cpu: cpu(),
+            },
+            call_id: inf.call_id,
+            ts,
+            ret,
+            lost_chunks: lost,
+            struct_len: 0,
+            struct_flags: 0,
+            inline: inline as u8,
+        };
+        let hdr = core::mem::size_of::<ExitEvent>();
+        let mut n = 0;
+        if inline {
+            let (got, flags) = read_inline(rec as *mut u8, hdr, inf.arg, size);
+            (*x).struct_len = size as u16;
+            (*x).struct_flags = flags;
+            n = got;
+        }
+        hdr + (n as usize & (INLINE_MAX * 2 - 1))
+    };
+    // SAFETY: `total` ≤ the slot's size (checked).
+    let bytes = unsafe { core::slice::from_raw_parts(rec as *const u8, total) };
+    if total > core::mem::size_of::<ExitEvent>() + INLINE_MAX
+        || EVENTS
+            .output::<[u8]>(bytes, wake_flags(total as u64))
+            .is_err()
+    {
+        bump(&DROPS, DROP_EXIT, 1);
+    }
     Ok(0)
 }
 
-// ---- descriptors: open / close / fork ----
+// ---- descriptors: open / close / copies / fork ----
 
-#[expect(clippy::too_many_arguments, reason = "flat record fields")]
-#[inline(always)]
-fn emit_fd(
+/// Fields of an [`FdEventRaw`] (the rest are stamped by [`emit_fd`]).
+#[derive(Default)]
+struct FdArgs {
     tgid: u32,
     tid: u32,
     fd: i32,
@@ -822,10 +1184,14 @@ fn emit_fd(
     dev: u32,
     ino: u64,
     flags: u32,
+    old_fd: i32,
     ret: i64,
     call_id: u64,
     path: u64,
-) {
+}
+
+#[inline(always)]
+fn emit_fd(a: &FdArgs) {
     let Some(mut entry) = EVENTS.reserve::<FdEventRaw>(0) else {
         bump(&DROPS, DROP_FD, 1);
         return;
@@ -838,45 +1204,30 @@ fn emit_fd(
             cpu: cpu(),
         };
         (*p).ts = ktime();
-        (*p).pid = tgid;
-        (*p).tid = tid;
-        (*p).fd = fd;
-        (*p).op = op;
-        (*p).dev = dev as u64;
-        (*p).ino = ino;
-        (*p).flags = flags;
-        (*p)._pad = 0;
-        (*p).ret = ret;
-        (*p).call_id = call_id;
+        (*p).pid = a.tgid;
+        (*p).tid = a.tid;
+        (*p).fd = a.fd;
+        (*p).op = a.op;
+        (*p).dev = a.dev as u64;
+        (*p).ino = a.ino;
+        (*p).flags = a.flags;
+        (*p).old_fd = a.old_fd;
+        (*p).ret = a.ret;
+        (*p).call_id = a.call_id;
         (*p).path[0] = 0;
-        if path != 0 {
-            let _ = bpf_probe_read_user_str_bytes(path as *const u8, &mut (*p).path);
+        if a.path != 0 {
+            let _ = bpf_probe_read_user_str_bytes(a.path as *const u8, &mut (*p).path);
         }
     }
-    entry.submit(wake_flags());
-}
-
-#[tracepoint]
-pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    match try_enter_openat(&ctx) {
-        Ok(v) => v,
-        Err(_) => 0,
-    }
+    entry.submit(wake_flags(core::mem::size_of::<FdEventRaw>() as u64));
 }
 
 #[inline(always)]
-fn try_enter_openat(ctx: &TracePointContext) -> Result<u32, i64> {
+fn on_enter_openat(filename: u64, flags: u32) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !pid_ok((pid_tgid >> 32) as u32) {
         return Ok(0);
     }
-    // SAFETY: sys_enter_openat format: filename@24, flags@32.
-    let (filename, flags) = unsafe {
-        (
-            ctx.read_at::<u64>(24).map_err(|e| e as i64)?,
-            ctx.read_at::<u64>(32).map_err(|e| e as i64)? as u32,
-        )
-    };
     let args = OpenArgs {
         filename,
         flags,
@@ -886,19 +1237,8 @@ fn try_enter_openat(ctx: &TracePointContext) -> Result<u32, i64> {
     Ok(0)
 }
 
-#[tracepoint]
-pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
-    match try_exit_openat(&ctx) {
-        Ok(v) => v,
-        Err(_) => {
-            bump(&COUNTERS, CNT_WALK_FAIL, 1);
-            0
-        }
-    }
-}
-
 #[inline(always)]
-fn try_exit_openat(ctx: &TracePointContext) -> Result<u32, i64> {
+fn on_exit_openat(ret: i64) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     // SAFETY: copied before removal.
@@ -906,58 +1246,190 @@ fn try_exit_openat(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     };
     let _ = OPENS.remove(&tid);
-    // SAFETY: sys_exit_openat format: ret@16.
-    let ret: i64 = unsafe { ctx.read_at::<i64>(16).map_err(|e| e as i64)? };
     if ret < 0 {
         return Ok(0);
     }
     if let Some((dev, ino)) = watched_file(ret as i32)? {
-        emit_fd(
-            (pid_tgid >> 32) as u32,
+        emit_fd(&FdArgs {
+            tgid: (pid_tgid >> 32) as u32,
             tid,
-            ret as i32,
-            FD_OP_OPEN,
+            fd: ret as i32,
+            op: FD_OP_OPEN,
             dev,
             ino,
-            args.flags,
+            flags: args.flags,
             ret,
-            0,
-            args.filename,
-        );
+            path: args.filename,
+            ..FdArgs::default()
+        });
     }
     Ok(0)
 }
 
-#[tracepoint]
-pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
-    match try_enter_close(&ctx) {
-        Ok(v) => v,
-        Err(_) => {
-            bump(&COUNTERS, CNT_WALK_FAIL, 1);
-            0
-        }
+/// `fd` of this process stops referring to what it did (close, or dup2/dup3 over it):
+/// drops it from the derived set, and reports the close if it was watched.
+#[inline(always)]
+fn forget_fd(tgid: u32, tid: u32, fd: i32, ret: i64) -> Result<(), i64> {
+    let key = PidFd { pid: tgid, fd };
+    // SAFETY: presence test only.
+    if unsafe { DERIVED.get(&key) }.is_some() {
+        let _ = DERIVED.remove(&key);
+        emit_fd(&FdArgs {
+            tgid,
+            tid,
+            fd,
+            op: FD_OP_CLOSE,
+            ret,
+            ..FdArgs::default()
+        });
+        return Ok(());
     }
+    if let Some((dev, ino)) = watched_file(fd)? {
+        emit_fd(&FdArgs {
+            tgid,
+            tid,
+            fd,
+            op: FD_OP_CLOSE,
+            dev,
+            ino,
+            ret,
+            ..FdArgs::default()
+        });
+    }
+    Ok(())
 }
 
 #[inline(always)]
-fn try_enter_close(ctx: &TracePointContext) -> Result<u32, i64> {
+fn on_enter_close(fd: i32) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !pid_ok(tgid) {
         return Ok(0);
     }
-    // SAFETY: sys_enter_close format: fd@16.
-    let fd = unsafe { ctx.read_at::<u64>(16).map_err(|e| e as i64)? } as i32;
-    let key = PidFd { pid: tgid, fd };
-    // SAFETY: presence test only.
-    if unsafe { DERIVED.get(&key) }.is_some() {
-        let _ = DERIVED.remove(&key);
-        emit_fd(tgid, pid_tgid as u32, fd, FD_OP_CLOSE, 0, 0, 0, 0, 0, 0);
+    forget_fd(tgid, pid_tgid as u32, fd, 0)?;
+    Ok(0)
+}
+
+const F_DUPFD: u64 = 0;
+const F_DUPFD_CLOEXEC: u64 = 1030;
+const O_CLOEXEC: u32 = 0o2000000;
+
+/// Entry of dup / dup2 / dup3 / fcntl: remembers (by thread) the descriptor being copied
+/// when it is watched, and a dup2/dup3 target that is about to be replaced.
+#[inline(always)]
+fn on_enter_dup(nr: u32, a0: u64, a1: u64, a2: u64) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let old_fd = a0 as i32;
+    let (target, flags) = if nr == cfg(&NR_FCNTL) {
+        match a1 {
+            F_DUPFD => (-1, 0),
+            F_DUPFD_CLOEXEC => (-1, O_CLOEXEC),
+            _ => return Ok(0),
+        }
+    } else if nr == cfg(&NR_DUP) {
+        (-1, 0)
+    } else if nr == cfg(&NR_DUP2) {
+        (a1 as i32, 0)
+    } else {
+        (a1 as i32, a2 as u32 & O_CLOEXEC)
+    };
+    if !pid_ok(tgid) {
         return Ok(0);
     }
-    if let Some((dev, ino)) = watched_file(fd)? {
-        emit_fd(tgid, pid_tgid as u32, fd, FD_OP_CLOSE, dev, ino, 0, 0, 0, 0);
+    let key = PidFd {
+        pid: tgid,
+        fd: old_fd,
+    };
+    // SAFETY: presence test only.
+    let derived = unsafe { DERIVED.get(&key) }.is_some();
+    let (dev, ino) = if derived {
+        (0, 0)
+    } else {
+        watched_file(old_fd)?.unwrap_or((0, 0))
+    };
+    let watched = derived || dev != 0 || ino != 0;
+    // A dup2/dup3 target that is watched now is closed by the call (unless it is the
+    // copied descriptor itself).
+    let target_watched = target >= 0 && target != old_fd && {
+        let tk = PidFd {
+            pid: tgid,
+            fd: target,
+        };
+        // SAFETY: presence test only.
+        unsafe { DERIVED.get(&tk) }.is_some() || watched_file(target)?.is_some()
+    };
+    if !watched && !target_watched {
+        return Ok(0);
     }
+    let d = DupArgs {
+        old_fd,
+        target,
+        dev,
+        flags,
+        ino,
+        watched: watched as u8,
+        derived: derived as u8,
+        target_watched: target_watched as u8,
+        _pad: 0,
+    };
+    let _ = DUPS.insert(&(pid_tgid as u32), &d, 0);
+    Ok(0)
+}
+
+/// Exit of dup / dup2 / dup3 / fcntl(F_DUPFD*): the new descriptor joins the watch set
+/// when the copied one was watched; a replaced dup2/dup3 target leaves it.
+#[inline(always)]
+fn on_exit_dup(ret: i64) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    // SAFETY: copied before removal.
+    let Some(d) = (unsafe { DUPS.get(&tid) }).copied() else {
+        return Ok(0);
+    };
+    let _ = DUPS.remove(&tid);
+    if ret < 0 || ret > i32::MAX as i64 {
+        return Ok(0);
+    }
+    let new_fd = ret as i32;
+    if d.target_watched != 0 {
+        let key = PidFd {
+            pid: tgid,
+            fd: d.target,
+        };
+        let _ = DERIVED.remove(&key);
+        emit_fd(&FdArgs {
+            tgid,
+            tid,
+            fd: d.target,
+            op: FD_OP_CLOSE,
+            ..FdArgs::default()
+        });
+    }
+    let key = PidFd {
+        pid: tgid,
+        fd: new_fd,
+    };
+    if d.watched == 0 {
+        return Ok(0);
+    }
+    if d.derived != 0 {
+        // An anonymous inode (VM, vCPU, sync file…): only the set knows it.
+        let _ = DERIVED.insert(&key, &1, 0);
+    }
+    emit_fd(&FdArgs {
+        tgid,
+        tid,
+        fd: new_fd,
+        op: FD_OP_DUP,
+        dev: d.dev,
+        ino: d.ino,
+        flags: d.flags,
+        old_fd: d.old_fd,
+        ret,
+        ..FdArgs::default()
+    });
     Ok(0)
 }
 
@@ -1014,7 +1486,8 @@ fn vmb_send(ctx: &ProbeContext, is_async: bool, kernel: bool) -> Result<u32, i64
     }
     let ids = channel_ids(channel, is_async, kernel);
     let (channel_id, request_id) = ids.unwrap_or((0, 0));
-    emit_vmbus(&VmbusEvent {
+    let deferred = !is_async && cfg(&VMB_SENDPACKET) != 0;
+    let req = VmbusEvent {
         hdr: EventHeader::default(),
         msg_id,
         ts: 0,
@@ -1022,7 +1495,7 @@ fn vmb_send(ctx: &ProbeContext, is_async: bool, kernel: bool) -> Result<u32, i64
         tid: pid_tgid as u32,
         channel,
         channel_id,
-        request_id,
+        request_id: if deferred { 0 } else { request_id },
         status: 0,
         len: cmd_size as u64,
         dir: VMBUS_GUEST_TO_HOST,
@@ -1030,7 +1503,10 @@ fn vmb_send(ctx: &ProbeContext, is_async: bool, kernel: bool) -> Result<u32, i64
         has_status: 0,
         has_channel_id: ids.is_some() as u8,
         _pad: [0; 4],
-    });
+    };
+    if !deferred {
+        emit_vmbus(&req);
+    }
     if !is_async {
         let result: u64 = ctx.arg(3).ok_or(1i64)?;
         let result_size: u32 = ctx.arg(4).ok_or(1i64)?;
@@ -1040,11 +1516,55 @@ fn vmb_send(ctx: &ProbeContext, is_async: bool, kernel: bool) -> Result<u32, i64
             result_size: result_size as u64,
             channel,
             channel_id,
-            request_id,
+            request_id: req.request_id,
             has_channel_id: ids.is_some() as u64,
+            len: cmd_size as u64,
+            req_pending: deferred as u64,
         };
         let _ = VMB_INFLIGHT.insert(&(pid_tgid as u32), &v, 0);
     }
+    Ok(0)
+}
+
+/// `vmbus_sendpacket(channel, buffer, bufferlen, requestid, type, flags)` called inside a
+/// sync send on this thread: the packet's request id, assigned by the send
+/// (`atomic64_inc_return(&channel->packet_request_id)`) and final here. The request's
+/// record is written now, with it. Later calls of the same send (the -EAGAIN retries) carry
+/// the same id and are ignored.
+#[inline(always)]
+fn vmb_sendpacket(ctx: &ProbeContext) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(p) = VMB_INFLIGHT.get_ptr_mut(&tid) else {
+        return Ok(0);
+    };
+    let request_id: u64 = ctx.arg(3).ok_or(1i64)?;
+    // SAFETY: only this thread touches its entry.
+    let v = unsafe {
+        if (*p).req_pending == 0 {
+            return Ok(0);
+        }
+        (*p).req_pending = 0;
+        (*p).request_id = request_id;
+        *p
+    };
+    emit_vmbus(&VmbusEvent {
+        hdr: EventHeader::default(),
+        msg_id: v.msg_id,
+        ts: 0,
+        pid: (pid_tgid >> 32) as u32,
+        tid,
+        channel: v.channel,
+        channel_id: v.channel_id,
+        request_id,
+        status: 0,
+        len: v.len,
+        dir: VMBUS_GUEST_TO_HOST,
+        is_async: 0,
+        has_status: 0,
+        has_channel_id: v.has_channel_id as u8,
+        _pad: [0; 4],
+    });
     Ok(0)
 }
 
@@ -1058,6 +1578,26 @@ fn vmb_reply(ctx: &RetProbeContext, kernel: bool) -> Result<u32, i64> {
     };
     let _ = VMB_INFLIGHT.remove(&tid);
     let status: i32 = ctx.ret();
+    if v.req_pending != 0 {
+        // The send failed before anything went out (no packet, no request id).
+        emit_vmbus(&VmbusEvent {
+            hdr: EventHeader::default(),
+            msg_id: v.msg_id,
+            ts: 0,
+            pid: (pid_tgid >> 32) as u32,
+            tid,
+            channel: v.channel,
+            channel_id: v.channel_id,
+            request_id: 0,
+            status: 0,
+            len: v.len,
+            dir: VMBUS_GUEST_TO_HOST,
+            is_async: 0,
+            has_status: 0,
+            has_channel_id: v.has_channel_id as u8,
+            _pad: [0; 4],
+        });
+    }
     let lost = dxt_copy_buf(
         v.msg_id,
         v.result,
@@ -1181,7 +1721,7 @@ fn emit_vmbus(v: &VmbusEvent) {
     };
     e.ts = ktime();
     entry.write(e);
-    entry.submit(wake_flags());
+    entry.submit(wake_flags(core::mem::size_of::<VmbusEvent>() as u64));
 }
 
 #[uprobe]
@@ -1192,6 +1732,11 @@ pub fn uprobe_send_sync(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn uretprobe_send_sync(ctx: RetProbeContext) -> u32 {
     vmb_reply(&ctx, false).unwrap_or(0)
+}
+
+#[uprobe]
+pub fn uprobe_sendpacket(ctx: ProbeContext) -> u32 {
+    vmb_sendpacket(&ctx).unwrap_or(0)
 }
 
 #[uprobe]
@@ -1229,6 +1774,11 @@ pub fn kprobe_send_sync(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn kretprobe_send_sync(ctx: RetProbeContext) -> u32 {
     vmb_reply(&ctx, true).unwrap_or(0)
+}
+
+#[kprobe]
+pub fn kprobe_sendpacket(ctx: ProbeContext) -> u32 {
+    vmb_sendpacket(&ctx).unwrap_or(0)
 }
 
 #[kprobe]

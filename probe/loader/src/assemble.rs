@@ -17,8 +17,9 @@ use crate::load::RawEvent;
 
 struct Pending {
     rec: IoctlRecord,
-    /// (role, desc, elem) → index in `rec.buffers`.
-    index: HashMap<(u8, u8, u8), usize>,
+    /// (role, desc, elem) → index in `rec.buffers`; a short list (a call has a handful of
+    /// buffers), empty and unallocated for calls without pointer buffers.
+    index: Vec<((u8, u8, u8), usize)>,
 }
 
 #[derive(Default)]
@@ -109,6 +110,22 @@ fn append(buf: &mut Buffer, ev: &BufEvent, data: &[u8], pinned: bool) {
     }
 }
 
+/// The argument struct as carried inside an enter or exit record.
+fn inline_struct(addr: u64, len: u16, flags: u8, data: &[u8], role: BufferRole) -> Buffer {
+    Buffer {
+        addr,
+        role,
+        path: String::new(),
+        len: len as u64,
+        flags: if flags & FLAG_UNREADABLE != 0 {
+            BUF_UNREADABLE
+        } else {
+            0
+        },
+        data: data.to_vec(),
+    }
+}
+
 fn new_buffer(ev: &BufEvent, role: BufferRole, path: String) -> Buffer {
     Buffer {
         addr: ev.addr,
@@ -147,10 +164,17 @@ impl Assembler {
     }
 
     /// Feeds one event; completed records go to `out`.
-    pub fn push(&mut self, ev: RawEvent, out: &mut impl FnMut(Record)) {
+    pub fn push(&mut self, ev: RawEvent<'_>, out: &mut impl FnMut(Record)) {
         match ev {
-            RawEvent::Enter(e) => {
-                self.process(e.pid, &cstr(&e.comm), e.ts, out);
+            RawEvent::Enter(e, inline) => {
+                if !self.seen_pids.contains(&e.pid) {
+                    let comm = if e.has_comm != 0 {
+                        cstr(&e.comm)
+                    } else {
+                        String::new()
+                    };
+                    self.process(e.pid, &comm, e.ts, out);
+                }
                 let id = self.next_id;
                 self.next_id += 1;
                 let dev = if e.dev == 0 {
@@ -159,6 +183,16 @@ impl Assembler {
                     kernel_dev_to_user(e.dev)
                 };
                 self.in_call.insert(e.tid, id);
+                let mut buffers = Vec::new();
+                if e.inline != 0 {
+                    buffers.push(inline_struct(
+                        e.arg,
+                        e.struct_len,
+                        e.struct_flags,
+                        inline,
+                        BufferRole::StructIn,
+                    ));
+                }
                 self.calls.insert(
                     e.call_id,
                     Pending {
@@ -173,9 +207,9 @@ impl Assembler {
                             cmd: e.cmd,
                             arg: e.arg,
                             ret: 0,
-                            buffers: Vec::new(),
+                            buffers,
                         },
-                        index: HashMap::new(),
+                        index: Vec::new(),
                     },
                 );
             }
@@ -189,15 +223,15 @@ impl Assembler {
                     };
                     let buf = slot
                         .get_or_insert_with(|| new_buffer(&b, BufferRole::StructIn, String::new()));
-                    append(buf, &b, &data, false);
+                    append(buf, &b, data, false);
                     return;
                 }
                 let Some(p) = self.calls.get_mut(&b.id) else {
                     return;
                 };
                 let key = (b.role, b.desc, b.elem);
-                let idx = match p.index.get(&key) {
-                    Some(&i) => i,
+                let idx = match p.index.iter().find(|(k, _)| *k == key) {
+                    Some(&(_, i)) => i,
                     None => {
                         let path = if b.desc == DESC_STRUCT {
                             String::new()
@@ -208,7 +242,7 @@ impl Assembler {
                                 .unwrap_or_else(|| format!("desc{}", b.desc))
                         };
                         p.rec.buffers.push(new_buffer(&b, role_of(b.role), path));
-                        p.index.insert(key, p.rec.buffers.len() - 1);
+                        p.index.push((key, p.rec.buffers.len() - 1));
                         p.rec.buffers.len() - 1
                     }
                 };
@@ -217,14 +251,34 @@ impl Assembler {
                         .descs
                         .get(&p.rec.cmd)
                         .is_some_and(|d| d.is_pinned(b.desc as usize));
-                append(&mut p.rec.buffers[idx], &b, &data, pinned);
+                append(&mut p.rec.buffers[idx], &b, data, pinned);
             }
-            RawEvent::Exit(x) => {
+            RawEvent::Exit(x, inline) => {
                 let Some(mut p) = self.calls.remove(&x.call_id) else {
                     return;
                 };
                 p.rec.ts_exit = x.ts;
                 p.rec.ret = x.ret;
+                if x.inline != 0 {
+                    // After the entry's struct and any pointer buffers read at entry,
+                    // before those read at exit: the order chunked structs arrive in.
+                    let at = p
+                        .rec
+                        .buffers
+                        .iter()
+                        .position(|b| b.role == BufferRole::PtrOut)
+                        .unwrap_or(p.rec.buffers.len());
+                    p.rec.buffers.insert(
+                        at,
+                        inline_struct(
+                            p.rec.arg,
+                            x.struct_len,
+                            x.struct_flags,
+                            inline,
+                            BufferRole::StructOut,
+                        ),
+                    );
+                }
                 if x.lost_chunks > 0 {
                     for b in &mut p.rec.buffers {
                         if (b.data.len() as u64) < b.len.min(MAX_BUF_LEN as u64) {
@@ -241,11 +295,28 @@ impl Assembler {
                 self.process(f.pid, "", f.ts, out);
                 let op = match f.op {
                     FD_OP_CLOSE => FdOp::Close,
-                    FD_OP_DERIVED => FdOp::Derived,
+                    FD_OP_DERIVED | FD_OP_DUP => FdOp::Derived,
                     _ => FdOp::Open,
                 };
                 let mut dev = kernel_dev_to_user(f.dev);
+                let mut path = cstr(&f.path);
                 match op {
+                    FdOp::Derived if f.op == FD_OP_DUP => {
+                        // A copy: the device of the copied descriptor (an anonymous inode
+                        // has none of its own; a device or FUSE file is named by the
+                        // kernel side). The trace says what was copied in `path`.
+                        let parent = if f.dev == 0 {
+                            self.derived_dev
+                                .get(&(f.pid, f.old_fd))
+                                .copied()
+                                .unwrap_or(0)
+                        } else {
+                            dev
+                        };
+                        self.derived_dev.insert((f.pid, f.fd), parent);
+                        path = format!("dup:{}", f.old_fd);
+                        dev = 0;
+                    }
                     FdOp::Derived => {
                         // The creating call's device: the parent fd's device.
                         let parent = self.calls.get(&f.call_id).map(|p| p.rec.dev).unwrap_or(0);
@@ -263,7 +334,7 @@ impl Assembler {
                     tid: f.tid,
                     fd: f.fd,
                     op,
-                    path: cstr(&f.path),
+                    path,
                     dev,
                     ino: f.ino,
                     flags: f.flags,

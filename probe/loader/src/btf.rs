@@ -190,6 +190,18 @@ impl Btf {
         id
     }
 
+    /// Where the raw `sys_enter` / `sys_exit` programs find a syscall's first three
+    /// arguments and its number in `struct pt_regs`: `(offset of dx, offset of orig_ax)`,
+    /// when `dx`, `si`, `di` (arguments 2, 1, 0 on x86_64) are three contiguous words, so
+    /// that one read fetches them. `None` elsewhere (the classic tracepoints are used).
+    pub fn syscall_regs(&self) -> Option<(u32, u32)> {
+        let dx = self.member_offset("pt_regs", "dx")?;
+        let si = self.member_offset("pt_regs", "si")?;
+        let di = self.member_offset("pt_regs", "di")?;
+        let orig_ax = self.member_offset("pt_regs", "orig_ax")?;
+        (si == dx + 8 && di == dx + 16).then_some((dx, orig_ax))
+    }
+
     /// The offsets the kernel side needs.
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, ProbeError> {
         let get = |s: &str, m: &str| {
@@ -227,5 +239,11 @@ mod tests {
         assert_eq!(o.inode_mode, 0);
         assert!(o.task_files > 0 && o.file_inode > 0);
         assert!(btf.has_func("do_sys_open") || btf.has_func("do_sys_openat2"));
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            btf.syscall_regs(),
+            Some((96, 120)),
+            "x86_64 pt_regs: dx, si, di at 96..120, orig_ax at 120"
+        );
     }
 }

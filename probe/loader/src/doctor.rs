@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use aya::programs::{FEntry, KProbe, TracePoint, UProbe, uprobe::UProbeScope};
+use aya::programs::{FEntry, KProbe, RawTracePoint, TracePoint, UProbe, uprobe::UProbeScope};
 use aya::{EbpfLoader, include_bytes_aligned};
 
 use crate::load::{chain, ensure_tracefs, kallsyms_has};
@@ -263,6 +263,31 @@ fn program_checks() -> Vec<Check> {
             Status::Fail,
             e,
             "capture needs syscalls:sys_enter_ioctl; check CONFIG_FTRACE_SYSCALLS and privileges",
+        ),
+    });
+    // raw tracepoints: the cheaper syscall hooks the capture uses when they attach.
+    let raw = (|| -> Result<(), String> {
+        let p: &mut RawTracePoint = ebpf
+            .program_mut("noop_raw_tracepoint")
+            .ok_or("program missing")?
+            .try_into()
+            .map_err(|e| chain(&e))?;
+        p.load().map_err(|e| chain(&e))?;
+        p.attach("sys_enter").map_err(|e| chain(&e))?;
+        Ok(())
+    })();
+    out.push(match raw {
+        Ok(()) => check(
+            "raw tracepoint programs",
+            Status::Ok,
+            "load and attach (sys_enter)",
+            "",
+        ),
+        Err(e) => check(
+            "raw tracepoint programs",
+            Status::Warn,
+            e,
+            "capture falls back to the syscalls:* tracepoints, which cost more per call",
         ),
     });
     // fentry: preferred for the dxgkrnl VMBus hooks where allowed.

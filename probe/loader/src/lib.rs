@@ -22,7 +22,7 @@ mod run;
 
 pub use assemble::Assembler;
 pub use desc::{CmdDescriptor, FdReturn, LenSpec, PointerSpec};
-pub use load::{Probe, ProbeBuilder, RawEvent, WatchedDevice};
+pub use load::{Floor, Probe, ProbeBuilder, RawEvent, SyscallHooks, WatchedDevice};
 pub use run::{Progress, RecordOptions, RecordSummary, record, record_blocking};
 
 /// Errors of the probe library.

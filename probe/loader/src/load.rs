@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{KProbe, TracePoint, UProbe, uprobe::UProbeScope};
+use aya::programs::{KProbe, RawTracePoint, TracePoint, UProbe, uprobe::UProbeScope};
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use driver_core::emulator::DxgVmbusChannel;
 use probe_common::*;
@@ -119,16 +119,17 @@ impl ProbeBuilder {
     }
 }
 
-/// A raw event from the ring buffer.
+/// A raw event from the ring buffer, borrowing its bytes from the ring (no copy, no
+/// allocation per event).
 #[derive(Debug, Clone)]
-pub enum RawEvent {
-    /// Ioctl entry.
-    Enter(EnterEvent),
-    /// Ioctl exit.
-    Exit(ExitEvent),
+pub enum RawEvent<'a> {
+    /// Ioctl entry, and the argument struct's bytes when they came inline.
+    Enter(EnterEvent, &'a [u8]),
+    /// Ioctl exit, and the argument struct's bytes when they came inline.
+    Exit(ExitEvent, &'a [u8]),
     /// Buffer chunk and its data.
-    Buf(BufEvent, Vec<u8>),
-    /// Descriptor opened / closed / derived.
+    Buf(BufEvent, &'a [u8]),
+    /// Descriptor opened / closed / derived / copied.
     Fd(Box<FdEventRaw>),
     /// VMBus message.
     Vmbus(VmbusEvent),
@@ -142,24 +143,71 @@ fn read_pod<T: Copy>(b: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
 }
 
-impl RawEvent {
+/// The `len` bytes after a `T` header, cut to what the record holds.
+fn tail<T>(b: &[u8], len: usize) -> &[u8] {
+    let start = size_of::<T>().min(b.len());
+    &b[start..(start + len).min(b.len())]
+}
+
+impl<'a> RawEvent<'a> {
     /// Parses one ring-buffer record.
-    pub fn parse(b: &[u8]) -> Option<RawEvent> {
+    pub fn parse(b: &'a [u8]) -> Option<RawEvent<'a>> {
         let hdr: EventHeader = read_pod(b)?;
         Some(match hdr.kind {
-            EV_ENTER => RawEvent::Enter(read_pod(b)?),
-            EV_EXIT => RawEvent::Exit(read_pod(b)?),
+            EV_ENTER => {
+                let e: EnterEvent = read_pod(b)?;
+                let n = if e.struct_flags & FLAG_UNREADABLE != 0 {
+                    0
+                } else {
+                    e.struct_len as usize
+                };
+                RawEvent::Enter(e, tail::<EnterEvent>(b, n))
+            }
+            EV_EXIT => {
+                let x: ExitEvent = read_pod(b)?;
+                let n = if x.struct_flags & FLAG_UNREADABLE != 0 {
+                    0
+                } else {
+                    x.struct_len as usize
+                };
+                RawEvent::Exit(x, tail::<ExitEvent>(b, n))
+            }
             EV_BUF => {
                 let ev: BufEvent = read_pod(b)?;
-                let start = size_of::<BufEvent>();
-                let end = (start + ev.len as usize).min(b.len());
-                RawEvent::Buf(ev, b[start..end].to_vec())
+                RawEvent::Buf(ev, tail::<BufEvent>(b, ev.len as usize))
             }
+            // Rare (opens, closes, copies): boxed to keep the enum small.
             EV_FD => RawEvent::Fd(Box::new(read_pod(b)?)),
             EV_VMBUS => RawEvent::Vmbus(read_pod(b)?),
             _ => return None,
         })
     }
+}
+
+/// Which syscall hooks a probe uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyscallHooks {
+    /// `raw_tracepoint` on `sys_enter` / `sys_exit` (the default).
+    Raw,
+    /// The `syscalls:sys_{enter,exit}_*` tracepoints (where the raw ones do not attach,
+    /// or forced with `DXTRACE_PROBE_HOOKS=tracepoint`).
+    Tracepoint,
+}
+
+impl SyscallHooks {
+    /// Name as written in the trace header.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyscallHooks::Raw => "raw_tracepoint:sys_enter,sys_exit",
+            SyscallHooks::Tracepoint => "tracepoint:syscalls",
+        }
+    }
+}
+
+/// Programs that do nothing, attached to the syscall hooks alone: what the hook costs
+/// before any work (see [`Probe::floor`]). Detached on drop.
+pub struct Floor {
+    _ebpf: Ebpf,
 }
 
 /// A loaded, attached probe. Dropping it detaches every program and closes every map.
@@ -173,6 +221,7 @@ pub struct Probe {
     devices: Vec<WatchedDevice>,
     vmbus: (bool, String),
     dropped_descs: usize,
+    hooks: SyscallHooks,
 }
 
 impl std::fmt::Debug for Probe {
@@ -268,10 +317,94 @@ fn ringbuf_bytes(req: Option<u32>) -> u32 {
 enum Hook<'a> {
     /// A tracepoint `category:name`.
     Tracepoint(&'a str, &'a str),
+    /// A raw tracepoint.
+    Raw(&'a str),
     /// A uprobe or uretprobe on `symbol` of a binary.
     Uprobe(&'a str, &'a Path, UProbeScope),
     /// A kprobe or kretprobe on a kernel symbol.
     Kprobe(&'a str),
+}
+
+/// The raw `sys_enter` / `sys_exit` programs (ioctl, openat, close and the dup family in
+/// one pair). False, with nothing left attached, if either does not load or attach.
+fn attach_raw(ebpf: &mut Ebpf) -> bool {
+    // Exit before entry: an entry seen without its exit program would leak INFLIGHT.
+    let r = attach(ebpf, "raw_sys_exit", Hook::Raw("sys_exit"))
+        .and_then(|_| attach(ebpf, "raw_sys_enter", Hook::Raw("sys_enter")));
+    if let Err(e) = &r {
+        tracing::info!(
+            "raw syscall tracepoints unavailable ({}); using syscalls:* tracepoints",
+            chain(e)
+        );
+        for prog in ["raw_sys_exit", "raw_sys_enter"] {
+            if let Some(p) = ebpf.program_mut(prog)
+                && let Ok(p) = <&mut RawTracePoint>::try_from(p)
+            {
+                let _ = p.unload();
+            }
+        }
+    }
+    r.is_ok()
+}
+
+/// The `syscalls:sys_{enter,exit}_*` programs, one per syscall.
+fn attach_classic(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let tps = [
+        ("sys_enter_openat", "sys_enter_openat"),
+        ("sys_exit_openat", "sys_exit_openat"),
+        ("sys_enter_close", "sys_enter_close"),
+        ("sys_exit_dup", "sys_exit_dup"),
+        ("sys_exit_dup", "sys_exit_dup2"),
+        ("sys_exit_dup", "sys_exit_dup3"),
+        ("sys_exit_dup", "sys_exit_fcntl"),
+        ("sys_enter_dup", "sys_enter_dup"),
+        ("sys_enter_dup2", "sys_enter_dup2"),
+        ("sys_enter_dup3", "sys_enter_dup3"),
+        ("sys_enter_fcntl", "sys_enter_fcntl"),
+        // Exit before entry: an entry seen without its exit program would leak INFLIGHT.
+        ("sys_exit_ioctl", "sys_exit_ioctl"),
+        ("sys_enter_ioctl", "sys_enter_ioctl"),
+    ];
+    for (prog, tp) in tps {
+        attach_tp(ebpf, prog, "syscalls", tp)?;
+    }
+    Ok(())
+}
+
+/// Like [`attach`] for a tracepoint, but a program already loaded (one program on
+/// several tracepoints) is only attached again.
+fn attach_tp(ebpf: &mut Ebpf, prog: &str, cat: &str, name: &str) -> Result<(), ProbeError> {
+    let err = |action: &'static str| {
+        move |source| ProbeError::Program {
+            action,
+            program: prog.into(),
+            source,
+        }
+    };
+    let p = ebpf.program_mut(prog).ok_or_else(|| ProbeError::Map {
+        map: "programs",
+        what: format!("{prog} missing from the object"),
+    })?;
+    let p: &mut TracePoint = p.try_into().map_err(err("load"))?;
+    if p.fd().is_err() {
+        p.load().map_err(err("load"))?;
+    }
+    p.attach(cat, name).map_err(err("attach"))?;
+    Ok(())
+}
+
+/// Whether `vmbus_sendpacket` can be hooked next to the sends: in the kernel (kallsyms)
+/// or exported by the uprobe binary (the emulator defines it with the kernel's signature).
+fn sendpacket_hookable(uprobe: Option<&Path>) -> bool {
+    if kallsyms_has("dxgvmb_send_sync_msg") {
+        return kallsyms_has("vmbus_sendpacket");
+    }
+    uprobe.is_some_and(|bin| {
+        std::fs::read(bin).is_ok_and(|b| {
+            let pat = b"\0vmbus_sendpacket\0";
+            b.windows(pat.len()).any(|w| w == pat)
+        })
+    })
 }
 
 /// Loads program `prog` of the object and attaches it at `hook`.
@@ -292,6 +425,11 @@ fn attach(ebpf: &mut Ebpf, prog: &str, hook: Hook<'_>) -> Result<(), ProbeError>
             let p: &mut TracePoint = p.try_into().map_err(err("load"))?;
             p.load().map_err(err("load"))?;
             p.attach(cat, name).map_err(err("attach"))?;
+        }
+        Hook::Raw(name) => {
+            let p: &mut RawTracePoint = p.try_into().map_err(err("load"))?;
+            p.load().map_err(err("load"))?;
+            p.attach(name).map_err(err("attach"))?;
         }
         Hook::Uprobe(sym, target, scope) => {
             let p: &mut UProbe = p.try_into().map_err(err("load"))?;
@@ -346,9 +484,34 @@ impl Probe {
         let luid_off = std::mem::offset_of!(DxgVmbusChannel, adapter_luid) as u32;
         let reqid_off = std::mem::offset_of!(DxgVmbusChannel, request_id) as u32;
         let rb = ringbuf_bytes(b.ringbuf_size);
+        let btf = Btf::from_sys_fs()?;
+        let regs = btf.syscall_regs();
+        let (regs_args, regs_orig_ax) = regs.unwrap_or((0, 0));
+        let sendpacket = sendpacket_hookable(b.uprobe_binary.as_deref()) as u32;
+        let nr = [
+            libc::SYS_ioctl,
+            libc::SYS_close,
+            libc::SYS_openat,
+            libc::SYS_dup,
+            libc::SYS_dup2,
+            libc::SYS_dup3,
+            libc::SYS_fcntl,
+        ]
+        .map(|n| n as u32);
 
         let mut loader = EbpfLoader::new();
         loader
+            .override_global("NR_IOCTL", &nr[0], true)
+            .override_global("NR_CLOSE", &nr[1], true)
+            .override_global("NR_OPENAT", &nr[2], true)
+            .override_global("NR_DUP", &nr[3], true)
+            .override_global("NR_DUP2", &nr[4], true)
+            .override_global("NR_DUP3", &nr[5], true)
+            .override_global("NR_FCNTL", &nr[6], true)
+            .override_global("OFF_REGS_ARGS", &regs_args, true)
+            .override_global("OFF_REGS_ORIG_AX", &regs_orig_ax, true)
+            .override_global("RING_SIZE", &rb, true)
+            .override_global("VMB_SENDPACKET", &sendpacket, true)
             .override_global("OFF_TASK_FILES", &offs.task_files, true)
             .override_global("OFF_FILES_FDT", &offs.files_fdt, true)
             .override_global("OFF_FDT_FD", &offs.fdt_fd, true)
@@ -418,34 +581,28 @@ impl Probe {
             "sched_process_fork",
             Hook::Tracepoint("sched", "sched_process_fork"),
         )?;
-        attach(
-            &mut ebpf,
-            "sys_enter_openat",
-            Hook::Tracepoint("syscalls", "sys_enter_openat"),
-        )?;
-        attach(
-            &mut ebpf,
-            "sys_exit_openat",
-            Hook::Tracepoint("syscalls", "sys_exit_openat"),
-        )?;
-        attach(
-            &mut ebpf,
-            "sys_enter_close",
-            Hook::Tracepoint("syscalls", "sys_enter_close"),
-        )?;
-        // Exit before entry: an entry seen without its exit program would leak INFLIGHT.
-        attach(
-            &mut ebpf,
-            "sys_exit_ioctl",
-            Hook::Tracepoint("syscalls", "sys_exit_ioctl"),
-        )?;
-        attach(
-            &mut ebpf,
-            "sys_enter_ioctl",
-            Hook::Tracepoint("syscalls", "sys_enter_ioctl"),
-        )?;
+        let forced = std::env::var("DXTRACE_PROBE_HOOKS").is_ok_and(|v| v == "tracepoint");
+        let hooks = if regs.is_some() && !forced && attach_raw(&mut ebpf) {
+            SyscallHooks::Raw
+        } else {
+            attach_classic(&mut ebpf)?;
+            SyscallHooks::Tracepoint
+        };
 
-        let vmbus = Self::attach_vmbus(&mut ebpf, b.uprobe_binary.as_deref(), b.uprobe_pid);
+        let mut vmbus = Self::attach_vmbus(
+            &mut ebpf,
+            b.uprobe_binary.as_deref(),
+            b.uprobe_pid,
+            sendpacket != 0,
+        );
+        if vmbus.0 {
+            vmbus.1.push_str(if sendpacket != 0 {
+                "; request ids from vmbus_sendpacket"
+            } else {
+                "; request ids read from the channel counter at the send (another thread's \
+                 send on the same channel can overtake it)"
+            });
+        }
 
         let ring: RingBuf<MapData> = take(&mut ebpf, "EVENTS")?;
         let drops = take(&mut ebpf, "DROPS")?;
@@ -459,33 +616,118 @@ impl Probe {
             devices,
             vmbus,
             dropped_descs,
+            hooks,
         })
+    }
+
+    /// Loads the object and attaches only a program that does nothing to the syscall
+    /// hooks `hooks` would use (for ioctl: both entry and exit): the cost of the hook
+    /// itself, the floor under the probe's overhead. For benchmarks.
+    pub fn floor(hooks: SyscallHooks) -> Result<Floor, ProbeError> {
+        bump_memlock();
+        ensure_tracefs()?;
+        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(ProbeError::Load)?;
+        match hooks {
+            SyscallHooks::Raw => {
+                let p: &mut RawTracePoint = ebpf
+                    .program_mut("noop_raw_tracepoint")
+                    .ok_or_else(|| ProbeError::Map {
+                        map: "programs",
+                        what: "noop_raw_tracepoint missing from the object".into(),
+                    })?
+                    .try_into()
+                    .map_err(|source| ProbeError::Program {
+                        action: "load",
+                        program: "noop_raw_tracepoint".into(),
+                        source,
+                    })?;
+                p.load().map_err(|source| ProbeError::Program {
+                    action: "load",
+                    program: "noop_raw_tracepoint".into(),
+                    source,
+                })?;
+                for tp in ["sys_enter", "sys_exit"] {
+                    p.attach(tp).map_err(|source| ProbeError::Program {
+                        action: "attach",
+                        program: "noop_raw_tracepoint".into(),
+                        source,
+                    })?;
+                }
+            }
+            SyscallHooks::Tracepoint => {
+                let p: &mut TracePoint = ebpf
+                    .program_mut("noop_tracepoint")
+                    .ok_or_else(|| ProbeError::Map {
+                        map: "programs",
+                        what: "noop_tracepoint missing from the object".into(),
+                    })?
+                    .try_into()
+                    .map_err(|source| ProbeError::Program {
+                        action: "load",
+                        program: "noop_tracepoint".into(),
+                        source,
+                    })?;
+                p.load().map_err(|source| ProbeError::Program {
+                    action: "load",
+                    program: "noop_tracepoint".into(),
+                    source,
+                })?;
+                for tp in ["sys_enter_ioctl", "sys_exit_ioctl"] {
+                    p.attach("syscalls", tp)
+                        .map_err(|source| ProbeError::Program {
+                            action: "attach",
+                            program: "noop_tracepoint".into(),
+                            source,
+                        })?;
+                }
+            }
+        }
+        Ok(Floor { _ebpf: ebpf })
+    }
+
+    /// The syscall hooks in use.
+    pub fn hooks(&self) -> SyscallHooks {
+        self.hooks
     }
 
     /// Kernel hooks where dxgkrnl exists, else uprobes on a given binary (in one process
     /// when `pid` is given); returns (active, how-or-why-not) for the trace header.
-    fn attach_vmbus(ebpf: &mut Ebpf, uprobe: Option<&Path>, pid: Option<u32>) -> (bool, String) {
+    fn attach_vmbus(
+        ebpf: &mut Ebpf,
+        uprobe: Option<&Path>,
+        pid: Option<u32>,
+        sendpacket: bool,
+    ) -> (bool, String) {
         let mut why = Vec::new();
         if kallsyms_has("dxgvmb_send_sync_msg") {
-            let r = attach(
-                ebpf,
-                "kprobe_send_sync",
-                Hook::Kprobe("dxgvmb_send_sync_msg"),
-            )
-            .and_then(|_| {
-                attach(
-                    ebpf,
-                    "kretprobe_send_sync",
-                    Hook::Kprobe("dxgvmb_send_sync_msg"),
-                )
-            })
-            .and_then(|_| {
-                attach(
-                    ebpf,
-                    "kprobe_send_async",
-                    Hook::Kprobe("dxgvmb_send_async_msg"),
-                )
-            });
+            // The request id's hook first: the sends' records wait for it (VMB_SENDPACKET).
+            let r = if sendpacket {
+                attach(ebpf, "kprobe_sendpacket", Hook::Kprobe("vmbus_sendpacket"))
+            } else {
+                Ok(())
+            };
+            let r = r
+                .and_then(|_| {
+                    attach(
+                        ebpf,
+                        "kprobe_send_sync",
+                        Hook::Kprobe("dxgvmb_send_sync_msg"),
+                    )
+                })
+                .and_then(|_| {
+                    attach(
+                        ebpf,
+                        "kretprobe_send_sync",
+                        Hook::Kprobe("dxgvmb_send_sync_msg"),
+                    )
+                })
+                .and_then(|_| {
+                    attach(
+                        ebpf,
+                        "kprobe_send_async",
+                        Hook::Kprobe("dxgvmb_send_async_msg"),
+                    )
+                });
             match r {
                 Ok(()) => {
                     return (
@@ -508,11 +750,15 @@ impl Probe {
                 Some(p) => UProbeScope::OneProcess(p),
                 None => UProbeScope::AllProcesses,
             };
-            let hooks = [
+            let mut hooks = vec![
                 ("uprobe_send_sync", "dxgvmb_send_sync_msg"),
                 ("uretprobe_send_sync", "dxgvmb_send_sync_msg"),
                 ("uprobe_send_async", "dxgvmb_send_async_msg"),
             ];
+            if sendpacket {
+                // First: the sends' records wait for it (VMB_SENDPACKET).
+                hooks.insert(0, ("uprobe_sendpacket", "vmbus_sendpacket"));
+            }
             let r = hooks
                 .iter()
                 .try_for_each(|(prog, sym)| attach(ebpf, prog, Hook::Uprobe(sym, bin, scope)));
@@ -572,7 +818,7 @@ impl Probe {
     pub fn poll(
         &mut self,
         timeout: Duration,
-        mut f: impl FnMut(RawEvent),
+        mut f: impl FnMut(RawEvent<'_>),
     ) -> Result<usize, ProbeError> {
         let mut n = self.drain(&mut f);
         if n > 0 {
@@ -605,7 +851,7 @@ impl Probe {
     }
 
     /// Hands every pending event to `f` without waiting.
-    pub fn drain(&mut self, f: &mut impl FnMut(RawEvent)) -> usize {
+    pub fn drain(&mut self, f: &mut impl FnMut(RawEvent<'_>)) -> usize {
         let mut n = 0;
         while let Some(item) = self.ring.next() {
             if let Some(ev) = RawEvent::parse(&item) {

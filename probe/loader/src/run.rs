@@ -110,6 +110,8 @@ fn header(opts: &RecordOptions, probe: &Probe) -> Header {
         detail: detail.to_string(),
     };
     h.command = opts.command.clone();
+    h.extra
+        .push(("syscall_hooks".into(), probe.hooks().name().into()));
     if let Some(p) = opts.pid {
         h.extra.push(("pid".into(), p.to_string()));
     }

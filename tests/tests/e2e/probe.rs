@@ -260,3 +260,172 @@ fn record_captures_every_emulator_scenario_through_fuse() {
         captured_vmbus.len()
     );
 }
+
+// ------------------------------------------------- copies of watched descriptors
+
+const KVM_CREATE_VM: libc::c_ulong = 0xae01;
+const KVM_CHECK_EXTENSION: libc::c_ulong = 0xae03;
+
+/// `dup-out=PATH` when this test binary runs as the workload of
+/// [`dup_dup2_dup3_and_fcntl_copies_of_watched_fds_are_captured`].
+fn dup_child_out() -> Option<std::path::PathBuf> {
+    std::env::args().find_map(|a| a.strip_prefix("dup-out=").map(Into::into))
+}
+
+/// The workload (a no-op unless started by the test below): copies a `/dev/kvm` fd and a
+/// VM fd (an anonymous inode the probe only knows from KVM_CREATE_VM's return) with
+/// dup, dup2, dup3, F_DUPFD and F_DUPFD_CLOEXEC, closes the originals, and calls
+/// KVM_CHECK_EXTENSION on every copy with a distinct argument. Then it reuses copies for
+/// other files (dup2 of /dev/null over one, close of another) and calls again: those
+/// calls are not on the device and must not be captured. Logs `captured|ignored fd arg
+/// ret` per call.
+#[test]
+fn child_dup_workload() {
+    let Some(out) = dup_child_out() else { return };
+    let mut log = String::new();
+    let check = |fd: i32, arg: u64| -> i64 {
+        // SAFETY: KVM_CHECK_EXTENSION takes an integer argument.
+        let r = unsafe { libc::ioctl(fd, KVM_CHECK_EXTENSION, arg) } as i64;
+        if r < 0 {
+            -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
+        } else {
+            r
+        }
+    };
+    // SAFETY: plain descriptor syscalls on descriptors this function owns.
+    unsafe {
+        let kvm = libc::open(c"/dev/kvm".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        assert!(kvm >= 0, "open /dev/kvm");
+        let vm = libc::ioctl(kvm, KVM_CREATE_VM, 0);
+        assert!(vm >= 0, "KVM_CREATE_VM");
+        let mut copies = Vec::new();
+        for (base, orig) in [(100, kvm), (150, vm)] {
+            copies.push(libc::dup(orig));
+            copies.push(libc::dup2(orig, base));
+            copies.push(libc::dup3(orig, base + 1, libc::O_CLOEXEC));
+            copies.push(libc::fcntl(orig, libc::F_DUPFD, base + 10));
+            copies.push(libc::fcntl(orig, libc::F_DUPFD_CLOEXEC, base + 20));
+        }
+        assert!(copies.iter().all(|&fd| fd >= 0), "dups failed: {copies:?}");
+        libc::close(vm);
+        libc::close(kvm);
+        for (i, &fd) in copies.iter().enumerate() {
+            let arg = 1000 + i as u64;
+            log.push_str(&format!("captured {fd} {arg} {}\n", check(fd, arg)));
+        }
+        // A copy of the VM fd replaced by /dev/null, another closed: no longer watched.
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        assert!(null >= 0);
+        let (reused, closed) = (copies[6], copies[7]);
+        assert_eq!(libc::dup2(null, reused), reused);
+        libc::close(closed);
+        for (fd, arg) in [(reused, 2000u64), (closed, 2001)] {
+            log.push_str(&format!("ignored {fd} {arg} {}\n", check(fd, arg)));
+        }
+        // The kvm copies still work after all that.
+        let arg = 3000;
+        log.push_str(&format!(
+            "captured {} {arg} {}\n",
+            copies[0],
+            check(copies[0], arg)
+        ));
+    }
+    std::fs::write(out, log).expect("write log");
+}
+
+#[test]
+fn dup_dup2_dup3_and_fcntl_copies_of_watched_fds_are_captured() {
+    if dup_child_out().is_some() {
+        return;
+    }
+    // root, tracepoints and /dev/kvm: present in CI, where this must not skip
+    if skip_fuse("dup_dup2_dup3_and_fcntl_copies_of_watched_fds_are_captured") {
+        return;
+    }
+    assert!(
+        Path::new("/dev/kvm").exists() || std::env::var_os("CI").is_none(),
+        "/dev/kvm is missing in CI"
+    );
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("SKIPPED: no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("dup.log");
+    let trace = dir.path().join("dup.dxtrace");
+    let o = run({
+        let mut c = dxtrace();
+        c.args(["record", "--quiet", "--device", "/dev/kvm", "-o"])
+            .arg(&trace)
+            .arg("--")
+            .arg(std::env::current_exe().expect("current_exe"))
+            .args([
+                "e2e::probe::child_dup_workload",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .arg(format!("dup-out={}", log.display()));
+        c
+    });
+    assert!(
+        o.status.success() && stderr(&o).contains("command exited with 0"),
+        "dxtrace record of the dup workload failed: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let text = std::fs::read_to_string(&log).expect("workload log");
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    let recs = records(&trace);
+    let calls: Vec<IoctlRecord> = ioctls(&recs)
+        .into_iter()
+        .filter(|c| c.cmd as libc::c_ulong == KVM_CHECK_EXTENSION)
+        .collect();
+    let got: Vec<(i32, u64, i64)> = calls.iter().map(|c| (c.fd, c.arg, c.ret)).collect();
+    let want: Vec<(i32, u64, i64)> = lines
+        .iter()
+        .filter(|l| l[0] == "captured")
+        .map(|l| {
+            (
+                l[1].parse().expect("fd"),
+                l[2].parse().expect("arg"),
+                l[3].parse().expect("ret"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        want.len(),
+        11,
+        "the workload made its 11 calls on copies: {text}"
+    );
+    assert_eq!(
+        got, want,
+        "calls on dup/dup2/dup3/F_DUPFD/F_DUPFD_CLOEXEC copies (fd, arg, ret) must be \
+         captured, and calls on a copy reused for another file or closed must not; log:\n{text}"
+    );
+    let kvm_dev = traces::Reader::open(&trace)
+        .expect("trace")
+        .header()
+        .devices[0]
+        .dev;
+    assert!(
+        calls.iter().all(|c| c.dev == kvm_dev),
+        "every copy carries the device of /dev/kvm: {:?}",
+        calls.iter().map(|c| (c.fd, c.dev)).collect::<Vec<_>>()
+    );
+    // Each copy is announced as a descriptor derived from a watched one.
+    let derived: Vec<i32> = recs
+        .iter()
+        .filter_map(|r| match r {
+            Record::Fd(f) if f.op == traces::FdOp::Derived && f.path.starts_with("dup:") => {
+                Some(f.fd)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        derived.len(),
+        10,
+        "ten copies announced as derived fds: {derived:?}"
+    );
+}

@@ -19,6 +19,7 @@ use driver_core::dxg::types::{AdapterInfo, EnumAdapters3, QueryAdapterInfo};
 use driver_core::layout::Pod;
 
 const KVM_CHECK_EXTENSION: libc::c_ulong = 0xae03;
+const KVM_CREATE_VM: libc::c_ulong = 0xae01;
 const KVM_CAP_USER_MEMORY: libc::c_ulong = 3;
 /// KMTQAITYPE_DRIVER_DESCRIPTION: the driver name, UTF-16, into any buffer size.
 const QAI_DRIVER_DESCRIPTION: i32 = 65;
@@ -29,9 +30,14 @@ fn code(name: &str) -> libc::c_ulong {
         .code as libc::c_ulong
 }
 
-fn kvm_loop(n: u64) -> f64 {
+fn kvm_loop(n: u64, on_vm: bool) -> f64 {
     let kvm = std::fs::File::open("/dev/kvm").expect("open /dev/kvm");
-    let fd = kvm.as_raw_fd();
+    let mut fd = kvm.as_raw_fd();
+    if on_vm {
+        // SAFETY: KVM_CREATE_VM takes a machine type (0).
+        fd = unsafe { libc::ioctl(fd, KVM_CREATE_VM, 0) };
+        assert!(fd >= 0, "KVM_CREATE_VM failed");
+    }
     let t = Instant::now();
     for _ in 0..n {
         // SAFETY: KVM_CHECK_EXTENSION takes an integer argument.
@@ -91,26 +97,25 @@ struct Row<'a> {
     device: PathBuf,
     schema: &'a str,
     uprobe: Option<(PathBuf, u32)>,
+    /// Also measure the hooks' floor and the probe on the `syscalls:*` tracepoints.
+    floors: bool,
+    /// Also measure under strace.
+    strace: bool,
+    /// Also measure the kernel side alone (nobody reading), with per-program statistics.
+    kernel_only: bool,
 }
 
-fn measure(exe: &Path, n: u64, row: &Row<'_>) -> anyhow::Result<()> {
-    let loop_args = |n: u64| {
-        let mut a = vec!["loop".to_string(), row.args[0].clone(), n.to_string()];
-        a.extend(row.args[1..].iter().cloned());
-        a
-    };
-    let bare = child_ns(Command::new(exe).args(loop_args(n)));
-    let strace_n = (n / 10).max(1000);
-    let strace = child_ns(
-        Command::new("strace")
-            .args(["-f", "-o", "/dev/null", "-e", "trace=ioctl"])
-            .arg(exe)
-            .args(loop_args(strace_n)),
-    );
+/// Runs the loop under the probe (`dxtrace record` of the loop's process, in this
+/// process); returns ns/call and the capture summary.
+fn probed(
+    exe: &Path,
+    row: &Row<'_>,
+    loop_args: &[String],
+) -> anyhow::Result<(f64, probe::RecordSummary)> {
     let id = std::process::id();
     let tmp = std::env::temp_dir().join(format!("bench-probe-{id}.dxtrace"));
     let out_file = std::env::temp_dir().join(format!("bench-probe-{id}.out"));
-    let quoted: Vec<String> = loop_args(n).iter().map(|a| format!("'{a}'")).collect();
+    let quoted: Vec<String> = loop_args.iter().map(|a| format!("'{a}'")).collect();
     let opts = probe::RecordOptions {
         devices: vec![row.device.clone()],
         schemas: vec![row.schema.into()],
@@ -133,25 +138,146 @@ fn measure(exe: &Path, n: u64, row: &Row<'_>) -> anyhow::Result<()> {
     };
     let stop = AtomicBool::new(false);
     let summary = probe::record_blocking(opts, &stop, |_| {})?;
-    let probed: f64 = std::fs::read_to_string(&out_file)?.trim().parse()?;
+    let ns: f64 = std::fs::read_to_string(&out_file)?.trim().parse()?;
     let _ = std::fs::remove_file(&out_file);
     let _ = std::fs::remove_file(&tmp);
-    let added = probed - bare;
-    let strace_added = strace - bare;
+    Ok((ns, summary))
+}
+
+/// (name, run count, run time in ns) of each program id, from `bpftool prog show` (the
+/// kernel counts them while `kernel.bpf_stats_enabled` is 1). Empty without bpftool.
+fn prog_stats(ids: &[u32]) -> Vec<(String, u64, u64)> {
+    let mut out = Vec::new();
+    for id in ids {
+        let Ok(o) = Command::new("bpftool")
+            .args(["prog", "show", "id", &id.to_string()])
+            .output()
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&o.stdout);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let after = |k: &str| {
+            words
+                .iter()
+                .position(|w| *w == k)
+                .and_then(|i| words.get(i + 1))
+                .map(|s| s.to_string())
+        };
+        let (Some(name), Some(t), Some(c)) =
+            (after("name"), after("run_time_ns"), after("run_cnt"))
+        else {
+            continue;
+        };
+        out.push((name, c.parse().unwrap_or(0), t.parse().unwrap_or(0)));
+    }
+    out
+}
+
+/// Sets `DXTRACE_PROBE_HOOKS` for the next probe started in this process.
+fn force_hooks(value: Option<&str>) {
+    // SAFETY: the bench is single-threaded between runs (every capture's threads have
+    // been joined when record_blocking returns); nothing reads the environment meanwhile.
+    unsafe {
+        match value {
+            Some(v) => std::env::set_var("DXTRACE_PROBE_HOOKS", v),
+            None => std::env::remove_var("DXTRACE_PROBE_HOOKS"),
+        }
+    }
+}
+
+fn measure(exe: &Path, n: u64, row: &Row<'_>) -> anyhow::Result<()> {
+    let loop_args = |n: u64| {
+        let mut a = vec!["loop".to_string(), row.args[0].clone(), n.to_string()];
+        a.extend(row.args[1..].iter().cloned());
+        a
+    };
     let l = row.label;
-    println!("{l}: calls/run        {n} (strace: {strace_n})");
+    let bare = child_ns(Command::new(exe).args(loop_args(n)));
+    println!("{l}: calls/run        {n}");
     println!("{l}: bare             {bare:.1} ns/call");
-    println!("{l}: probe            {probed:.1} ns/call  (+{added:.1} ns)");
-    println!("{l}: strace -f -e ioctl {strace:.1} ns/call  (+{strace_added:.1} ns)");
-    println!("{l}: probe/strace added {:.3}", added / strace_added);
+    if row.floors {
+        // The hooks alone: a program that does nothing on the same tracepoints.
+        for (name, hooks) in [
+            ("floor raw_tp", probe::SyscallHooks::Raw),
+            ("floor syscalls:", probe::SyscallHooks::Tracepoint),
+        ] {
+            let floor = probe::Probe::floor(hooks)?;
+            let ns = child_ns(Command::new(exe).args(loop_args(n)));
+            drop(floor);
+            println!("{l}: {name:<16} {ns:.1} ns/call  (+{:.1} ns)", ns - bare);
+        }
+    }
+    if row.kernel_only {
+        // The kernel side alone: the probe attached (no pid filter: only the loop uses the
+        // device), nobody reading the ring until the loop is done (64 MiB holds it all).
+        let mut p = probe::Probe::builder()
+            .device(&row.device)
+            .ringbuf_size(64 << 20)
+            .descriptors(probe::desc::for_schemas(&[row.schema.to_string()]))
+            .build()?;
+        // With the kernel's BPF statistics on, each program's own run time is counted.
+        let stats = "/proc/sys/kernel/bpf_stats_enabled";
+        let was = std::fs::read_to_string(stats).unwrap_or_default();
+        let _ = std::fs::write(stats, "1");
+        let ns = child_ns(Command::new(exe).args(loop_args(n)));
+        let per_prog = prog_stats(&p.kernel_ids().0);
+        let _ = std::fs::write(stats, was.trim());
+        let mut events = 0u64;
+        p.drain(&mut |_| events += 1);
+        let dropped: u64 = p.drop_counts().iter().flatten().sum();
+        drop(p);
+        println!(
+            "{l}: probe, no reader {ns:.1} ns/call  (+{:.1} ns; {events} events, {dropped} dropped; \
+             BPF statistics on)",
+            ns - bare
+        );
+        for (name, cnt, t) in per_prog {
+            if cnt > 0 {
+                println!(
+                    "{l}:   {name:<20} {cnt} runs, {:.1} ns/run (kernel bpf_stats)",
+                    t as f64 / cnt as f64
+                );
+            }
+        }
+    }
+    let (ns, summary) = probed(exe, row, &loop_args(n))?;
+    let added = ns - bare;
+    println!("{l}: probe            {ns:.1} ns/call  (+{added:.1} ns)");
     println!(
         "{l}: captured         {} ioctls, {} VMBus, {} dropped, {} bytes; {:.0} calls/s sustained",
         summary.ioctls,
         summary.vmbus,
         summary.dropped,
         summary.bytes,
-        1e9 / probed
+        1e9 / ns
     );
+    if row.floors {
+        force_hooks(Some("tracepoint"));
+        let r = probed(exe, row, &loop_args(n));
+        force_hooks(None);
+        let (tns, ts) = r?;
+        println!(
+            "{l}: probe syscalls:  {tns:.1} ns/call  (+{:.1} ns; {} ioctls, {} dropped)",
+            tns - bare,
+            ts.ioctls,
+            ts.dropped
+        );
+    }
+    if row.strace {
+        let strace_n = (n / 10).max(1000);
+        let strace = child_ns(
+            Command::new("strace")
+                .args(["-f", "-o", "/dev/null", "-e", "trace=ioctl"])
+                .arg(exe)
+                .args(loop_args(strace_n)),
+        );
+        let strace_added = strace - bare;
+        println!(
+            "{l}: strace -f -e ioctl {strace:.1} ns/call  (+{strace_added:.1} ns; {strace_n} calls)"
+        );
+        println!("{l}: probe/strace added {:.3}", added / strace_added);
+    }
     Ok(())
 }
 
@@ -175,13 +301,14 @@ fn main() -> anyhow::Result<()> {
             let what = args.get(2).map(String::as_str).unwrap_or("kvm");
             let n: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1000);
             let ns = match what {
-                "kvm" => kvm_loop(n),
+                "kvm" => kvm_loop(n, false),
+                "kvmvm" => kvm_loop(n, true),
                 "dxg" => {
                     let dev = PathBuf::from(args.get(4).expect("loop dxg N DEV SIZE"));
                     let size: usize = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(64);
                     dxg_loop(&dev, n, size)
                 }
-                other => anyhow::bail!("unknown loop {other}: kvm or dxg"),
+                other => anyhow::bail!("unknown loop {other}: kvm, kvmvm or dxg"),
             };
             println!("{ns:.1}");
         }
@@ -199,6 +326,24 @@ fn main() -> anyhow::Result<()> {
                     device: "/dev/kvm".into(),
                     schema: "kvm",
                     uprobe: None,
+                    floors: true,
+                    strace: true,
+                    kernel_only: true,
+                },
+            )?;
+            // The same call on a VM fd: found in the derived-descriptor set, no fd walk.
+            measure(
+                &exe,
+                n,
+                &Row {
+                    label: "kvm-vm",
+                    args: vec!["kvmvm".into()],
+                    device: "/dev/kvm".into(),
+                    schema: "kvm",
+                    uprobe: None,
+                    floors: false,
+                    strace: false,
+                    kernel_only: true,
                 },
             )?;
             let Some(dxtrace) = args.get(3).map(PathBuf::from) else {
@@ -236,6 +381,9 @@ fn main() -> anyhow::Result<()> {
                         device: dev.clone(),
                         schema: "dxg",
                         uprobe: Some((dxtrace.clone(), daemon.0.id())),
+                        floors: false,
+                        strace: true,
+                        kernel_only: false,
                     },
                 )?;
             }

@@ -260,7 +260,115 @@ fn child_flood() {
     std::fs::write(out, n.to_string()).unwrap();
 }
 
+/// Copies of a /dev/kvm fd and of a VM fd (dup, dup2, dup3, F_DUPFD, F_DUPFD_CLOEXEC),
+/// originals closed, KVM_CHECK_EXTENSION on each copy with a distinct argument; then a VM
+/// copy replaced by dup2 of /dev/null and another closed, called again (not on the device
+/// any more). Logs `captured|ignored FD ARG RET` lines.
+#[test]
+fn child_dup() {
+    let Some(out) = child_out() else { return };
+    let mut log = String::new();
+    let check = |fd: i32, arg: u64| -> i64 {
+        let r = ioctl(fd, KVM_CHECK_EXTENSION, arg);
+        if r < 0 {
+            -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
+        } else {
+            r
+        }
+    };
+    // SAFETY: plain descriptor syscalls on descriptors this function owns.
+    unsafe {
+        let kvm = libc::open(c"/dev/kvm".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        assert!(kvm >= 0);
+        let vm = ioctl(kvm, KVM_CREATE_VM, 0) as i32;
+        assert!(vm >= 0);
+        let mut copies = Vec::new();
+        for (base, orig) in [(100, kvm), (150, vm)] {
+            copies.push(libc::dup(orig));
+            copies.push(libc::dup2(orig, base));
+            copies.push(libc::dup3(orig, base + 1, libc::O_CLOEXEC));
+            copies.push(libc::fcntl(orig, libc::F_DUPFD, base + 10));
+            copies.push(libc::fcntl(orig, libc::F_DUPFD_CLOEXEC, base + 20));
+        }
+        assert!(copies.iter().all(|&fd| fd >= 0), "{copies:?}");
+        libc::close(vm);
+        libc::close(kvm);
+        for (i, &fd) in copies.iter().enumerate() {
+            let arg = 1000 + i as u64;
+            log.push_str(&format!("captured {fd} {arg} {}\n", check(fd, arg)));
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        let (reused, closed) = (copies[6], copies[7]);
+        assert_eq!(libc::dup2(null, reused), reused);
+        libc::close(closed);
+        for (fd, arg) in [(reused, 2000u64), (closed, 2001)] {
+            log.push_str(&format!("ignored {fd} {arg} {}\n", check(fd, arg)));
+        }
+        log.push_str(&format!(
+            "captured {} 3000 {}\n",
+            copies[0],
+            check(copies[0], 3000)
+        ));
+    }
+    std::fs::write(out, log).unwrap();
+}
+
 // ---------------------------------------------------------------- tests (parent side)
+
+#[test]
+fn dup_copies_of_watched_fds_are_captured() {
+    need_root();
+    if !is_root() || child_out().is_some() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("dup.log");
+    let trace = dir.path().join("dup.dxtrace");
+    let summary = run(RecordOptions {
+        devices: vec!["/dev/kvm".into()],
+        schemas: vec!["kvm".into()],
+        command: child_argv("child_dup", &log, &[]),
+        output: trace.clone(),
+        descriptors: kvm_descriptors(),
+        ..Default::default()
+    });
+    assert_eq!(summary.exit_code, Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let want: Vec<(i32, u64, i64)> = text
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .filter(|l| l[0] == "captured")
+        .map(|l| {
+            (
+                l[1].parse().unwrap(),
+                l[2].parse().unwrap(),
+                l[3].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(want.len(), 11, "{text}");
+    let (header, recs) = read_trace(&trace);
+    let calls: Vec<&IoctlRecord> = ioctls(&recs)
+        .into_iter()
+        .filter(|c| c.cmd == KVM_CHECK_EXTENSION)
+        .collect();
+    let got: Vec<(i32, u64, i64)> = calls.iter().map(|c| (c.fd, c.arg, c.ret)).collect();
+    assert_eq!(
+        got, want,
+        "calls on copies, and none on replaced or closed ones:\n{text}"
+    );
+    let kvm_dev = header.devices[0].dev;
+    assert!(calls.iter().all(|c| c.dev == kvm_dev), "{calls:#?}");
+    let dups = recs
+        .iter()
+        .filter(
+            |r| matches!(r, Record::Fd(f) if f.op == FdOp::Derived && f.path.starts_with("dup:")),
+        )
+        .count();
+    assert_eq!(dups, 10, "ten copies announced");
+    assert_eq!(summary.dropped, 0);
+}
 
 #[test]
 fn kvm_workload_is_captured_exactly() {
@@ -628,15 +736,22 @@ fn repeated_start_stop_leaves_no_programs_maps_or_links() {
         maps.extend(ma);
         drop(p);
     }
-    let left: Vec<u32> = bpftool_ids("prog")
-        .into_iter()
-        .map(|x| x.0)
-        .filter(|id| progs.contains(id))
-        .collect();
-    assert!(left.is_empty(), "programs left loaded: {left:?}");
-    // The kernel frees a program's maps after an RCU grace period once the program is
-    // gone: give that a bounded moment before calling them leaked.
+    // The kernel frees a program after an RCU grace period once its last fd and link are
+    // closed (raw tracepoint links release it from a deferred work item), and its maps
+    // after that: give both a bounded moment before calling them leaked.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let left = loop {
+        let left: Vec<u32> = bpftool_ids("prog")
+            .into_iter()
+            .map(|x| x.0)
+            .filter(|id| progs.contains(id))
+            .collect();
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(left.is_empty(), "programs left loaded: {left:?}");
     let left = loop {
         let left: Vec<u32> = bpftool_ids("map")
             .into_iter()

@@ -12,45 +12,13 @@
 //! used before it never reaches back to earlier frames: that request replaced them.
 //! The result is exactly the sequential rule's (a test checks it on random streams).
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
-
 /// `(channel, request_id)`.
 pub(crate) type Key = (Option<u64>, u64);
 
-/// FxHash: pairing hashes millions of small integer keys, where SipHash's DoS
-/// resistance buys nothing and costs a third of the pairing time.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct Fx(u64);
-
-impl Hasher for Fx {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(*b as u64);
-        }
-    }
-    fn write_u8(&mut self, v: u8) {
-        self.write_u64(v as u64)
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(v as u64)
-    }
-    fn write_i64(&mut self, v: i64) {
-        self.write_u64(v as u64)
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64)
-    }
-}
-
-pub(crate) type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
-type FxSet<K> = HashSet<K, BuildHasherDefault<Fx>>;
+// Pairing hashes millions of small integer keys, where SipHash's DoS resistance buys
+// nothing and costs a third of the pairing time.
+pub(crate) type FxMap<K, V> = traces::inthash::IntMap<K, V>;
+type FxSet<K> = traces::inthash::IntSet<K>;
 
 /// What a reply found within its frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +103,7 @@ impl<P: Copy> Pairing<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[derive(Debug, Clone, Copy)]
     enum Ev {

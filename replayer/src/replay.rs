@@ -1,8 +1,6 @@
 //! The replay engine: records in, ioctls through a [`Backend`], divergences out.
 
 use std::borrow::{Borrow, Cow};
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,39 +20,9 @@ use crate::error::ReplayError;
 use crate::mem::{CallBuf, Region};
 use crate::plan::{Class, Leaf, Plan, PlanCache};
 
-/// Multiplicative hashing for the integer keys of the live maps (handle values, fds):
-/// SipHash's per-lookup cost showed in the replay profile. The keys come from the trace.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct IntHasher(u64);
-
-impl Hasher for IntHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(*b as u64);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(v as u64)
-    }
-    fn write_i64(&mut self, v: i64) {
-        self.write_u64(v as u64)
-    }
-    fn write_isize(&mut self, v: isize) {
-        self.write_u64(v as u64)
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64)
-    }
-}
-
-type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
-type IntSet<K> = std::collections::HashSet<K, BuildHasherDefault<IntHasher>>;
+// Integer-keyed live maps (handle values, fds): SipHash's per-lookup cost showed in the
+// replay profile. The keys come from the trace.
+use traces::inthash::{IntMap, IntSet};
 
 /// How fast to replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

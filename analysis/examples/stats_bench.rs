@@ -1,5 +1,5 @@
 //! Statistics over a 10M-event synthetic trace, beside plain decode passes of the same
-//! file, with the peak memory of each: `cargo run --release -p analysis --example bench
+//! file, with the peak memory of each: `cargo run --release -p analysis --example stats_bench
 //! [-- EVENTS [TRACE]]`.
 //!
 //! The trace (`traces::synth`, about three records per ioctl) is written once to
@@ -55,7 +55,7 @@ fn main() {
                 ioctls: events / 3,
                 ..SynthOptions::default()
             },
-            "cargo run --release -p analysis --example bench",
+            "cargo run --release -p analysis --example stats_bench",
             WriterOptions::default(),
         )
         .expect("write trace");

@@ -20,7 +20,7 @@
 //! is never trusted past its checks. Writes go to a temporary file renamed into place,
 //! so a crash mid-write leaves the old file or none.
 
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -100,45 +100,67 @@ pub fn file_for(dir: &Path, kind: &str, path: &Path) -> PathBuf {
     dir.join(format!("{kind}-{h:016x}.bin"))
 }
 
-fn take<'a>(b: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], Miss> {
-    if b.len() < n {
-        return Err(Miss::Corrupt(format!("truncated in the {what}")));
-    }
-    let (a, rest) = b.split_at(n);
-    *b = rest;
-    Ok(a)
+/// Reads exactly `n` bytes of the named header field.
+fn take<R: Read>(r: &mut R, n: usize, what: &str) -> Result<Vec<u8>, Miss> {
+    let mut b = vec![0; n];
+    r.read_exact(&mut b).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => Miss::Corrupt(format!("truncated in the {what}")),
+        _ => Miss::Corrupt(format!("cannot read the {what}: {e}")),
+    })?;
+    Ok(b)
 }
 
 fn u32_of(b: &[u8]) -> u32 {
     u32::from_le_bytes(b.try_into().expect("4 bytes"))
 }
 
+/// Longest key accepted (a canonical path and four numbers).
+const MAX_KEY: usize = 1 << 20;
+
 /// Reads the value cached in `file` for the trace identified by `key`.
+///
+/// Streams: the body is checksummed in one pass and decoded in a second, both through a
+/// small buffer, so loading a cached 10M-event index never holds the file's bytes beside
+/// the index it decodes to.
 pub fn read<T: DeserializeOwned>(file: &Path, key: &SourceKey) -> Result<T, Miss> {
-    let data = match std::fs::read(file) {
-        Ok(d) => d,
+    let f = match std::fs::File::open(file) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Miss::Absent),
         Err(e) => return Err(Miss::Corrupt(format!("cannot read: {e}"))),
     };
-    decode(&data, key)
+    let len = f
+        .metadata()
+        .map_err(|e| Miss::Corrupt(format!("cannot read: {e}")))?
+        .len();
+    read_from(std::io::BufReader::with_capacity(1 << 20, f), len, key)
 }
 
 /// [`read`] over bytes already in memory.
 pub fn decode<T: DeserializeOwned>(data: &[u8], key: &SourceKey) -> Result<T, Miss> {
-    let mut b = data;
-    if take(&mut b, 8, "magic")? != MAGIC {
+    read_from(std::io::Cursor::new(data), data.len() as u64, key)
+}
+
+fn read_from<T: DeserializeOwned, R: Read + Seek>(
+    mut r: R,
+    len: u64,
+    key: &SourceKey,
+) -> Result<T, Miss> {
+    if take(&mut r, 8, "magic")? != MAGIC {
         return Err(Miss::Corrupt("not a dxtrace cache file".into()));
     }
-    let v = u32_of(take(&mut b, 4, "version")?);
+    let v = u32_of(&take(&mut r, 4, "version")?);
     if v != CACHE_VERSION {
         return Err(Miss::Corrupt(format!(
             "cache layout version {v}, this build uses {CACHE_VERSION}"
         )));
     }
-    let klen = u32_of(take(&mut b, 4, "key length")?) as usize;
-    let kbytes = take(&mut b, klen, "key")?;
-    let found: SourceKey =
-        rmp_serde::from_slice(kbytes).map_err(|e| Miss::Corrupt(format!("unreadable key: {e}")))?;
+    let klen = u32_of(&take(&mut r, 4, "key length")?) as usize;
+    if klen > MAX_KEY || klen as u64 > len {
+        return Err(Miss::Corrupt(format!("key length {klen} is implausible")));
+    }
+    let kbytes = take(&mut r, klen, "key")?;
+    let found: SourceKey = rmp_serde::from_slice(&kbytes)
+        .map_err(|e| Miss::Corrupt(format!("unreadable key: {e}")))?;
     if &found != key {
         return Err(Miss::Stale {
             was: format!(
@@ -147,44 +169,105 @@ pub fn decode<T: DeserializeOwned>(data: &[u8], key: &SourceKey) -> Result<T, Mi
             ),
         });
     }
-    let blen = u64::from_le_bytes(take(&mut b, 8, "body length")?.try_into().expect("8"));
-    let crc = u32_of(take(&mut b, 4, "checksum")?);
-    if blen != b.len() as u64 {
+    let blen = u64::from_le_bytes(take(&mut r, 8, "body length")?.try_into().expect("8"));
+    let crc = u32_of(&take(&mut r, 4, "checksum")?);
+    let start = 8 + 4 + 4 + klen as u64 + 8 + 4;
+    if blen != len.saturating_sub(start) {
         return Err(Miss::Corrupt(format!(
             "body is {} bytes, header says {blen}",
-            b.len()
+            len.saturating_sub(start)
         )));
     }
-    if crc32c::crc32c(b) != crc {
+    // pass 1: the checksum, before anything is decoded (so lengths inside are trusted)
+    let mut buf = vec![0u8; 1 << 16];
+    let mut sum = 0u32;
+    let mut left = blen;
+    while left > 0 {
+        let n = buf.len().min(left as usize);
+        r.read_exact(&mut buf[..n])
+            .map_err(|e| Miss::Corrupt(format!("cannot read the body: {e}")))?;
+        sum = crc32c::crc32c_append(sum, &buf[..n]);
+        left -= n as u64;
+    }
+    if sum != crc {
         return Err(Miss::Corrupt("checksum mismatch".into()));
     }
-    rmp_serde::from_slice(b).map_err(|e| Miss::Corrupt(format!("undecodable body: {e}")))
+    // pass 2: decode
+    r.seek(SeekFrom::Start(start))
+        .map_err(|e| Miss::Corrupt(format!("cannot read the body: {e}")))?;
+    rmp_serde::from_read(r.take(blen)).map_err(|e| Miss::Corrupt(format!("undecodable body: {e}")))
+}
+
+/// Counts and checksums what passes through to the inner writer.
+struct Summing<W> {
+    inner: W,
+    crc: u32,
+    len: u64,
+}
+
+impl<W: Write> Write for Summing<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.crc = crc32c::crc32c_append(self.crc, &b[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the cache file format for `value` and `key` to `out`, streaming the body (its
+/// length and checksum are patched into the header afterwards).
+fn write_to<T: Serialize, W: Write + Seek>(
+    mut out: W,
+    value: &T,
+    key: &SourceKey,
+) -> Result<(), String> {
+    let k = rmp_serde::to_vec_named(key).map_err(|e| e.to_string())?;
+    let io = |e: std::io::Error| e.to_string();
+    out.write_all(MAGIC).map_err(io)?;
+    out.write_all(&CACHE_VERSION.to_le_bytes()).map_err(io)?;
+    out.write_all(&(k.len() as u32).to_le_bytes()).map_err(io)?;
+    out.write_all(&k).map_err(io)?;
+    let at = out.stream_position().map_err(io)?;
+    out.write_all(&[0; 12]).map_err(io)?; // body length and checksum, patched below
+    let mut body = Summing {
+        inner: &mut out,
+        crc: 0,
+        len: 0,
+    };
+    value
+        .serialize(&mut rmp_serde::Serializer::new(&mut body).with_struct_map())
+        .map_err(|e| e.to_string())?;
+    let (len, crc) = (body.len, body.crc);
+    out.seek(SeekFrom::Start(at)).map_err(io)?;
+    out.write_all(&len.to_le_bytes()).map_err(io)?;
+    out.write_all(&crc.to_le_bytes()).map_err(io)?;
+    out.seek(SeekFrom::End(0)).map_err(io)?;
+    out.flush().map_err(io)
 }
 
 /// Encodes `value` for `key` in the cache file format.
 pub fn encode<T: Serialize>(value: &T, key: &SourceKey) -> Result<Vec<u8>, String> {
-    let k = rmp_serde::to_vec_named(key).map_err(|e| e.to_string())?;
-    let body = rmp_serde::to_vec_named(value).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(body.len() + k.len() + 32);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&CACHE_VERSION.to_le_bytes());
-    out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-    out.extend_from_slice(&k);
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
+    let mut out = std::io::Cursor::new(Vec::new());
+    write_to(&mut out, value, key)?;
+    Ok(out.into_inner())
 }
 
-/// Writes `value` to `file` for `key` (temporary file, then rename).
+/// Writes `value` to `file` for `key` (temporary file, then rename), streaming: the
+/// encoded body is never held in memory beside the value.
 pub fn write<T: Serialize>(file: &Path, key: &SourceKey, value: &T) -> Result<(), String> {
-    let data = encode(value, key)?;
     let dir = file.parent().ok_or("cache file has no directory")?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .map_err(|e| format!("cannot create a file in {}: {e}", dir.display()))?;
-    tmp.write_all(&data)
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    write_to(
+        std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
+        value,
+        key,
+    )
+    .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     tmp.persist(file)
         .map_err(|e| format!("cannot rename into {}: {e}", file.display()))?;
     Ok(())

@@ -422,6 +422,9 @@ pub fn search(ix: &TraceIndex, reader: &Reader, q: &SearchQuery) -> Result<Searc
         }
         let lo = c.ts.partition_point(|&t| t < a0);
         let hi = c.ts.partition_point(|&t| t <= a1);
+        // A lane is sorted by time, so its first `limit` matches are the only ones of it
+        // that can be among the earliest `limit` overall: the rest are only counted.
+        let mut in_lane = 0usize;
         for i in lo..hi {
             if !code_ok[c.code[i] as usize] {
                 continue;
@@ -442,10 +445,9 @@ pub fn search(ix: &TraceIndex, reader: &Reader, q: &SearchQuery) -> Result<Searc
                 continue;
             }
             total += 1;
-            hits.push(hit(ix, li, l, i, pid, tid));
-            if hits.len() > limit * 4 {
-                hits.sort_by_key(|h| h.t);
-                hits.truncate(limit);
+            if in_lane < limit {
+                in_lane += 1;
+                hits.push(hit(ix, li, l, i, pid, tid));
             }
         }
     }

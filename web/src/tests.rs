@@ -278,6 +278,14 @@ async fn search_filters() {
     let st = state();
     let all = get_json(&st, &format!("/api/traces/{A}/search?limit=5000")).await;
     assert_eq!(all["total"], 3000);
+    // a limit keeps the earliest hits across every lane and still counts them all
+    let few = get_json(&st, &format!("/api/traces/{A}/search?limit=7")).await;
+    assert_eq!(few["total"], 3000);
+    let key = |h: &serde_json::Value| (h["t"].as_u64().unwrap(), h["lane"].as_u64().unwrap());
+    let mut earliest: Vec<_> = all["hits"].as_array().unwrap().iter().map(key).collect();
+    earliest.sort();
+    let got: Vec<_> = few["hits"].as_array().unwrap().iter().map(key).collect();
+    assert_eq!(got, earliest[..7]);
     let by_name = get_json(&st, &format!("/api/traces/{A}/search?name=queryadapter")).await;
     let n = by_name["total"].as_u64().unwrap();
     assert!(n > 0 && n < 3000);

@@ -95,7 +95,7 @@ fn main() {
     let mut loads = Vec::new();
     let mut ix = None;
     for _ in 0..3 {
-        ix = None; // a restarted server holds one index, not the previous load's too
+        drop(ix.take()); // a restarted server holds one index, not the previous load's too
         let t = Instant::now();
         let loaded: TraceIndex = web::cache::read(&file, &key).expect("load cache");
         loads.push(t.elapsed().as_secs_f64());

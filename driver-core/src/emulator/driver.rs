@@ -116,6 +116,14 @@ fn rdv(mem: &dyn UserMemory, addr: u64, len: usize) -> Result<Vec<u8>, i64> {
 fn wr(mem: &mut dyn UserMemory, addr: u64, data: &[u8]) -> Result<(), i64> {
     mem.write(addr, data).map_err(|_| EFAULT)
 }
+/// Address of element `i` of `size` bytes in a user array at `base`: an array that runs
+/// past the end of the address space is EFAULT, as in the kernel, never an overflow.
+fn elem(base: u64, size: u64, i: usize) -> Result<u64, i64> {
+    (i as u64)
+        .checked_mul(size)
+        .and_then(|o| base.checked_add(o))
+        .ok_or(EFAULT)
+}
 fn u32s(b: &[u8]) -> Vec<u32> {
     b.chunks_exact(4)
         .map(|c| u32::from_le_bytes(c.try_into().expect("4")))
@@ -1978,7 +1986,7 @@ impl Driver {
                 num_sources: 0,
                 present_move_regions_preferred: 0,
             };
-            wr(mem, addr + 20 * i as u64, info.as_bytes())?;
+            wr(mem, elem(addr, 20, i)?, info.as_bytes())?;
         }
         Ok(())
     }
@@ -2088,7 +2096,7 @@ impl Driver {
         let std_alloc = s.flags & (1 << 16) != 0;
         let mut infos: Vec<AllocationInfo2> = Vec::with_capacity(n);
         for i in 0..n {
-            infos.push(rd(mem, s.allocation_info + 96 * i as u64)?);
+            infos.push(rd(mem, elem(s.allocation_info, 96, i)?)?);
         }
         let sysmem = infos.iter().filter(|i| i.sysmem != 0).count();
         if sysmem != 0 && sysmem != n {
@@ -2176,7 +2184,7 @@ impl Driver {
             let sz = info.priv_drv_data_size as usize;
             wr(mem, info.priv_drv_data, &r[off..off + sz])?;
             off += sz;
-            wr(mem, s.allocation_info + 96 * i as u64, info.as_bytes())?;
+            wr(mem, elem(s.allocation_info, 96, i)?, info.as_bytes())?;
             self.reg(t, handles[i], K::Allocation, d.adapter, s.device);
         }
         if sysmem != 0 {

@@ -366,30 +366,8 @@ fn attach_classic(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
         ("sys_enter_ioctl", "sys_enter_ioctl"),
     ];
     for (prog, tp) in tps {
-        attach_tp(ebpf, prog, "syscalls", tp)?;
+        attach(ebpf, prog, Hook::Tracepoint("syscalls", tp))?;
     }
-    Ok(())
-}
-
-/// Like [`attach`] for a tracepoint, but a program already loaded (one program on
-/// several tracepoints) is only attached again.
-fn attach_tp(ebpf: &mut Ebpf, prog: &str, cat: &str, name: &str) -> Result<(), ProbeError> {
-    let err = |action: &'static str| {
-        move |source| ProbeError::Program {
-            action,
-            program: prog.into(),
-            source,
-        }
-    };
-    let p = ebpf.program_mut(prog).ok_or_else(|| ProbeError::Map {
-        map: "programs",
-        what: format!("{prog} missing from the object"),
-    })?;
-    let p: &mut TracePoint = p.try_into().map_err(err("load"))?;
-    if p.fd().is_err() {
-        p.load().map_err(err("load"))?;
-    }
-    p.attach(cat, name).map_err(err("attach"))?;
     Ok(())
 }
 
@@ -407,7 +385,8 @@ fn sendpacket_hookable(uprobe: Option<&Path>) -> bool {
     })
 }
 
-/// Loads program `prog` of the object and attaches it at `hook`.
+/// Loads program `prog` of the object (once: a program already loaded, such as one
+/// program on several tracepoints, is only attached again) and attaches it at `hook`.
 fn attach(ebpf: &mut Ebpf, prog: &str, hook: Hook<'_>) -> Result<(), ProbeError> {
     let err = |action: &'static str| {
         move |source| ProbeError::Program {
@@ -423,22 +402,30 @@ fn attach(ebpf: &mut Ebpf, prog: &str, hook: Hook<'_>) -> Result<(), ProbeError>
     match hook {
         Hook::Tracepoint(cat, name) => {
             let p: &mut TracePoint = p.try_into().map_err(err("load"))?;
-            p.load().map_err(err("load"))?;
+            if p.fd().is_err() {
+                p.load().map_err(err("load"))?;
+            }
             p.attach(cat, name).map_err(err("attach"))?;
         }
         Hook::Raw(name) => {
             let p: &mut RawTracePoint = p.try_into().map_err(err("load"))?;
-            p.load().map_err(err("load"))?;
+            if p.fd().is_err() {
+                p.load().map_err(err("load"))?;
+            }
             p.attach(name).map_err(err("attach"))?;
         }
         Hook::Uprobe(sym, target, scope) => {
             let p: &mut UProbe = p.try_into().map_err(err("load"))?;
-            p.load().map_err(err("load"))?;
+            if p.fd().is_err() {
+                p.load().map_err(err("load"))?;
+            }
             p.attach(sym, target, scope).map_err(err("attach"))?;
         }
         Hook::Kprobe(sym) => {
             let p: &mut KProbe = p.try_into().map_err(err("load"))?;
-            p.load().map_err(err("load"))?;
+            if p.fd().is_err() {
+                p.load().map_err(err("load"))?;
+            }
             p.attach(sym, 0).map_err(err("attach"))?;
         }
     }
@@ -629,56 +616,17 @@ impl Probe {
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(ProbeError::Load)?;
         match hooks {
             SyscallHooks::Raw => {
-                let p: &mut RawTracePoint = ebpf
-                    .program_mut("noop_raw_tracepoint")
-                    .ok_or_else(|| ProbeError::Map {
-                        map: "programs",
-                        what: "noop_raw_tracepoint missing from the object".into(),
-                    })?
-                    .try_into()
-                    .map_err(|source| ProbeError::Program {
-                        action: "load",
-                        program: "noop_raw_tracepoint".into(),
-                        source,
-                    })?;
-                p.load().map_err(|source| ProbeError::Program {
-                    action: "load",
-                    program: "noop_raw_tracepoint".into(),
-                    source,
-                })?;
                 for tp in ["sys_enter", "sys_exit"] {
-                    p.attach(tp).map_err(|source| ProbeError::Program {
-                        action: "attach",
-                        program: "noop_raw_tracepoint".into(),
-                        source,
-                    })?;
+                    attach(&mut ebpf, "noop_raw_tracepoint", Hook::Raw(tp))?;
                 }
             }
             SyscallHooks::Tracepoint => {
-                let p: &mut TracePoint = ebpf
-                    .program_mut("noop_tracepoint")
-                    .ok_or_else(|| ProbeError::Map {
-                        map: "programs",
-                        what: "noop_tracepoint missing from the object".into(),
-                    })?
-                    .try_into()
-                    .map_err(|source| ProbeError::Program {
-                        action: "load",
-                        program: "noop_tracepoint".into(),
-                        source,
-                    })?;
-                p.load().map_err(|source| ProbeError::Program {
-                    action: "load",
-                    program: "noop_tracepoint".into(),
-                    source,
-                })?;
                 for tp in ["sys_enter_ioctl", "sys_exit_ioctl"] {
-                    p.attach("syscalls", tp)
-                        .map_err(|source| ProbeError::Program {
-                            action: "attach",
-                            program: "noop_tracepoint".into(),
-                            source,
-                        })?;
+                    attach(
+                        &mut ebpf,
+                        "noop_tracepoint",
+                        Hook::Tracepoint("syscalls", tp),
+                    )?;
                 }
             }
         }

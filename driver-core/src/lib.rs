@@ -14,6 +14,7 @@ pub mod backend;
 pub mod decode;
 pub mod dxg;
 pub mod emulator;
+mod inthash;
 pub mod ioc;
 pub mod kvm;
 pub mod layout;

@@ -491,7 +491,10 @@ impl Default for WalkLimits {
     }
 }
 
-fn ptr_len(p: &PointerDesc, own: &[u8]) -> Option<u64> {
+/// Length in bytes of the buffer `p` points to, from its containing struct `own`, before
+/// the `max_bytes` clip; `None` when only the host knows it ([`PtrLen::HostReported`]) or a
+/// length field lies outside `own`. (What [`walk_pointers`] uses.)
+pub fn ptr_len(p: &PointerDesc, own: &[u8]) -> Option<u64> {
     let es = p.elem_size as u64;
     Some(match p.len {
         PtrLen::Count { offset, size } => {

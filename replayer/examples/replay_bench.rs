@@ -65,6 +65,20 @@ fn main() {
         direct_calls as f64 / dwall
     );
 
+    // REPLAY_BENCH_ONLY=K REPLAY_BENCH_PATH=stream: only the streaming replay, K times.
+    if replay_only && std::env::var("REPLAY_BENCH_PATH").as_deref() == Ok("stream") {
+        for _ in 0..rounds {
+            let mut r = Replayer::new(emulator(), ReplayOptions::new(Target::InProcess));
+            let t = Instant::now();
+            r.run(records.iter().map(Ok), &mut |_| {}).expect("replay");
+            let wall = t.elapsed().as_secs_f64();
+            let rep = r.finish();
+            assert!(rep.divergences.is_empty(), "{:?}", rep.divergences);
+            println!("streaming: {:.0} calls/s", rep.calls as f64 / wall);
+        }
+        return;
+    }
+
     // 1a. Compiled: the per-call plans are built before the timed loop.
     let t = Instant::now();
     let plan = ReplayPlan::new(&records);
@@ -113,9 +127,47 @@ fn main() {
         rep.calls as f64 / (compiled_wall + compile),
     );
 
-    if replay_only {
-        return;
+    // 1c. From a trace file, what `dxtrace replay FILE --target emulator` runs
+    // (`replay_file_on_emulator`: read + decode + replay). Baseline in the same run: a
+    // plain decode pass over the same file (read, CRC, zstd, MessagePack to records).
+    let dir = std::env::temp_dir().join(format!("replay_bench.{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("frame-loop.dxtrace");
+    replayer::capture::write_trace(
+        &file,
+        &RecordingBackend::<EmulatorBackend>::header("/dev/dxg", "dxg"),
+        &records,
+    )
+    .expect("write trace");
+    let t = Instant::now();
+    let reader = traces::Reader::open(&file).expect("open");
+    let mut decoded = 0u64;
+    for r in reader.records() {
+        r.expect("decodes");
+        decoded += 1;
     }
+    let decode = t.elapsed().as_secs_f64();
+    drop(reader);
+    let t = Instant::now();
+    let rep = replayer::replay_file_on_emulator(
+        &file,
+        ReplayOptions::new(Target::InProcess),
+        &mut |_| {},
+    )
+    .expect("replay");
+    let wall = t.elapsed().as_secs_f64();
+    assert!(rep.divergences.is_empty(), "{:?}", rep.divergences);
+    println!(
+        "emulator (from the trace file, `dxtrace replay`'s path): {} calls in {:.3} s = {:.0} calls/s ({} divergences); plain decode pass of the same file: {decoded} records in {:.3} s = {:.0} records/s",
+        rep.calls,
+        wall,
+        rep.calls as f64 / wall,
+        rep.divergences.len(),
+        decode,
+        decoded as f64 / decode,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
     if !Path::new("/dev/kvm").exists() {
         println!("kvm: skipped (/dev/kvm not present)");
         return;

@@ -15,22 +15,6 @@ use traces::{BufferRole, IoctlRecord};
 
 use crate::plan::{Class, Plan, PlanCache};
 
-/// The recorded buffer with this role and path, else one at this address.
-pub(crate) fn recorded<'a>(
-    rec: &'a IoctlRecord,
-    role: BufferRole,
-    path: &str,
-    addr: u64,
-) -> Option<&'a [u8]> {
-    rec.buffer(role, path)
-        .or_else(|| {
-            rec.buffers
-                .iter()
-                .find(|b| b.role == role && b.addr == addr && !b.path.is_empty())
-        })
-        .map(|b| b.data.as_slice())
-}
-
 /// The argument struct as the program passed it (zero-filled to the table size).
 pub(crate) fn struct_in(entry: &IoctlDesc, rec: &IoctlRecord) -> Vec<u8> {
     let mut v = rec
@@ -105,21 +89,31 @@ pub(crate) enum Mem {
     Pinned(usize),
 }
 
-/// A pointed-to buffer of a compiled call.
+/// A pointed-to buffer of a compiled call (part of its [`Shape`]).
 #[derive(Debug)]
-pub(crate) struct BufPlan<'r> {
+pub(crate) struct BufPlan {
     /// Concrete path (`allocation_info[2].priv_drv_data`).
     pub path: String,
     /// Where it lives.
     pub mem: Mem,
     /// Length handed to the driver.
     pub len: usize,
-    /// What the capture saw the driver write there (compared after the call).
-    pub out: Option<&'r [u8]>,
+    /// Index in the record's buffers of what the capture saw the driver write there
+    /// (compared after the call).
+    pub out: Option<usize>,
     /// Element plan (arrays of structs / handles); `None`: compared as bytes.
     pub elems: Option<Rc<Plan>>,
     /// Element size from the descriptor.
     elem_size: usize,
+}
+
+/// A long-lived region of a [`Shape`] (`Dir::Pinned`).
+#[derive(Debug)]
+pub(crate) struct PinnedShape {
+    path: String,
+    len: usize,
+    /// Index in the record's buffers of the captured content.
+    data: Option<usize>,
 }
 
 /// A long-lived region a call needs (`Dir::Pinned`): made fresh for each call, with the
@@ -137,9 +131,10 @@ pub(crate) struct PinnedPlan<'r> {
     pub owner: Option<crate::replay::Obj>,
 }
 
-/// An input handle / fd field rewritten through the live map before the call.
+/// An input handle / fd field of a [`Shape`]: rewritten through the live map before the
+/// call when the recorded value is set (non-zero; for fds, non-negative).
 #[derive(Debug)]
-pub(crate) struct Remap {
+pub(crate) struct RemapSlot {
     /// Byte offset in the image.
     pub off: usize,
     /// Field size.
@@ -148,165 +143,222 @@ pub(crate) struct Remap {
     pub is_fd: bool,
     /// Type the table gives (eventfds are made afresh).
     pub ty: HandleType,
-    /// Recorded value.
-    pub value: u64,
     /// Field path, for the error naming an unmapped value.
     pub field: String,
 }
 
-/// An ioctl no table knows (`--allow-unknown`): the recorded struct, if any, at a fresh
-/// address (compared as bytes afterwards); otherwise the recorded `arg` value as is.
-pub(crate) fn compile_unknown(rec: &IoctlRecord) -> CallPlan<'_> {
-    let mut cp = CallPlan::empty(None, rec);
-    match rec
-        .buffer(BufferRole::StructIn, "")
-        .or_else(|| rec.buffer(BufferRole::StructOut, ""))
-    {
-        Some(b) => {
-            let size = driver_core::ioc::IocFields::of(rec.cmd).size as usize;
-            cp.image = vec![0; size.max(b.data.len())];
-            if b.role == BufferRole::StructIn {
-                cp.image[..b.data.len()].copy_from_slice(&b.data);
-            }
-            cp.struct_len = cp.image.len();
-            cp.out = rec
-                .buffer(BufferRole::StructOut, "")
-                .map(|b| b.data.as_slice());
-        }
-        None => cp.arg = Some(rec.arg),
-    }
-    cp
+/// A handle the call reads (a lineage parent of what it creates), maybe destroying it.
+#[derive(Debug)]
+struct RefSlot {
+    /// `None`: the input struct; `Some(i)`: the record's `i`-th buffer.
+    src: Option<usize>,
+    off: usize,
+    size: usize,
+    destroys: bool,
 }
 
-/// A recorded ioctl compiled once into what replaying it takes: no string paths, no
-/// table walks and no per-call allocation remain for the hot loop, which copies `image`
-/// into a reused scratch buffer, patches `patches` with the scratch's addresses, rewrites
-/// `remaps` through the live map, issues the call and compares with `out` / `bufs`.
+/// One pointed-to buffer's captured input copied into the image, then the remap slots
+/// read from it (up to `remaps_end`).
 #[derive(Debug)]
-pub(crate) struct CallPlan<'r> {
+struct CapCopy {
+    /// (record buffer index, image offset, bytes).
+    copy: Option<(usize, usize, usize)>,
+    remaps_end: usize,
+}
+
+/// Everything about a call that depends only on its *shape* — the ioctl, the
+/// layout of its recorded buffers and the struct fields the pointer walk reads (conditions,
+/// null pointers, lengths) — and not on the values it carries: image layout, pointer
+/// patches, handle-field positions, comparison plans. Calls of the same shape share one
+/// (see [`ShapeCache`]); [`bind`] adds a call's values.
+#[derive(Debug, Default)]
+pub(crate) struct Shape {
     /// The table entry (`None`: an unknown request code).
     pub entry: Option<&'static IoctlDesc>,
-    /// `Some(v)`: `arg` is this plain value (no struct); `None`: the scratch address.
-    pub arg: Option<u64>,
-    /// The argument struct, trailing arrays and heap buffers with their captured input.
-    pub image: Vec<u8>,
-    /// Length of the argument struct (plus trailing arrays) at the start of `image`;
+    /// `arg` is the recorded plain value (no struct).
+    plain_arg: bool,
+    image_len: usize,
+    /// Length of the argument struct (plus trailing arrays) at the start of the image;
     /// 0 when `arg` is a plain value.
     pub struct_len: usize,
+    /// Record buffer copied to the start of the image (the input struct).
+    struct_in: Option<usize>,
+    /// Record buffer holding the struct after the call.
+    struct_out: Option<usize>,
+    /// Remap slots read from the struct, before any buffer is copied in.
+    struct_remaps: usize,
+    copies: Vec<CapCopy>,
     /// Pointer fields: (offset in the image, where the buffer lives).
     pub patches: Vec<(usize, Mem)>,
     /// Input handles / fds.
-    pub remaps: Vec<Remap>,
-    /// Long-lived regions.
-    pub pinned: Vec<PinnedPlan<'r>>,
+    pub remaps: Vec<RemapSlot>,
+    refs: Vec<RefSlot>,
+    pinned: Vec<PinnedShape>,
     /// Pointed-to buffers compared after the call, in walk order.
-    pub bufs: Vec<BufPlan<'r>>,
-    /// The recorded argument struct after the call.
-    pub out: Option<&'r [u8]>,
+    pub bufs: Vec<BufPlan>,
     /// Comparison plan of the argument struct.
     pub splan: Option<Rc<Plan>>,
     /// The return value is a new fd of this type.
     pub ret_fd: Option<HandleType>,
+    /// A buffer that had to be recreated was not captured (reported when the call runs).
+    pub missing: Option<String>,
+}
+
+/// A recorded ioctl compiled into what replaying it takes: its [`Shape`] (shared with
+/// the calls of the same shape) plus its own values. No string paths, no table walks and
+/// no per-call allocation remain for the hot loop, which copies `image` into a reused
+/// scratch buffer, patches `shape.patches` with the scratch's addresses, rewrites `remaps`
+/// through the live map, issues the call and compares with the record.
+#[derive(Debug)]
+pub(crate) struct CallPlan<'r> {
+    /// Layout, shared.
+    pub shape: Rc<Shape>,
+    /// `Some(v)`: `arg` is this plain value (no struct); `None`: the scratch address.
+    pub arg: Option<u64>,
+    /// The argument struct, trailing arrays and heap buffers with their captured input.
+    pub image: Vec<u8>,
+    /// Input handles / fds to rewrite: (slot in `shape.remaps`, recorded value).
+    pub remaps: Vec<(usize, u64)>,
+    /// Long-lived regions.
+    pub pinned: Vec<PinnedPlan<'r>>,
+    /// The recorded argument struct after the call.
+    pub out: Option<&'r [u8]>,
     /// The recorded fd, then the handles the call used (recorded values): the lineage
     /// parents of what the call creates.
     pub parents: Vec<crate::replay::Obj>,
     /// Handles the call destroys (recorded values).
     pub destroys: Vec<u64>,
-    /// A buffer that had to be recreated was not captured (reported when the call runs).
-    pub missing: Option<String>,
 }
 
-impl<'r> CallPlan<'r> {
-    fn empty(entry: Option<&'static IoctlDesc>, rec: &IoctlRecord) -> CallPlan<'r> {
-        CallPlan {
-            entry,
-            arg: None,
-            image: Vec::new(),
-            struct_len: 0,
-            patches: Vec::new(),
-            remaps: Vec::new(),
-            pinned: Vec::new(),
-            bufs: Vec::new(),
-            out: None,
-            splan: None,
-            ret_fd: None,
-            parents: vec![crate::replay::Obj::Fd(rec.fd as i64)],
-            destroys: Vec::new(),
-            missing: None,
+/// Position of the recorded buffer with this role and path, else of one at this address.
+fn recorded_idx(rec: &IoctlRecord, role: BufferRole, path: &str, addr: u64) -> Option<usize> {
+    rec.buffers
+        .iter()
+        .position(|b| b.role == role && b.path == path)
+        .or_else(|| {
+            rec.buffers
+                .iter()
+                .position(|b| b.role == role && b.addr == addr && !b.path.is_empty())
+        })
+}
+
+/// The shape of an ioctl no table knows (`--allow-unknown`): the recorded struct, if any,
+/// at a fresh address (compared as bytes afterwards); otherwise the recorded `arg` value.
+fn unknown_shape(rec: &IoctlRecord) -> Shape {
+    let mut sh = Shape::default();
+    let sin = rec
+        .buffers
+        .iter()
+        .position(|b| b.role == BufferRole::StructIn && b.path.is_empty());
+    let sout = rec
+        .buffers
+        .iter()
+        .position(|b| b.role == BufferRole::StructOut && b.path.is_empty());
+    match sin.or(sout) {
+        Some(i) => {
+            let size = driver_core::ioc::IocFields::of(rec.cmd).size as usize;
+            sh.image_len = size.max(rec.buffers[i].data.len());
+            sh.struct_in = sin;
+            sh.struct_len = sh.image_len;
+            sh.struct_out = sout;
         }
+        None => sh.plain_arg = true,
     }
+    sh
 }
 
-fn write_uint(b: &mut [u8], off: usize, size: usize, v: u64) {
-    if let Some(s) = b.get_mut(off..off + size) {
-        s.copy_from_slice(&v.to_le_bytes()[..size]);
-    }
+/// Compiles a call of an ioctl no table knows (see [`unknown_shape`]).
+pub(crate) fn compile_unknown(rec: &IoctlRecord) -> CallPlan<'_> {
+    bind(Rc::new(unknown_shape(rec)), rec)
 }
 
-/// Writes `v` in the `size`-byte little-endian field at `off` (out-of-range: ignored).
-pub(crate) fn put_uint(b: &mut [u8], off: usize, size: usize, v: u64) {
-    write_uint(b, off, size, v)
-}
-
-/// Input handle / fd leaves of `plan` over `bytes` (at `base` in the image) as remaps.
-fn remaps_in(plan: &Plan, bytes: &[u8], base: usize, prefix: &str, out: &mut Vec<Remap>) {
-    for_leaves(plan, bytes, |i, l, v| {
+/// Remap slots for the handle / fd leaves of `plan` over `bytes` (at `base` in the image).
+fn remap_slots(plan: &Plan, bytes: &[u8], base: usize, prefix: &str, out: &mut Vec<RemapSlot>) {
+    for_leaves(plan, bytes, |i, l, _| {
         let (is_fd, ty) = match l.class {
             Class::Handle | Class::Destroys(_) => (false, HandleType::Any),
             Class::Fd => (true, HandleType::Any),
             Class::TakesFd(t) => (true, t),
             _ => return,
         };
-        // 0 means "no handle" for dxg handles and "no event" for the eventfd fields; a
-        // negative fd means none as well.
-        let sv = driver_core::layout::sign_extend(v, l.size);
-        if v == 0 || (is_fd && sv < 0) {
-            return;
-        }
         let field = match i {
             Some(i) => format!("{prefix}[{i}].{}", l.path),
             None if prefix.is_empty() => l.path.clone(),
             None => format!("{prefix}.{}", l.path),
         };
-        out.push(Remap {
+        out.push(RemapSlot {
             off: base + i.unwrap_or(0) * plan.size + l.off,
             size: l.size,
             is_fd,
             ty,
-            value: v,
             field,
         });
     });
 }
 
-/// Compiles a recorded call of a known ioctl (see [`CallPlan`]).
-pub(crate) fn compile<'r>(
-    entry: &'static IoctlDesc,
-    rec: &'r IoctlRecord,
-    plans: &mut PlanCache,
-) -> CallPlan<'r> {
-    let ret_fd = entry
-        .handles
-        .iter()
-        .find(|h| matches!(h.loc, Loc::Return) && h.effect == Effect::ReturnsFd)
-        .map(|h| h.handle_type);
-    let mut cp = CallPlan::empty(Some(entry), rec);
-    cp.ret_fd = ret_fd;
-    if !matches!(entry.arg, ArgKind::Struct) {
-        cp.arg = Some(rec.arg);
-        return cp;
-    }
-    let sin = struct_in(entry, rec);
-    let refs = refs_of(entry, rec, &sin, plans);
-    cp.parents.extend(
-        refs.handles_in
+/// Ref slots for the handle leaves (used / destroyed) of `plan` over `bytes`.
+fn ref_slots(plan: &Plan, bytes: &[u8], src: Option<usize>, out: &mut Vec<RefSlot>) {
+    for_leaves(plan, bytes, |i, l, _| {
+        let destroys = match l.class {
+            Class::Handle => false,
+            Class::Destroys(_) => true,
+            _ => return,
+        };
+        out.push(RefSlot {
+            src,
+            off: i.unwrap_or(0) * plan.size + l.off,
+            size: l.size,
+            destroys,
+        });
+    });
+}
+
+/// Builds the shape of a recorded call of a known ioctl from that call.
+fn build_shape(entry: &'static IoctlDesc, rec: &IoctlRecord, plans: &mut PlanCache) -> Shape {
+    let mut sh = Shape {
+        entry: Some(entry),
+        ret_fd: entry
+            .handles
             .iter()
-            .map(|h| crate::replay::Obj::Handle(*h)),
-    );
-    cp.destroys = refs.destroys;
-    cp.out = rec
-        .buffer(BufferRole::StructOut, "")
-        .map(|b| b.data.as_slice());
+            .find(|h| matches!(h.loc, Loc::Return) && h.effect == Effect::ReturnsFd)
+            .map(|h| h.handle_type),
+        ..Shape::default()
+    };
+    if !matches!(entry.arg, ArgKind::Struct) {
+        sh.plain_arg = true;
+        return sh;
+    }
+    sh.struct_in = rec
+        .buffers
+        .iter()
+        .position(|b| b.role == BufferRole::StructIn && b.path.is_empty());
+    sh.struct_out = rec
+        .buffers
+        .iter()
+        .position(|b| b.role == BufferRole::StructOut && b.path.is_empty());
+    let sin = struct_in(entry, rec);
+    let splan = plans.for_struct(entry);
+    // Handles used (lineage parents) and destroyed: the struct's, then those in the
+    // recorded input arrays, in record order.
+    ref_slots(&splan, &sin[..entry.size()], None, &mut sh.refs);
+    for (bi, b) in rec.buffers.iter().enumerate() {
+        if b.role != BufferRole::PtrIn {
+            continue;
+        }
+        let dp = if b.path.contains('[') {
+            Cow::Owned(driver_core::schema::desc_path_of(&b.path))
+        } else {
+            Cow::Borrowed(b.path.as_str())
+        };
+        let Some(desc) = find_pointer(entry, &dp) else {
+            continue;
+        };
+        if desc.elem_size <= 1 {
+            continue;
+        }
+        let ep = plans.for_elem(entry, desc);
+        ref_slots(&ep, &b.data, Some(bi), &mut sh.refs);
+    }
 
     let caps = recorded_walk(entry, rec, &sin);
     // Flexible array members live right after the struct: make room for them.
@@ -320,12 +372,13 @@ pub(crate) fn compile<'r>(
             total = total.max(*offset as usize + c.len as usize);
         }
     }
-    cp.image = vec![0; total];
-    cp.image[..sin.len()].copy_from_slice(&sin);
-    cp.struct_len = total;
-    let splan = plans.for_struct(entry);
-    remaps_in(&splan, &cp.image[..entry.size()], 0, "", &mut cp.remaps);
-    cp.splan = Some(splan);
+    // The image as the first call of this shape has it (for the element walks below).
+    let mut image = vec![0; total];
+    image[..sin.len()].copy_from_slice(&sin);
+    sh.struct_len = total;
+    remap_slots(&splan, &image[..entry.size()], 0, "", &mut sh.remaps);
+    sh.struct_remaps = sh.remaps.len();
+    sh.splan = Some(splan);
 
     for c in caps {
         let Some(desc) = find_pointer(entry, c.desc_path) else {
@@ -341,17 +394,20 @@ pub(crate) fn compile<'r>(
             continue;
         }
         let data_in = if c.dir.is_in() || c.dir == Dir::Pinned {
-            recorded(rec, BufferRole::PtrIn, &c.path, c.addr)
+            recorded_idx(rec, BufferRole::PtrIn, &c.path, c.addr)
         } else {
             None
         };
         let mut len = c.len as usize;
+        let mut copy = None;
         let mem = match desc.addr {
             PtrAddr::Trailing { offset } => {
                 let off = offset as usize;
-                if let Some(d) = data_in {
+                if let Some(i) = data_in {
+                    let d = &rec.buffers[i].data;
                     let n = d.len().min(len);
-                    cp.image[off..off + n].copy_from_slice(&d[..n]);
+                    image[off..off + n].copy_from_slice(&d[..n]);
+                    copy = Some((i, off, n));
                 }
                 Mem::Image(off)
             }
@@ -359,44 +415,47 @@ pub(crate) fn compile<'r>(
                 if c.unknown_len {
                     // Host-reported length (dxg existing sysmem): only the capture knows it.
                     match data_in {
-                        Some(d) => len = d.len(),
+                        Some(i) => len = rec.buffers[i].data.len(),
                         None => {
-                            cp.missing.get_or_insert(c.path.clone());
+                            sh.missing.get_or_insert(c.path.clone());
                             continue;
                         }
                     }
                 }
-                cp.pinned.push(PinnedPlan {
+                sh.pinned.push(PinnedShape {
                     path: c.path.clone(),
                     len,
-                    data: data_in.unwrap_or(&[]),
-                    owner: crate::replay::pinned_owner(entry, rec, &c.path),
+                    data: data_in,
                 });
-                Mem::Pinned(cp.pinned.len() - 1)
+                Mem::Pinned(sh.pinned.len() - 1)
             }
             PtrAddr::Field { .. } => {
-                let off = cp.image.len().next_multiple_of(16);
-                cp.image.resize(off + len, 0);
-                if let Some(d) = data_in {
+                let off = image.len().next_multiple_of(16);
+                image.resize(off + len, 0);
+                if let Some(i) = data_in {
+                    let d = &rec.buffers[i].data;
                     let n = d.len().min(len);
-                    cp.image[off..off + n].copy_from_slice(&d[..n]);
+                    image[off..off + n].copy_from_slice(&d[..n]);
+                    copy = Some((i, off, n));
                 }
                 Mem::Image(off)
             }
         };
         let elems = (desc.elem_size > 1).then(|| plans.for_elem(entry, desc));
         if let (Some(ep), true, Mem::Image(off)) = (&elems, c.dir.is_in(), mem) {
-            let (bytes, mut v) = (&cp.image[off..off + len], Vec::new());
-            remaps_in(ep, bytes, off, &c.path, &mut v);
-            cp.remaps.extend(v);
+            remap_slots(ep, &image[off..off + len], off, &c.path, &mut sh.remaps);
         }
+        sh.copies.push(CapCopy {
+            copy,
+            remaps_end: sh.remaps.len(),
+        });
         // Patch the pointer field in the parent (the struct, or an element of an earlier
         // buffer); a parent in a pinned region is left as captured.
         if let PtrAddr::Field { offset } = desc.addr {
             let at = match parent_of(&c.path) {
                 None => Some(offset as usize),
                 Some((ppath, idx)) => {
-                    cp.bufs
+                    sh.bufs
                         .iter()
                         .find(|b| b.path == ppath)
                         .and_then(|b| match b.mem {
@@ -413,11 +472,11 @@ pub(crate) fn compile<'r>(
                 }
             };
             if let Some(at) = at {
-                cp.patches.push((at, mem));
+                sh.patches.push((at, mem));
             }
         }
-        let out = recorded(rec, BufferRole::PtrOut, &c.path, u64::MAX);
-        cp.bufs.push(BufPlan {
+        let out = recorded_idx(rec, BufferRole::PtrOut, &c.path, u64::MAX);
+        sh.bufs.push(BufPlan {
             path: c.path,
             mem,
             len,
@@ -426,7 +485,261 @@ pub(crate) fn compile<'r>(
             elem_size: desc.elem_size as usize,
         });
     }
+    sh.image_len = image.len();
+    sh
+}
+
+/// Adds a call's values to its shape: the image with the captured input, the handle and
+/// fd fields to rewrite, the lineage, the recorded results.
+pub(crate) fn bind(shape: Rc<Shape>, rec: &IoctlRecord) -> CallPlan<'_> {
+    let mut cp = CallPlan {
+        arg: shape.plain_arg.then_some(rec.arg),
+        image: Vec::new(),
+        remaps: Vec::new(),
+        pinned: Vec::new(),
+        out: shape.struct_out.map(|i| rec.buffers[i].data.as_slice()),
+        parents: vec![crate::replay::Obj::Fd(rec.fd as i64)],
+        destroys: Vec::new(),
+        shape,
+    };
+    let sh = &*cp.shape;
+    if sh.plain_arg {
+        return cp;
+    }
+    let mut image = vec![0; sh.image_len];
+    if let Some(i) = sh.struct_in {
+        let d = &rec.buffers[i].data;
+        image[..d.len()].copy_from_slice(d);
+    }
+    for r in &sh.refs {
+        let bytes = match r.src {
+            None => &image[..],
+            Some(i) => &rec.buffers[i].data[..],
+        };
+        let v = read_uint(bytes, r.off, r.size).unwrap_or(0);
+        if v != 0 {
+            cp.parents.push(crate::replay::Obj::Handle(v));
+            if r.destroys {
+                cp.destroys.push(v);
+            }
+        }
+    }
+    let mut take = |image: &[u8], slots: std::ops::Range<usize>| {
+        for k in slots {
+            let s = &sh.remaps[k];
+            let v = read_uint(image, s.off, s.size).unwrap_or(0);
+            // 0 means "no handle" for dxg handles and "no event" for the eventfd fields;
+            // a negative fd means none as well.
+            if v == 0 || (s.is_fd && driver_core::layout::sign_extend(v, s.size) < 0) {
+                continue;
+            }
+            cp.remaps.push((k, v));
+        }
+    };
+    take(&image, 0..sh.struct_remaps);
+    let mut from = sh.struct_remaps;
+    for c in &sh.copies {
+        if let Some((i, off, n)) = c.copy {
+            image[off..off + n].copy_from_slice(&rec.buffers[i].data[..n]);
+        }
+        take(&image, from..c.remaps_end);
+        from = c.remaps_end;
+    }
+    cp.image = image;
+    if let Some(e) = sh.entry {
+        for p in &sh.pinned {
+            cp.pinned.push(PinnedPlan {
+                path: p.path.clone(),
+                len: p.len,
+                data: p.data.map_or(&[][..], |i| rec.buffers[i].data.as_slice()),
+                owner: crate::replay::pinned_owner(e, rec, &p.path),
+            });
+        }
+    }
     cp
+}
+
+/// Most shapes kept by a [`ShapeCache`]; calls of further shapes are compiled afresh.
+const MAX_SHAPES: usize = 4096;
+
+/// Shapes already built, by shape key ([`shape_key`]).
+#[derive(Default)]
+pub(crate) struct ShapeCache {
+    shapes: std::collections::HashMap<Box<[u64]>, Rc<Shape>, BuildKeyHasher>,
+    key: Vec<u64>,
+    /// Calls compiled from a cached shape / from scratch (for tests and profiling).
+    pub hits: u64,
+    pub misses: u64,
+}
+
+type BuildKeyHasher = std::hash::BuildHasherDefault<KeyHasher>;
+
+/// FxHash-style hasher for shape keys (slices of u64, hashed 8 bytes at a time).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.write_u64(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        for b in chunks.remainder() {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64)
+    }
+}
+
+/// The shape key of a call of `entry`: everything [`build_shape`] reads besides the
+/// entry itself, so two calls with equal keys build equal shapes. `false`: the call is
+/// not keyed (nested or pinned pointers, unusual buffer paths) and is compiled afresh.
+///
+/// What goes in: the request code; per recorded buffer its role, flags, data length and
+/// which pointer (or the struct) its path names; per pointer of the table entry whether
+/// its condition holds, whether it is null and its length; per buffer the walk yields,
+/// which recorded buffers hold its input and output (the address fallback of
+/// [`recorded_idx`] included).
+fn shape_key(entry: &'static IoctlDesc, rec: &IoctlRecord, key: &mut Vec<u64>) -> bool {
+    key.clear();
+    key.push(rec.cmd as u64);
+    if !matches!(entry.arg, ArgKind::Struct) {
+        return true;
+    }
+    let ptrs = entry.pointers;
+    if ptrs
+        .iter()
+        .any(|p| !p.nested.is_empty() || p.dir == Dir::Pinned)
+    {
+        return false;
+    }
+    key.push(rec.buffers.len() as u64);
+    let mut sin: Option<&[u8]> = None;
+    for b in &rec.buffers {
+        let path_id = if b.path.is_empty() {
+            0
+        } else {
+            match ptrs.iter().position(|p| p.path == b.path) {
+                Some(k) => k as u64 + 1,
+                None => return false,
+            }
+        };
+        if sin.is_none() && b.role == BufferRole::StructIn && b.path.is_empty() {
+            sin = Some(&b.data);
+        }
+        key.push(b.role as u64 | (b.flags as u64) << 8 | path_id << 16);
+        key.push(b.data.len() as u64);
+    }
+    // The walk reads the input struct zero-filled to the table size.
+    let padded;
+    let sin = match sin {
+        Some(s) if s.len() >= entry.size() => s,
+        s => {
+            let mut v = s.unwrap_or_default().to_vec();
+            v.resize(entry.size(), 0);
+            padded = v;
+            &padded[..]
+        }
+    };
+    for p in ptrs {
+        // As `walk_pointers` at the top level.
+        if !p.cond.eval(sin, sin) {
+            key.push(0);
+            continue;
+        }
+        let addr = match p.addr {
+            PtrAddr::Field { offset } => match read_uint(sin, offset as usize, 8) {
+                Some(a) => a,
+                None => {
+                    key.push(1);
+                    continue;
+                }
+            },
+            PtrAddr::Trailing { offset } => rec.arg.wrapping_add(offset as u64),
+        };
+        if addr == 0 {
+            key.push(2);
+            continue;
+        }
+        let (len, unknown) = match driver_core::schema::ptr_len(p, sin) {
+            Some(l) => (l.min(p.max_bytes as u64), false),
+            None => (0, true),
+        };
+        if len == 0 && !unknown {
+            key.push(3);
+            continue;
+        }
+        key.push(4 | (unknown as u64) << 3);
+        key.push(len);
+        let idx = |i: Option<usize>| i.map_or(u64::MAX, |i| i as u64);
+        key.push(idx(recorded_idx(rec, BufferRole::PtrIn, p.path, addr)));
+        key.push(idx(recorded_idx(rec, BufferRole::PtrOut, p.path, u64::MAX)));
+    }
+    true
+}
+
+/// Compiles a recorded call of a known ioctl (see [`CallPlan`]), reusing the shape of an
+/// earlier call with the same shape key.
+pub(crate) fn compile<'r>(
+    entry: &'static IoctlDesc,
+    rec: &'r IoctlRecord,
+    plans: &mut PlanCache,
+) -> CallPlan<'r> {
+    let mut key = std::mem::take(&mut plans.shapes.key);
+    let keyed = shape_key(entry, rec, &mut key);
+    let cached = if keyed {
+        plans.shapes.shapes.get(&key[..]).cloned()
+    } else {
+        None
+    };
+    let shape = match cached {
+        Some(s) => {
+            plans.shapes.hits += 1;
+            s
+        }
+        None => {
+            plans.shapes.misses += 1;
+            let s = Rc::new(build_shape(entry, rec, plans));
+            if keyed && plans.shapes.shapes.len() < MAX_SHAPES {
+                plans
+                    .shapes
+                    .shapes
+                    .insert(key.clone().into_boxed_slice(), s.clone());
+            }
+            s
+        }
+    };
+    plans.shapes.key = key;
+    bind(shape, rec)
+}
+
+/// [`compile`] without the shape cache: the shape built from this call itself.
+#[cfg(test)]
+pub(crate) fn compile_fresh<'r>(
+    entry: &'static IoctlDesc,
+    rec: &'r IoctlRecord,
+    plans: &mut PlanCache,
+) -> CallPlan<'r> {
+    bind(Rc::new(build_shape(entry, rec, plans)), rec)
+}
+
+fn write_uint(b: &mut [u8], off: usize, size: usize, v: u64) {
+    if let Some(s) = b.get_mut(off..off + size) {
+        s.copy_from_slice(&v.to_le_bytes()[..size]);
+    }
+}
+
+/// Writes `v` in the `size`-byte little-endian field at `off` (out-of-range: ignored).
+pub(crate) fn put_uint(b: &mut [u8], off: usize, size: usize, v: u64) {
+    write_uint(b, off, size, v)
 }
 
 /// What a recorded call uses, creates and destroys (from its recorded bytes).

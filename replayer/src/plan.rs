@@ -4,11 +4,11 @@
 //! `driver-core`'s layouts and handle effects, then reused for every call, so the hot path
 //! compares integers instead of decoding field trees.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use driver_core::layout::{Kind, StructDesc};
 use driver_core::schema::{Effect, HandleType, IoctlDesc, Loc, PointerDesc};
+use traces::inthash::IntMap;
 
 /// What replay does with one leaf field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,8 +318,10 @@ pub(crate) fn elem_plan(entry: &IoctlDesc, p: &PointerDesc) -> Plan {
 /// Plans cached by the address of the static table entry / pointer descriptor.
 #[derive(Default)]
 pub(crate) struct PlanCache {
-    structs: HashMap<usize, Rc<Plan>>,
-    elems: HashMap<usize, Rc<Plan>>,
+    structs: IntMap<usize, Rc<Plan>>,
+    elems: IntMap<usize, Rc<Plan>>,
+    /// Call shapes ([`crate::call::Shape`]) by shape key.
+    pub shapes: crate::call::ShapeCache,
 }
 
 impl PlanCache {

@@ -367,10 +367,14 @@ impl<B: Backend> Replayer<B> {
         R: Borrow<Record>,
     {
         use std::cmp::Reverse;
-        use std::collections::BinaryHeap;
+        use std::collections::{BinaryHeap, VecDeque};
         // (enter time, file position) → (call index, slot in `slab`). The records stay put
         // in the slab (slots reused as they leave), so the heap only moves small keys.
+        // Records nearly always arrive in entry order: those that sort after every record
+        // already queued go to `sorted`, in order; only the others pay for the heap. The
+        // next record is the least of both fronts.
         let mut heap: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
+        let mut sorted: VecDeque<Pending> = VecDeque::new();
         let mut slab: Vec<Option<R>> = Vec::new();
         let mut free: Vec<usize> = Vec::new();
         let mut order = OrderKey::default();
@@ -420,21 +424,37 @@ impl<B: Backend> Replayer<B> {
                             slab.len() - 1
                         }
                     };
-                    heap.push(Reverse(Pending {
+                    let p = Pending {
                         key,
                         seq,
                         idx,
                         slot,
-                    }));
+                    };
+                    // `seq` grows, so `p` sorts after every queued record whose key is ≤ its own.
+                    if sorted.back().is_none_or(|b| b.key <= key) {
+                        sorted.push_back(p);
+                    } else {
+                        heap.push(Reverse(p));
+                    }
                     seq += 1;
-                    if heap.len() <= REORDER_WINDOW {
+                    if heap.len() + sorted.len() <= REORDER_WINDOW {
                         continue;
                     }
                 }
-                None if heap.is_empty() => break,
+                None if heap.is_empty() && sorted.is_empty() => break,
                 None => {}
             }
-            let Some(Reverse(p)) = heap.pop() else { break };
+            let from_sorted = match (sorted.front(), heap.peek()) {
+                (Some(a), Some(Reverse(b))) => a < b,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            let p = if from_sorted {
+                sorted.pop_front()
+            } else {
+                heap.pop().map(|Reverse(p)| p)
+            };
+            let Some(p) = p else { break };
             released = released.max(p.key);
             let rec = slab[p.slot]
                 .take()
@@ -752,7 +772,8 @@ impl<B: Backend> Replayer<B> {
         plan: &CallPlan<'_>,
     ) -> Result<(), ReplayError> {
         self.cur_id = rec.id;
-        let entry = plan.entry;
+        let shape = &*plan.shape;
+        let entry = shape.entry;
         self.cur_name = Self::name_of(entry, rec.cmd);
         let real = matches!(self.opts.target, Target::Device(_));
         if entry.is_none() && real && !self.opts.allow_unknown {
@@ -766,7 +787,7 @@ impl<B: Backend> Replayer<B> {
             Some(fd) => fd as i32,
             None => self.implicit_open(idx, rec, entry)?,
         };
-        if let Some(field) = &plan.missing {
+        if let Some(field) = &shape.missing {
             return Err(ReplayError::Missing {
                 call: idx,
                 ioctl: self.cur_name.to_string(),
@@ -789,7 +810,7 @@ impl<B: Backend> Replayer<B> {
         self.scratch.load(&plan.image);
         let base = self.scratch.addr();
         let sb = self.scratch.bytes_mut();
-        for &(at, mem) in &plan.patches {
+        for &(at, mem) in &shape.patches {
             let addr = match mem {
                 Mem::Image(off) => base + off as u64,
                 Mem::Pinned(i) => regions[i].addr(),
@@ -805,18 +826,19 @@ impl<B: Backend> Replayer<B> {
                 driver_core::ReturnValue::Errno { .. }
                     | driver_core::ReturnValue::RawNtStatus { .. }
             );
-            for r in &plan.remaps {
+            for &(slot, value) in &plan.remaps {
+                let r = &shape.remaps[slot];
                 let o = if r.is_fd {
-                    Obj::Fd(r.value as i64)
+                    Obj::Fd(value as i64)
                 } else {
-                    Obj::Handle(r.value)
+                    Obj::Handle(value)
                 };
                 let v = match self.live.get(&o) {
                     Some(l) => Some(l.replayed),
                     // eventfds are made by the program, outside any traced device:
                     // the replay cannot recreate the program's, so it makes its own.
                     None if r.is_fd && r.ty == HandleType::EventFd => make_eventfd(),
-                    None if failed => Some(r.value),
+                    None if failed => Some(value),
                     None => None,
                 };
                 let Some(v) = v else {
@@ -826,14 +848,14 @@ impl<B: Backend> Replayer<B> {
                             call: idx,
                             ioctl,
                             field: r.field.clone(),
-                            fd: r.value as i64,
+                            fd: value as i64,
                         }
                     } else {
                         ReplayError::UnmappedHandle {
                             call: idx,
                             ioctl,
                             field: r.field.clone(),
-                            value: r.value,
+                            value,
                         }
                     });
                 };
@@ -891,7 +913,7 @@ impl<B: Backend> Replayer<B> {
                         replayed: ret.to_string(),
                     });
                 } else if let (Some(r), None) = (plan.out, plan.arg) {
-                    let sb = &self.scratch.bytes()[..plan.struct_len];
+                    let sb = &self.scratch.bytes()[..shape.struct_len];
                     let n = r.len().min(sb.len());
                     if r[..n] != sb[..n] {
                         divs.push(Divergence {
@@ -977,7 +999,8 @@ impl<B: Backend> Replayer<B> {
         regions: Vec<Region>,
         divs: &mut Vec<Divergence>,
     ) {
-        if let Some(t) = plan.ret_fd
+        let shape = &*plan.shape;
+        if let Some(t) = shape.ret_fd
             && rec.ret >= 0
             && ret >= 0
         {
@@ -1012,12 +1035,12 @@ impl<B: Backend> Replayer<B> {
         // Handles the call used become the parents of what it creates (lineage).
         let parents = &plan.parents;
         let sb = scratch.bytes();
-        if let (Some(out), Some(splan)) = (plan.out, &plan.splan) {
-            let rep = &sb[..e.size().min(plan.struct_len)];
+        if let (Some(out), Some(splan)) = (plan.out, &shape.splan) {
+            let rep = &sb[..e.size().min(shape.struct_len)];
             self.compare(idx, e, splan, out, rep, Cmp::Struct, parents, divs);
         }
-        for b in &plan.bufs {
-            let Some(r) = b.out else {
+        for b in &shape.bufs {
+            let Some(r) = b.out.map(|i| rec.buffers[i].data.as_slice()) else {
                 continue;
             };
             let rep = match b.mem {
@@ -1362,10 +1385,6 @@ impl Ord for Pending {
     }
 }
 
-#[expect(
-    clippy::large_enum_variant,
-    reason = "calls are nearly every item; boxing them would add an indirection per call"
-)]
 enum Item<'r> {
     Fd(&'r Record),
     Call(u64, &'r IoctlRecord, CallPlan<'r>),

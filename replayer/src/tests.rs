@@ -608,3 +608,200 @@ fn divergences_past_the_cap_are_counted_not_kept() {
     let json = serde_json::to_value(&rep).expect("json");
     assert_eq!(json["divergences_total"], 50);
 }
+
+/// Logs the `arg` of every ioctl (plain-value calls of an unknown request code).
+#[derive(Default)]
+struct ArgLog {
+    args: Vec<u64>,
+}
+
+impl Backend for ArgLog {
+    fn open(&mut self, _p: &Path, _f: i32) -> io::Result<i32> {
+        Ok(7)
+    }
+    unsafe fn ioctl(&mut self, _fd: i32, _cmd: u32, arg: u64) -> i64 {
+        self.args.push(arg);
+        0
+    }
+    fn close(&mut self, _fd: i32) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn streaming_issues_records_in_replay_order() {
+    // Mostly ascending entry times with ties, records without a timestamp, and records
+    // that entered long before the ones around them: the reordering window's in-order
+    // queue and its heap both serve, and the issue order must be `replay_order`'s.
+    let cmd = 0xc008_7a99; // _IOWR('z', 0x99, 8): in no table
+    assert!(driver_core::schema::lookup_code(cmd).is_none());
+    let mut recs = vec![timed(
+        Record::Fd(FdEvent {
+            fd: 3,
+            op: FdOp::Open,
+            path: "/dev/null".into(),
+            ret: 3,
+            ..FdEvent::default()
+        }),
+        1,
+        1,
+        1,
+    )];
+    let mut x = 12345u64;
+    for i in 0..3000u64 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let r = x >> 33;
+        let enter = match r % 10 {
+            0 => 0,                                // no timestamp: stays where the file has it
+            1 => (i * 10).saturating_sub(r % 500), // entered earlier than its neighbours
+            2 => (i * 10) / 20 * 20,               // a tie with a neighbour
+            _ => i * 10 + 5,
+        };
+        let io = IoctlRecord {
+            id: i,
+            fd: 3,
+            cmd,
+            arg: i,
+            ts_enter: enter,
+            ts_exit: i * 10 + 9,
+            ..IoctlRecord::default()
+        };
+        recs.push(Record::Ioctl(io));
+    }
+    let expected: Vec<u64> = crate::replay_order(&recs)
+        .into_iter()
+        .filter_map(|i| match &recs[i] {
+            Record::Ioctl(io) => Some(io.arg),
+            _ => None,
+        })
+        .collect();
+    let mut r = Replayer::new(ArgLog::default(), ReplayOptions::new(Target::InProcess));
+    r.run(recs.iter().map(Ok), &mut |_| {}).expect("replay");
+    assert_eq!(r.backend_mut().args, expected);
+    let rep = r.finish();
+    assert_eq!(rep.calls, 3000);
+    assert!(rep.divergences.is_empty(), "{:?}", rep.divergences.first());
+}
+
+/// The dxg frame-loop workload recorded `n` times on the in-process emulator.
+fn frame_loop_records(n: usize) -> Vec<Record> {
+    let mut rb = RecordingBackend::new(emulator_backend());
+    for _ in 0..n {
+        driver_core::workload::run("frame-loop", &mut rb, Path::new("/dev/dxg"), None)
+            .expect("frame-loop runs on the emulator");
+    }
+    rb.into_records()
+}
+
+fn emulator_backend() -> driver_core::emulator::EmulatorBackend {
+    use driver_core::emulator::{Emulator, EmulatorBackend, EmulatorConfig, NullSink};
+    let cfg = EmulatorConfig {
+        deterministic: true,
+        ..EmulatorConfig::default()
+    };
+    EmulatorBackend::new(Emulator::new(cfg, Box::new(NullSink)))
+}
+
+fn sample_records() -> Vec<(String, Vec<Record>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../traces/samples");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).expect("samples dir") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "dxtrace") {
+            let r = traces::Reader::open(&p).expect("sample opens");
+            let recs: Vec<Record> = r.records().collect::<Result<_, _>>().expect("decodes");
+            out.push((p.display().to_string(), recs));
+        }
+    }
+    assert!(out.len() >= 5, "samples found in {}", dir.display());
+    out
+}
+
+#[test]
+fn shared_shapes_build_the_same_call_plans_as_fresh_compiles() {
+    // Every call of the samples and of a repeated workload, compiled through the shape
+    // cache (shapes shared between calls of the same shape) and afresh from the call
+    // alone: the plans must be identical, field for field.
+    let mut sets = sample_records();
+    sets.push(("frame-loop x3".into(), frame_loop_records(3)));
+    let mut kvm = RecordingBackend::new(RealDevice::new());
+    if kvm_available() && crate::kvm_smoke::run(&mut kvm, Path::new("/dev/kvm")).is_ok() {
+        sets.push(("kvm-smoke".into(), kvm.into_records()));
+    }
+    let mut hits = 0;
+    for (name, recs) in &sets {
+        let mut cached = crate::plan::PlanCache::default();
+        let mut fresh = crate::plan::PlanCache::default();
+        for (i, r) in recs.iter().enumerate() {
+            let Record::Ioctl(io) = r else { continue };
+            let Some(e) = driver_core::schema::lookup_code(io.cmd) else {
+                continue;
+            };
+            let a = crate::call::compile(e, io, &mut cached);
+            let b = crate::call::compile_fresh(e, io, &mut fresh);
+            assert_eq!(
+                format!("{a:?}"),
+                format!("{b:?}"),
+                "{name}: record {i} ({})",
+                e.name
+            );
+        }
+        hits += cached.shapes.hits;
+        assert!(cached.shapes.misses > 0, "{name}");
+    }
+    assert!(hits > 100, "shapes were reused ({hits} hits)");
+}
+
+#[test]
+fn one_altered_byte_in_a_reused_shape_reports_exactly_one_divergence() {
+    let mut recs = frame_loop_records(4);
+    // The last successful call whose recorded out struct has a plain field: by then its
+    // shape has been seen three times, so it is compiled from the cache.
+    let (pos, field) = recs
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(pos, r)| {
+            let Record::Ioctl(io) = r else { return None };
+            let e = driver_core::schema::lookup_code(io.cmd)?;
+            if io.ret != 0 {
+                return None;
+            }
+            let out = io.buffer(BufferRole::StructOut, "")?;
+            let sp = crate::plan::struct_plan(e);
+            let l = sp.leaves.iter().find(|l| {
+                l.class == crate::plan::Class::Plain && l.off + l.size <= out.data.len()
+            })?;
+            Some((pos, (l.off, l.path.clone(), e.name)))
+        })
+        .expect("a call with a plain out field");
+    let call = recs[..pos]
+        .iter()
+        .filter(|r| matches!(r, Record::Ioctl(_)))
+        .count() as u64;
+    if let Record::Ioctl(io) = &mut recs[pos] {
+        let b = io
+            .buffers
+            .iter_mut()
+            .find(|b| b.role == BufferRole::StructOut && b.path.is_empty())
+            .expect("out struct");
+        b.data[field.0] ^= 0x01;
+    }
+    let check = |rep: crate::Report| {
+        assert_eq!(rep.divergences.len(), 1, "{:#?}", rep.divergences);
+        let d = &rep.divergences[0];
+        assert_eq!(d.call, call);
+        assert_eq!(d.ioctl, field.2);
+        assert_eq!(d.field, format!("out.{}", field.1));
+    };
+    // Streaming (shapes cached as the calls come) and compiled ahead.
+    let mut r = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
+    r.run(recs.iter().map(Ok), &mut |_| {}).expect("replay");
+    check(r.finish());
+    let plan = crate::ReplayPlan::new(&recs);
+    let mut r = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
+    r.run_plan(&plan, &mut |_| {}).expect("replay");
+    check(r.finish());
+}

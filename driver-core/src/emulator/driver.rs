@@ -2,6 +2,8 @@
 //! per-process object model, VMBus message construction, reply handling and teardown.
 
 use std::collections::{BTreeMap, HashMap};
+
+use crate::inthash::IntMap;
 use std::ffi::c_void;
 use std::sync::Arc;
 
@@ -58,7 +60,7 @@ struct Proc {
     opens: u32,
     next_local: u32,
     adapters: BTreeMap<u32, usize>,
-    objs: HashMap<u32, Obj>,
+    objs: IntMap<u32, Obj>,
 }
 
 pub(crate) struct GAdapter {
@@ -78,11 +80,11 @@ pub struct Driver {
     pub(crate) bus: Arc<Bus>,
     global: Box<DxgVmbusChannel>,
     pub(crate) adapters: Vec<GAdapter>,
-    procs: HashMap<u32, Proc>,
-    files: HashMap<u64, u32>,
+    procs: IntMap<u32, Proc>,
+    files: IntMap<u64, u32>,
     next_file: u64,
     host_event_id: u64,
-    events: HashMap<u64, (u32, bool)>,
+    events: IntMap<u64, (u32, bool)>,
     device_state_counter: u64,
     ioctls: u64,
     version: u32,
@@ -174,11 +176,11 @@ impl Driver {
             bus: bus.clone(),
             global,
             adapters,
-            procs: HashMap::new(),
-            files: HashMap::new(),
+            procs: IntMap::default(),
+            files: IntMap::default(),
             next_file: 1,
             host_event_id: 1,
-            events: HashMap::new(),
+            events: IntMap::default(),
             device_state_counter: 0,
             ioctls: 0,
             version,

@@ -23,7 +23,9 @@ pub mod sink;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::inthash::IntMap;
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -398,7 +400,7 @@ fn gettid() -> u32 {
 /// from 1000 up (they are never real kernel fds).
 pub struct EmulatorBackend {
     emu: Emulator,
-    fds: HashMap<i32, u64>,
+    fds: IntMap<i32, u64>,
     next_fd: i32,
     pid: u32,
     /// `pid` is this process (calls carry the real thread id).
@@ -410,7 +412,7 @@ impl EmulatorBackend {
     pub fn new(emu: Emulator) -> EmulatorBackend {
         EmulatorBackend {
             emu,
-            fds: HashMap::new(),
+            fds: IntMap::default(),
             next_fd: 1000,
             pid: std::process::id(),
             own_pid: true,
@@ -490,7 +492,8 @@ impl Backend for EmulatorBackend {
 
 impl Drop for EmulatorBackend {
     fn drop(&mut self) {
-        let fds: Vec<i32> = self.fds.keys().copied().collect();
+        let mut fds: Vec<i32> = self.fds.keys().copied().collect();
+        fds.sort_unstable(); // closed in fd order, whatever the map's order
         for fd in fds {
             let _ = self.close(fd);
         }

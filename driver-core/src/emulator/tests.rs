@@ -1,6 +1,8 @@
 //! Emulator unit tests: every dxg scenario in-process, the canonical VMBus sequence,
 //! fault effects.
 
+use std::collections::HashMap;
+
 use super::*;
 use crate::dxg::vmbus::command_name;
 use crate::schema::{VmbusChannel, VmbusCmd};

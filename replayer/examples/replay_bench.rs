@@ -2,12 +2,18 @@
 //!
 //! 1. Emulator: the dxg `frame-loop` scenario is recorded REPEAT times (default 200) through
 //!    `RecordingBackend` over the in-process emulator, then replayed against a fresh
-//!    emulator; prints calls/s of the replay loop (records already decoded in memory),
-//!    (a) from a `ReplayPlan` compiled before the timed loop, (b) streaming through
-//!    `Replayer::run` (records borrowed), each call compiled as it comes. `REPLAY_BENCH_ONLY=1` skips the
-//!    baseline and the KVM part (for profiling the replay).
-//!    Baseline in the same run: the scenario run REPEAT times straight against a fresh
-//!    emulator (the emulator's own in-process call rate on the same calls, no replay).
+//!    emulator, three ways: (a) from a `ReplayPlan` compiled before the timed loop
+//!    (records in memory); (b) streaming through `Replayer::run` with the records in
+//!    memory (borrowed), each call compiled as it comes; (c) from a trace file through
+//!    `replay_file_on_emulator`, what `dxtrace replay FILE --target emulator` runs (read +
+//!    decode on a second thread, compile, replay). Baselines in the same run: the scenario
+//!    run REPEAT times straight against a fresh emulator (the emulator's own cost for the
+//!    same calls), and a plain decode pass over the trace file.
+//!    Each measure is the best (least wall time) of REPLAY_BENCH_ROUNDS rounds (default 3),
+//!    printed with the process CPU time of that round (less sensitive than wall time to
+//!    other load on the machine; with the decoding thread it counts both threads).
+//!    `REPLAY_BENCH_ONLY=K` runs only the compiled replay K times (for profiling it);
+//!    with `REPLAY_BENCH_PATH=stream`, only the streaming replay.
 //! 2. KVM (when /dev/kvm exists): the kvm-smoke VM is recorded on the real device, then
 //!    replayed on it in the same run; prints the workload's ioctl time (sum of recorded
 //!    exit − entry) against the replay's (time inside `Backend::ioctl`) and wall time.
@@ -28,108 +34,127 @@ fn emulator() -> EmulatorBackend {
     EmulatorBackend::new(Emulator::new(cfg, Box::new(NullSink)))
 }
 
+/// Process CPU time (s), all threads.
+fn cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// Best of `rounds` runs of `f` (least wall time): (wall s, CPU s, what `f` returned).
+fn best<T>(rounds: usize, mut f: impl FnMut() -> T) -> (f64, f64, T) {
+    let mut out: Option<(f64, f64, T)> = None;
+    for _ in 0..rounds.max(1) {
+        let (t, c) = (Instant::now(), cpu_s());
+        let v = f();
+        let (wall, cpu) = (t.elapsed().as_secs_f64(), cpu_s() - c);
+        if out.as_ref().is_none_or(|b| wall < b.0) {
+            out = Some((wall, cpu, v));
+        }
+    }
+    out.expect("at least one round")
+}
+
 fn main() {
     let repeat: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
+    let rounds: usize = std::env::var("REPLAY_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let mut rb = RecordingBackend::new(emulator());
     for _ in 0..repeat {
         driver_core::workload::run("frame-loop", &mut rb, Path::new("/dev/dxg"), None)
             .expect("frame-loop runs on the emulator");
     }
     let records: Vec<_> = rb.into_records();
-    // REPLAY_BENCH_ONLY=K: only the compiled replay, K times (for profiling it).
-    let replay_only = std::env::var("REPLAY_BENCH_ONLY").ok();
-    let rounds: usize = replay_only
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let replay_only = replay_only.is_some();
+    let fresh = || Replayer::new(emulator(), ReplayOptions::new(Target::InProcess));
 
-    // Baseline: the same calls made by the workload itself, straight to the emulator.
-    let mut direct = emulator();
-    let t = Instant::now();
-    let repeat_direct = if replay_only { 0 } else { repeat };
-    let mut direct_calls = 0usize;
-    for _ in 0..repeat_direct {
-        let (calls, _) =
-            driver_core::workload::run("frame-loop", &mut direct, Path::new("/dev/dxg"), None)
-                .expect("frame-loop runs on the emulator");
-        direct_calls += calls.len();
-    }
-    let dwall = t.elapsed().as_secs_f64();
-    drop(direct);
-    println!(
-        "emulator baseline (workload straight to the emulator): {direct_calls} calls in {dwall:.3} s = {:.0} calls/s",
-        direct_calls as f64 / dwall
-    );
-
-    // REPLAY_BENCH_ONLY=K REPLAY_BENCH_PATH=stream: only the streaming replay, K times.
-    if replay_only && std::env::var("REPLAY_BENCH_PATH").as_deref() == Ok("stream") {
-        for _ in 0..rounds {
-            let mut r = Replayer::new(emulator(), ReplayOptions::new(Target::InProcess));
+    if let Some(k) = std::env::var("REPLAY_BENCH_ONLY")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        let stream = std::env::var("REPLAY_BENCH_PATH").as_deref() == Ok("stream");
+        let plan = ReplayPlan::new(&records);
+        for _ in 0..k {
+            let mut r = fresh();
             let t = Instant::now();
-            r.run(records.iter().map(Ok), &mut |_| {}).expect("replay");
+            if stream {
+                r.run(records.iter().map(Ok), &mut |_| {}).expect("replay");
+            } else {
+                r.run_plan(&plan, &mut |_| {}).expect("replay");
+            }
             let wall = t.elapsed().as_secs_f64();
             let rep = r.finish();
             assert!(rep.divergences.is_empty(), "{:?}", rep.divergences);
-            println!("streaming: {:.0} calls/s", rep.calls as f64 / wall);
+            println!("{:.0} calls/s", rep.calls as f64 / wall);
         }
         return;
     }
+    let rate = |n: u64, s: f64| n as f64 / s;
+
+    // Baseline: the same calls made by the workload itself, straight to the emulator.
+    let (dwall, dcpu, direct_calls) = best(rounds, || {
+        let mut direct = emulator();
+        let mut n = 0u64;
+        for _ in 0..repeat {
+            let (calls, _) =
+                driver_core::workload::run("frame-loop", &mut direct, Path::new("/dev/dxg"), None)
+                    .expect("frame-loop runs on the emulator");
+            n += calls.len() as u64;
+        }
+        n
+    });
+    println!(
+        "baseline, workload straight to the emulator: {direct_calls} calls in {dwall:.3} s = {:.0} calls/s (CPU {dcpu:.3} s)",
+        rate(direct_calls, dwall)
+    );
 
     // 1a. Compiled: the per-call plans are built before the timed loop.
-    let t = Instant::now();
-    let plan = ReplayPlan::new(&records);
-    let compile = t.elapsed().as_secs_f64();
-    for _ in 1..rounds {
-        let mut r = Replayer::new(emulator(), ReplayOptions::new(Target::InProcess));
+    let (cwall, ccpu, plan) = best(rounds, || ReplayPlan::new(&records));
+    println!(
+        "plan build (compile every call, shapes shared): {} calls in {cwall:.3} s = {:.0} calls/s (CPU {ccpu:.3} s)",
+        plan.calls(),
+        rate(plan.calls(), cwall)
+    );
+    let (wall, cpu, rep) = best(rounds, || {
+        let mut r = fresh();
         r.run_plan(&plan, &mut |_| {}).expect("replay");
-    }
-    let mut r = Replayer::new(emulator(), ReplayOptions::new(Target::InProcess));
-    let t = Instant::now();
-    r.run_plan(&plan, &mut |_| {}).expect("replay");
-    let wall = t.elapsed();
-    let compiled_wall = wall.as_secs_f64();
-    let rep = r.finish();
+        r.finish()
+    });
     assert!(rep.divergences.is_empty(), "{:?}", rep.divergences);
     println!(
-        "emulator (compiled plan): {} calls replayed in {:.3} s = {:.0} calls/s ({} divergences); time inside the emulator backend {:.3} s ({:.0} calls/s); plan built before, in {:.3} s",
+        "(a) compiled plan: {} calls replayed in {wall:.3} s = {:.0} calls/s (CPU {cpu:.3} s, {} divergences); time inside the emulator backend {:.3} s; with the plan build: {:.0} calls/s",
         rep.calls,
-        wall.as_secs_f64(),
-        rep.calls as f64 / wall.as_secs_f64(),
+        rate(rep.calls, wall),
         rep.divergences.len(),
         rep.replayed_ioctl_ns as f64 / 1e9,
-        rep.calls as f64 / (rep.replayed_ioctl_ns as f64 / 1e9),
-        compile
+        rate(rep.calls, wall + cwall),
     );
     drop(plan);
-    if replay_only {
-        return;
-    }
 
-    // 1b. Streaming (what `dxtrace replay` does): each call compiled as it comes, through
-    // the reordering window; records borrowed (no clone), as a reader's owned records
-    // would be moved in.
-    let mut r = Replayer::new(emulator(), ReplayOptions::new(Target::InProcess));
-    let t = Instant::now();
-    r.run(records.iter().map(Ok), &mut |_| {}).expect("replay");
-    let wall = t.elapsed();
-    let rep = r.finish();
+    // 1b. Streaming (records in memory, borrowed): each call compiled as it comes,
+    // through the reordering window.
+    let (wall, cpu, rep) = best(rounds, || {
+        let mut r = fresh();
+        r.run(records.iter().map(Ok), &mut |_| {}).expect("replay");
+        r.finish()
+    });
     assert!(rep.divergences.is_empty(), "{:?}", rep.divergences);
     println!(
-        "emulator (streaming, records borrowed): {} calls replayed in {:.3} s = {:.0} calls/s ({} divergences); compiled path incl. its plan build: {:.0} calls/s",
+        "(b) streaming, records in memory: {} calls in {wall:.3} s = {:.0} calls/s (CPU {cpu:.3} s, {} divergences)",
         rep.calls,
-        wall.as_secs_f64(),
-        rep.calls as f64 / wall.as_secs_f64(),
+        rate(rep.calls, wall),
         rep.divergences.len(),
-        rep.calls as f64 / (compiled_wall + compile),
     );
 
-    // 1c. From a trace file, what `dxtrace replay FILE --target emulator` runs
-    // (`replay_file_on_emulator`: read + decode + replay). Baseline in the same run: a
-    // plain decode pass over the same file (read, CRC, zstd, MessagePack to records).
+    // 1c. From a trace file, what `dxtrace replay FILE --target emulator` runs.
     let dir = std::env::temp_dir().join(format!("replay_bench.{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("frame-loop.dxtrace");
@@ -139,32 +164,30 @@ fn main() {
         &records,
     )
     .expect("write trace");
-    let t = Instant::now();
-    let reader = traces::Reader::open(&file).expect("open");
-    let mut decoded = 0u64;
-    for r in reader.records() {
-        r.expect("decodes");
-        decoded += 1;
-    }
-    let decode = t.elapsed().as_secs_f64();
-    drop(reader);
-    let t = Instant::now();
-    let rep = replayer::replay_file_on_emulator(
-        &file,
-        ReplayOptions::new(Target::InProcess),
-        &mut |_| {},
-    )
-    .expect("replay");
-    let wall = t.elapsed().as_secs_f64();
+    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let (decode, dcpu, decoded) = best(rounds, || {
+        let reader = traces::Reader::open(&file).expect("open");
+        let mut n = 0u64;
+        for r in reader.records() {
+            r.expect("decodes");
+            n += 1;
+        }
+        n
+    });
+    println!(
+        "baseline, plain decode pass of the trace file ({size} bytes): {decoded} records in {decode:.3} s = {:.0} records/s (CPU {dcpu:.3} s)",
+        rate(decoded, decode)
+    );
+    let (wall, cpu, rep) = best(rounds, || {
+        replayer::replay_file_on_emulator(&file, ReplayOptions::new(Target::InProcess), &mut |_| {})
+            .expect("replay")
+    });
     assert!(rep.divergences.is_empty(), "{:?}", rep.divergences);
     println!(
-        "emulator (from the trace file, `dxtrace replay`'s path): {} calls in {:.3} s = {:.0} calls/s ({} divergences); plain decode pass of the same file: {decoded} records in {:.3} s = {:.0} records/s",
+        "(c) from the trace file (`dxtrace replay`'s path): {} calls in {wall:.3} s = {:.0} calls/s (CPU {cpu:.3} s over both threads, {} divergences)",
         rep.calls,
-        wall,
-        rep.calls as f64 / wall,
+        rate(rep.calls, wall),
         rep.divergences.len(),
-        decode,
-        decoded as f64 / decode,
     );
     let _ = std::fs::remove_dir_all(&dir);
 

@@ -78,6 +78,67 @@ pub fn emulator_config(
     Ok(cfg)
 }
 
+/// Records decoded per batch by [`run_reader`]'s decoding thread.
+const READ_AHEAD_BATCH: usize = 512;
+/// Batches the decoding thread may be ahead by.
+const READ_AHEAD_DEPTH: usize = 8;
+
+/// The records a decoding thread sends, as an iterator on the replaying thread.
+struct ReadAhead {
+    rx: std::sync::mpsc::Receiver<Vec<Result<traces::Record, traces::TraceError>>>,
+    cur: std::vec::IntoIter<Result<traces::Record, traces::TraceError>>,
+}
+
+impl Iterator for ReadAhead {
+    type Item = Result<traces::Record, traces::TraceError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.cur.next() {
+                return Some(r);
+            }
+            self.cur = self.rx.recv().ok()?.into_iter();
+        }
+    }
+}
+
+/// [`Replayer::run`] over every record of `reader`, read and decoded ahead on a second
+/// thread (batches of records through a bounded channel), so reading, CRC checks,
+/// decompression and decoding overlap the replay instead of adding to it. The records
+/// and the order they are replayed in are exactly those of `r.run(reader.records(), …)`;
+/// a decoding error stops the replay where that would.
+pub fn run_reader<B: driver_core::Backend>(
+    r: &mut Replayer<B>,
+    reader: &traces::Reader,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), ReplayError> {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_DEPTH);
+        s.spawn(move || {
+            let mut batch = Vec::with_capacity(READ_AHEAD_BATCH);
+            for rec in reader.records() {
+                let failed = rec.is_err();
+                batch.push(rec);
+                if batch.len() == READ_AHEAD_BATCH || failed {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(READ_AHEAD_BATCH));
+                    // The replay stopped (strict, `--to`, an error): it dropped the receiver.
+                    if tx.send(full).is_err() || failed {
+                        return;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+        });
+        let records = ReadAhead {
+            rx,
+            cur: Vec::new().into_iter(),
+        };
+        // `records` (the receiver) is dropped when `run` returns, which ends the thread.
+        r.run(records, progress)
+    })
+}
+
 /// Replays a whole trace file against `backend`. Unlike [`replay_file_on_emulator`] it
 /// does not refuse synthetic traces (call [`check_replayable`] first to).
 pub fn replay_file<B: driver_core::Backend>(
@@ -88,7 +149,7 @@ pub fn replay_file<B: driver_core::Backend>(
 ) -> Result<Report, ReplayError> {
     let reader = traces::Reader::open(path)?;
     let mut r = Replayer::new(backend, opts);
-    r.run(reader.records(), progress)?;
+    run_reader(&mut r, &reader, progress)?;
     Ok(r.finish())
 }
 
@@ -109,7 +170,7 @@ pub fn replay_file_on_emulator(
         HostMode::Fake => {
             let emu = driver_core::emulator::Emulator::new(cfg, sink);
             let mut r = Replayer::new(driver_core::emulator::EmulatorBackend::new(emu), opts);
-            r.run(reader.records(), progress)?;
+            run_reader(&mut r, &reader, progress)?;
             Ok(r.finish())
         }
         HostMode::Recorded => {
@@ -118,7 +179,7 @@ pub fn replay_file_on_emulator(
             let emu = driver_core::emulator::Emulator::with_host(cfg, sink, Box::new(host));
             let mut r = Replayer::new(driver_core::emulator::EmulatorBackend::new(emu), opts);
             r.set_vmbus_check(check);
-            r.run(reader.records(), progress)?;
+            run_reader(&mut r, &reader, progress)?;
             Ok(r.finish())
         }
     }

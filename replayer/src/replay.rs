@@ -236,6 +236,9 @@ pub struct Replayer<B: Backend> {
     report: Report,
     call_index: u64,
     seen_fds: IntSet<i64>,
+    /// Replay fds that more than one recorded fd maps to (a recorded dup and its
+    /// original), with how many do: the fd is closed when the last of them is.
+    fd_refs: IntMap<u64, u32>,
     pace0: Option<(u64, Instant)>,
     started: Instant,
     done: bool,
@@ -275,6 +278,7 @@ impl<B: Backend> Replayer<B> {
             },
             call_index: 0,
             seen_fds: Default::default(),
+            fd_refs: IntMap::default(),
             pace0: None,
             started: Instant::now(),
             done: false,
@@ -512,17 +516,20 @@ impl<B: Backend> Replayer<B> {
     pub fn finish(mut self) -> Report {
         self.report.elapsed = self.started.elapsed();
         self.cur_name = Cow::Borrowed("close at the end of the replay");
-        let fds: Vec<(Obj, u64)> = self
+        // A dup and its original map to one fd: close it once.
+        let mut fds: Vec<u64> = self
             .live
             .iter()
             .filter(|(o, _)| matches!(o, Obj::Fd(_)))
-            .map(|(o, l)| (*o, l.replayed))
+            .map(|(_, l)| l.replayed)
             .collect();
+        fds.sort_unstable();
+        fds.dedup();
         // Mappings first (they pin the fds' objects), then the fds.
         self.memory.clear();
         self.memory_dirty = true;
         self.orphans.clear();
-        for (_, fd) in fds {
+        for fd in fds {
             let _ = self.backend.close(fd as i32);
         }
         if self.vmbus.is_some() {
@@ -681,19 +688,72 @@ impl<B: Backend> Replayer<B> {
             }
             FdOp::Close => {
                 self.seen_fds.insert(ev.fd as i64);
-                if let Some(l) = self.live.get(&Obj::Fd(ev.fd as i64)) {
-                    let fd = l.replayed as i32;
-                    self.forget(Obj::Fd(ev.fd as i64), false);
-                    let _ = self.backend.close(fd);
+                if self.close_recorded_fd(ev.fd as i64) {
                     self.report.fd_events += 1;
                 }
             }
-            // The fd came from an ioctl the replay issues itself; the mapping is made there.
             FdOp::Derived => {
                 self.seen_fds.insert(ev.fd as i64);
+                // A copy (dup, dup2, dup3, F_DUPFD) of a mapped fd, `dup:OLD` in the trace:
+                // it maps to the same replay fd, which stays open until the last recorded
+                // fd mapping to it is closed. Any other derived fd came from an ioctl the
+                // replay issues itself; the mapping is made there.
+                let src = ev
+                    .path
+                    .strip_prefix("dup:")
+                    .and_then(|s| s.parse::<i64>().ok());
+                if let Some(src) = src
+                    && src != ev.fd as i64
+                    && let Some(orig) = self.live.get(&Obj::Fd(src))
+                {
+                    let (replayed, ty, creator) = (orig.replayed, orig.ty, orig.creator);
+                    // The original's lineage (a vCPU made on a copy of a VM fd finds the
+                    // system fd through it), and the original itself, so memory it owns
+                    // outlives it while the copy is open.
+                    let mut parents = orig.parents.clone();
+                    parents.push(Obj::Fd(src));
+                    // dup2 / dup3 onto an open descriptor closes it first.
+                    self.close_recorded_fd(ev.fd as i64);
+                    *self.fd_refs.entry(replayed).or_insert(1) += 1;
+                    self.set_live(
+                        Obj::Fd(ev.fd as i64),
+                        Live {
+                            replayed,
+                            ty,
+                            creator,
+                            parents,
+                        },
+                    );
+                    self.report.fd_events += 1;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Closes recorded fd `fd`: drops its mapping and closes the replay fd unless another
+    /// recorded fd (a dup) still maps to it. False if `fd` was not mapped.
+    fn close_recorded_fd(&mut self, fd: i64) -> bool {
+        let Some(l) = self.live.get(&Obj::Fd(fd)) else {
+            return false;
+        };
+        let replayed = l.replayed;
+        self.forget(Obj::Fd(fd), false);
+        let last = match self.fd_refs.get_mut(&replayed) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                self.fd_refs.remove(&replayed);
+                true
+            }
+            None => true,
+        };
+        if last {
+            let _ = self.backend.close(replayed as i32);
+        }
+        true
     }
 
     /// Drops a mapping (and, for destroyed handles, every object created under it), and
@@ -1129,6 +1189,11 @@ impl<B: Backend> Replayer<B> {
             Cmp::Buf(_) if plan.size > 0 => (rec.len().min(rep.len()) / plan.size, plan.size, true),
             _ => (1, plan.size.min(rec.len()).min(rep.len()), false),
         };
+        // No leaf needs an action and every compared byte is equal: nothing can diverge
+        // (one comparison instead of one per element).
+        if plan.special.is_empty() && rec[..n * es] == rep[..n * es] {
+            return;
+        }
         for i in 0..n {
             let rel = &rec[i * es..(i + 1) * es];
             let pel = &rep[i * es..(i + 1) * es];

@@ -805,3 +805,115 @@ fn one_altered_byte_in_a_reused_shape_reports_exactly_one_divergence() {
     r.run_plan(&plan, &mut |_| {}).expect("replay");
     check(r.finish());
 }
+
+#[test]
+fn calls_on_a_dup_of_a_device_fd_replay_after_the_original_is_closed() {
+    // The probe announces a copy (dup, dup2, dup3, F_DUPFD) as a derived fd named
+    // `dup:OLD`. Here the workload's device fd is copied right after its open and the
+    // original closed at once; every later call and the final close use the copy.
+    let recs = frame_loop_records(1);
+    let open = recs
+        .iter()
+        .position(|r| matches!(r, Record::Fd(f) if f.op == FdOp::Open))
+        .expect("an open");
+    let Record::Fd(o) = &recs[open] else {
+        unreachable!()
+    };
+    let (orig, copy) = (o.fd, o.fd + 100);
+    let ev = |fd: i32, op: FdOp, path: &str| {
+        Record::Fd(FdEvent {
+            fd,
+            op,
+            path: path.into(),
+            ts: o.ts,
+            pid: o.pid,
+            tid: o.tid,
+            ret: fd as i64,
+            ..FdEvent::default()
+        })
+    };
+    let mut dup = recs[..=open].to_vec();
+    dup.push(ev(copy, FdOp::Derived, &format!("dup:{orig}")));
+    dup.push(ev(orig, FdOp::Close, ""));
+    let mut moved = 0;
+    for r in &recs[open + 1..] {
+        let mut r = r.clone();
+        match &mut r {
+            Record::Ioctl(io) if io.fd == orig => {
+                io.fd = copy;
+                moved += 1;
+            }
+            Record::Fd(f) if f.fd == orig => f.fd = copy,
+            _ => {}
+        }
+        dup.push(r);
+    }
+    assert!(moved > 40, "{moved} calls moved to the copy");
+    let mut r = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
+    r.run(dup.iter().map(Ok), &mut |_| {})
+        .expect("calls on the copy find their fd");
+    let rep = r.finish();
+    assert!(rep.divergences.is_empty(), "{:#?}", rep.divergences.first());
+    let calls = dup.iter().filter(|r| matches!(r, Record::Ioctl(_))).count();
+    assert_eq!(rep.calls as usize, calls);
+
+    // A copy of an fd that is not mapped (the original was never opened in the trace)
+    // gives nothing to map: calls on it are an error naming the fd.
+    let mut orphan = dup.clone();
+    orphan.remove(open);
+    let mut r = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
+    let err = r
+        .run(orphan.iter().map(Ok), &mut |_| {})
+        .expect_err("the copy's original was never opened");
+    assert!(matches!(err, ReplayError::UnmappedFd { .. }), "{err}");
+}
+
+#[test]
+fn read_ahead_replays_a_file_exactly_as_the_plain_reader() {
+    // A trace with a divergence every 50 calls (an altered return value), replayed from
+    // its file with the records decoded on a second thread (`run_reader`, what
+    // `replay_file` and `dxtrace replay` use) and straight from `reader.records()`.
+    let mut recs = frame_loop_records(30);
+    let state = lookup_name("LX_DXGETDEVICESTATE").expect("known").code;
+    let (mut n, mut altered, mut first) = (0, 0, None);
+    for r in &mut recs {
+        if let Record::Ioctl(io) = r {
+            n += 1;
+            if io.cmd == state && n % 3 == 0 {
+                io.ret = -(libc::ENOSPC as i64);
+                altered += 1;
+                first.get_or_insert(n);
+            }
+        }
+    }
+    assert!(altered > 10);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("t.dxtrace");
+    write_trace(
+        &p,
+        &RecordingBackend::<RealDevice>::header("/dev/dxg", "dxg"),
+        &recs,
+    )
+    .expect("write trace");
+    let reader = traces::Reader::open(&p).expect("open");
+    let mut a = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
+    crate::run_reader(&mut a, &reader, &mut |_| {}).expect("replay");
+    let a = a.finish();
+    let mut b = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
+    b.run(reader.records(), &mut |_| {}).expect("replay");
+    let b = b.finish();
+    assert_eq!(a.calls, n);
+    assert_eq!(a.calls, b.calls);
+    assert_eq!(a.divergences_total, altered);
+    assert_eq!(a.divergences, b.divergences);
+    // Strict: the replay stops at the first divergence and the decoding thread ends.
+    let opts = ReplayOptions {
+        strict: true,
+        ..ReplayOptions::new(Target::InProcess)
+    };
+    let mut s = Replayer::new(emulator_backend(), opts);
+    crate::run_reader(&mut s, &reader, &mut |_| {}).expect("replay");
+    let s = s.finish();
+    assert!(s.stopped_early);
+    assert_eq!(Some(s.calls), first);
+}

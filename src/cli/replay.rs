@@ -128,8 +128,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
         Target::Device(_) => {
             let mut r = Replayer::new(RealDevice::new(), opts);
-            r.run(reader.records(), &mut progress)
-                .context("replay stopped")?;
+            replayer::run_reader(&mut r, &reader, &mut progress).context("replay stopped")?;
             r.finish()
         }
     };

@@ -82,6 +82,13 @@ static NR_DUP2: u32 = u32::MAX;
 static NR_DUP3: u32 = u32::MAX;
 #[unsafe(no_mangle)]
 static NR_FCNTL: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static NR_CLOSE_RANGE: u32 = u32::MAX;
+/// Offset of `group_dead` in the sched_process_exit tracepoint record (from its format
+/// file); `u32::MAX` where the kernel has no such field (then the group leader's exit
+/// stands for the group's).
+#[unsafe(no_mangle)]
+static OFF_EXIT_GROUP_DEAD: u32 = u32::MAX;
 /// Offset in `struct pt_regs` of the syscall's arguments 2, 1, 0 (three contiguous
 /// words: `dx`, `si`, `di` on x86_64), and of the syscall number (`orig_ax`).
 #[unsafe(no_mangle)]
@@ -109,6 +116,23 @@ static WATCH: HashMap<WatchKey, u8> = HashMap::with_max_entries(64, 0);
 /// Descriptors returned by watched ioctls (anonymous inodes), by (tgid, fd).
 #[map]
 static DERIVED: LruHashMap<PidFd, u8> = LruHashMap::with_max_entries(16384, 0);
+/// What each (tgid, fd) that made a captured-or-not ioctl, open, close or copy is: a
+/// cache of the derived-set lookup and the fd → file → inode walk, so that they run
+/// once per descriptor instead of once per call. Entries go when the descriptor stops
+/// naming its file: close, dup2/dup3 over it, close_range, exec, the process's death;
+/// a descriptor a watched call, an open or a copy hands out is written afresh. Only
+/// processes marked in [`FD_CACHED`] have entries (see there).
+#[map]
+static FDCACHE: LruHashMap<PidFd, FdVerdict> = LruHashMap::with_max_entries(8192, 0);
+/// Processes that may have [`FDCACHE`] entries: exec and exit clear a process's entries
+/// (an iteration over the cache) only when it is marked here. A plain hash, not an LRU:
+/// a mark is never evicted while its process lives; when the table is full the process
+/// is simply not cached (every call walks, as without the cache).
+#[map]
+static FD_CACHED: HashMap<u32, u8> = HashMap::with_max_entries(8192, 0);
+/// `close_range` calls between entry and exit, by thread id: (first, last, flags).
+#[map]
+static CLOSE_RANGES: LruHashMap<u32, [u32; 3]> = LruHashMap::with_max_entries(1024, 0);
 /// Traced processes when `FILTER_PIDS` is set.
 #[map]
 static PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
@@ -175,6 +199,35 @@ struct Inflight {
     fd_kind: u8,
     fd_size: u8,
     _pad: u8,
+}
+
+/// What a descriptor is, in [`FDCACHE`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FdVerdict {
+    ino: u64,
+    dev: u32,
+    /// `FDV_*`.
+    state: u8,
+    _pad: [u8; 3],
+}
+
+/// Not a watched file (an ioctl on it is not captured).
+const FDV_NO: u8 = 0;
+/// A watched device or FUSE file (`dev`, `ino`).
+const FDV_DEVICE: u8 = 1;
+/// In the derived set (an anonymous inode a watched call returned).
+const FDV_DERIVED: u8 = 2;
+
+impl FdVerdict {
+    const fn new(state: u8, dev: u32, ino: u64) -> Self {
+        FdVerdict {
+            ino,
+            dev,
+            state,
+            _pad: [0; 3],
+        }
+    }
 }
 
 #[repr(C)]
@@ -338,11 +391,11 @@ unsafe fn kread<T: Copy>(base: u64, off: u32) -> Result<T, i64> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).map_err(|e| e as i64) }
 }
 
-/// fd → file → inode of the current task. Returns `(dev, ino)` if the file is watched.
+/// fd → `struct file *` of the current task (0: no such descriptor).
 #[inline(always)]
-fn watched_file(fd: i32) -> Result<Option<(u32, u64)>, i64> {
+fn fd_file(fd: i32) -> Result<u64, i64> {
     if fd < 0 {
-        return Ok(None);
+        return Ok(0);
     }
     // SAFETY: every dereference goes through bpf_probe_read_kernel.
     unsafe {
@@ -351,13 +404,22 @@ fn watched_file(fd: i32) -> Result<Option<(u32, u64)>, i64> {
         let fdt: u64 = kread(files, cfg(&OFF_FILES_FDT))?;
         let max_fds: u32 = kread(fdt, cfg(&OFF_FDT_MAX_FDS))?;
         if fd as u32 >= max_fds {
-            return Ok(None);
+            return Ok(0);
         }
         let fdarr: u64 = kread(fdt, cfg(&OFF_FDT_FD))?;
-        let file: u64 = kread(fdarr, (fd as u32) * 8)?;
-        if file == 0 {
-            return Ok(None);
-        }
+        kread(fdarr, (fd as u32) * 8)
+    }
+}
+
+/// fd → file → inode of the current task. Returns `(dev, ino)` if the file is watched.
+#[inline(always)]
+fn watched_file(fd: i32) -> Result<Option<(u32, u64)>, i64> {
+    let file = fd_file(fd)?;
+    if file == 0 {
+        return Ok(None);
+    }
+    // SAFETY: every dereference goes through bpf_probe_read_kernel.
+    unsafe {
         let inode: u64 = kread(file, cfg(&OFF_FILE_INODE))?;
         let rdev: u32 = kread(inode, cfg(&OFF_INODE_RDEV))?;
         if rdev != 0 {
@@ -384,6 +446,130 @@ fn watched_file(fd: i32) -> Result<Option<(u32, u64)>, i64> {
             return Ok(Some((sdev, ino)));
         }
         Ok(None)
+    }
+}
+
+/// What `fd` of process `tgid` (the current one) is: from [`FDCACHE`], or found (the
+/// derived set, then the fd walk) and cached. The caller has checked the pid filter or
+/// found the process's entry.
+#[inline(always)]
+fn fd_verdict(tgid: u32, fd: i32) -> Result<FdVerdict, i64> {
+    // SAFETY: value copied out.
+    if let Some(v) = unsafe { FDCACHE.get(&PidFd { pid: tgid, fd }) } {
+        return Ok(*v);
+    }
+    fd_verdict_miss(tgid, fd)
+}
+
+/// [`fd_verdict`] for a descriptor not in the cache.
+#[inline(always)]
+fn fd_verdict_miss(tgid: u32, fd: i32) -> Result<FdVerdict, i64> {
+    let key = PidFd { pid: tgid, fd };
+    // SAFETY: presence test only.
+    let v = if unsafe { DERIVED.get(&key) }.is_some() {
+        FdVerdict::new(FDV_DERIVED, 0, 0)
+    } else {
+        match watched_file(fd)? {
+            Some((dev, ino)) => FdVerdict::new(FDV_DEVICE, dev, ino),
+            None => FdVerdict::new(FDV_NO, 0, 0),
+        }
+    };
+    cache_put(tgid, fd, &v);
+    Ok(v)
+}
+
+/// Records what `fd` of `tgid` now is, if the process can be marked in [`FD_CACHED`].
+#[inline(always)]
+fn cache_put(tgid: u32, fd: i32, v: &FdVerdict) {
+    // SAFETY: presence test only.
+    if unsafe { FD_CACHED.get(&tgid) }.is_none() && FD_CACHED.insert(&tgid, &1, 0).is_err() {
+        return;
+    }
+    let _ = FDCACHE.insert(&PidFd { pid: tgid, fd }, v, 0);
+}
+
+/// `fd` of `tgid` no longer names what it did.
+#[inline(always)]
+fn cache_forget(tgid: u32, fd: i32) {
+    let _ = FDCACHE.remove(&PidFd { pid: tgid, fd });
+}
+
+/// Context of [`forget_range_cb`]: entries of process `tgid` with `lo ≤ fd ≤ hi`.
+#[repr(C)]
+struct ForgetCtx {
+    tgid: u32,
+    lo: u32,
+    hi: u32,
+    /// Non-zero: derived-set entries are dropped only if the descriptor is closed now
+    /// (exec keeps the ones without close-on-exec), and reported closed.
+    check_open: u32,
+    tid: u32,
+    /// Non-zero while iterating [`DERIVED`] (its drops are reported).
+    derived: u32,
+}
+
+/// One [`FDCACHE`] or [`DERIVED`] entry (keys are both [`PidFd`]): dropped if it is in
+/// the context's range; a derived one is reported closed.
+#[inline(never)]
+extern "C" fn forget_range_cb(
+    map: *mut c_void,
+    key: *mut c_void,
+    _value: *mut c_void,
+    ctx: *mut c_void,
+) -> i64 {
+    // SAFETY: `key` is a PidFd of the map being iterated; `ctx` is the caller's ForgetCtx.
+    unsafe {
+        let k = *(key as *const PidFd);
+        let c = &*(ctx as *const ForgetCtx);
+        if k.pid != c.tgid || (k.fd as u32) < c.lo || (k.fd as u32) > c.hi {
+            return 0;
+        }
+        if c.check_open != 0 && fd_file(k.fd).unwrap_or(0) != 0 {
+            return 0;
+        }
+        generated::bpf_map_delete_elem(map, key);
+        if c.derived != 0 {
+            emit_fd(&FdArgs {
+                tgid: c.tgid,
+                tid: c.tid,
+                fd: k.fd,
+                op: FD_OP_CLOSE,
+                ..FdArgs::default()
+            });
+        }
+    }
+    0
+}
+
+/// Drops process `tgid`'s cache entries for descriptors `lo..=hi` (all of them for
+/// exec and exit), and its derived ones (reported closed; with `check_open`, only those
+/// that are closed now).
+#[inline(always)]
+fn forget_range(tgid: u32, tid: u32, lo: u32, hi: u32, check_open: bool) {
+    let mut c = ForgetCtx {
+        tgid,
+        lo,
+        hi,
+        check_open: 0,
+        tid,
+        derived: 0,
+    };
+    // SAFETY: callback and context outlive the calls; the maps are this object's.
+    unsafe {
+        generated::bpf_for_each_map_elem(
+            &FDCACHE as *const _ as *mut c_void,
+            forget_range_cb as *const () as *mut c_void,
+            &mut c as *mut ForgetCtx as *mut c_void,
+            0,
+        );
+        c.check_open = check_open as u32;
+        c.derived = 1;
+        generated::bpf_for_each_map_elem(
+            &DERIVED as *const _ as *mut c_void,
+            forget_range_cb as *const () as *mut c_void,
+            &mut c as *mut ForgetCtx as *mut c_void,
+            0,
+        );
     }
 }
 
@@ -749,7 +935,8 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
             && nr != cfg(&NR_DUP)
             && nr != cfg(&NR_DUP2)
             && nr != cfg(&NR_DUP3)
-            && nr != cfg(&NR_FCNTL))
+            && nr != cfg(&NR_FCNTL)
+            && nr != cfg(&NR_CLOSE_RANGE))
     {
         return 0;
     }
@@ -764,6 +951,8 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
         on_enter_close(a0 as i32)
     } else if nr == cfg(&NR_OPENAT) {
         on_enter_openat(a1, a2 as u32)
+    } else if nr == cfg(&NR_CLOSE_RANGE) {
+        on_enter_close_range(a0, a1, a2)
     } else {
         on_enter_dup(nr, a0, a1, a2)
     };
@@ -794,6 +983,8 @@ pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
         || nr == cfg(&NR_FCNTL)
     {
         on_exit_dup(ret)
+    } else if nr == cfg(&NR_CLOSE_RANGE) {
+        on_exit_close_range(ret)
     } else {
         return 0;
     };
@@ -890,6 +1081,18 @@ pub fn sys_enter_fcntl(ctx: TracePointContext) -> u32 {
     tp_enter_dup(&ctx, cfg(&NR_FCNTL))
 }
 
+#[tracepoint]
+pub fn sys_enter_close_range(ctx: TracePointContext) -> u32 {
+    counted((|| {
+        on_enter_close_range(tp_arg(&ctx, 0)?, tp_arg(&ctx, 1)?, tp_arg(&ctx, 2)?)
+    })())
+}
+
+#[tracepoint]
+pub fn sys_exit_close_range(ctx: TracePointContext) -> u32 {
+    counted(tp_ret(&ctx).and_then(on_exit_close_range))
+}
+
 /// Exit of any of the four copying calls (the entry left what it needs by thread).
 #[tracepoint]
 pub fn sys_exit_dup(ctx: TracePointContext) -> u32 {
@@ -953,19 +1156,21 @@ fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
-    if !pid_ok(tgid) {
-        return Ok(0);
-    }
-    let key = PidFd { pid: tgid, fd };
-    // SAFETY: presence test only.
-    let (dev, ino) = if unsafe { DERIVED.get(&key) }.is_some() {
-        (0u32, 0u64)
-    } else {
-        match watched_file(fd)? {
-            Some(x) => x,
-            None => return Ok(0),
+    // The cache first: a process has entries only if it passed the pid filter.
+    // SAFETY: value copied out.
+    let v = match unsafe { FDCACHE.get(&PidFd { pid: tgid, fd }) } {
+        Some(v) => *v,
+        None => {
+            if !pid_ok(tgid) {
+                return Ok(0);
+            }
+            fd_verdict_miss(tgid, fd)?
         }
     };
+    if v.state == FDV_NO {
+        return Ok(0);
+    }
+    let (dev, ino) = (v.dev, v.ino);
     bump(&COUNTERS, CNT_CALLS, 1);
     let call_id = next_id();
     let ts = ktime();
@@ -1121,6 +1326,7 @@ fn on_exit_ioctl(ret: i64) -> Result<u32, i64> {
             fd: newfd as i32,
         };
         let _ = DERIVED.insert(&key, &1, 0);
+        cache_put(tgid, newfd as i32, &FdVerdict::new(FDV_DERIVED, 0, 0));
         emit_fd(&FdArgs {
             tgid,
             tid,
@@ -1249,20 +1455,25 @@ fn on_exit_openat(ret: i64) -> Result<u32, i64> {
     if ret < 0 {
         return Ok(0);
     }
-    if let Some((dev, ino)) = watched_file(ret as i32)? {
-        emit_fd(&FdArgs {
-            tgid: (pid_tgid >> 32) as u32,
-            tid,
-            fd: ret as i32,
-            op: FD_OP_OPEN,
-            dev,
-            ino,
-            flags: args.flags,
-            ret,
-            path: args.filename,
-            ..FdArgs::default()
-        });
-    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some((dev, ino)) = watched_file(ret as i32)? else {
+        // A new descriptor: whatever the cache says of its number is stale.
+        cache_forget(tgid, ret as i32);
+        return Ok(0);
+    };
+    cache_put(tgid, ret as i32, &FdVerdict::new(FDV_DEVICE, dev, ino));
+    emit_fd(&FdArgs {
+        tgid,
+        tid,
+        fd: ret as i32,
+        op: FD_OP_OPEN,
+        dev,
+        ino,
+        flags: args.flags,
+        ret,
+        path: args.filename,
+        ..FdArgs::default()
+    });
     Ok(0)
 }
 
@@ -1271,8 +1482,17 @@ fn on_exit_openat(ret: i64) -> Result<u32, i64> {
 #[inline(always)]
 fn forget_fd(tgid: u32, tid: u32, fd: i32, ret: i64) -> Result<(), i64> {
     let key = PidFd { pid: tgid, fd };
-    // SAFETY: presence test only.
-    if unsafe { DERIVED.get(&key) }.is_some() {
+    // SAFETY: value copied out.
+    let cached = unsafe { FDCACHE.get(&key) }.copied();
+    if cached.is_some() {
+        cache_forget(tgid, fd);
+    }
+    let derived = match cached {
+        Some(v) => v.state == FDV_DERIVED,
+        // SAFETY: presence test only.
+        None => unsafe { DERIVED.get(&key) }.is_some(),
+    };
+    if derived {
         let _ = DERIVED.remove(&key);
         emit_fd(&FdArgs {
             tgid,
@@ -1284,7 +1504,12 @@ fn forget_fd(tgid: u32, tid: u32, fd: i32, ret: i64) -> Result<(), i64> {
         });
         return Ok(());
     }
-    if let Some((dev, ino)) = watched_file(fd)? {
+    let watched = match cached {
+        Some(v) if v.state == FDV_DEVICE => Some((v.dev, v.ino)),
+        Some(_) => None,
+        None => watched_file(fd)?,
+    };
+    if let Some((dev, ino)) = watched {
         emit_fd(&FdArgs {
             tgid,
             tid,
@@ -1337,28 +1562,14 @@ fn on_enter_dup(nr: u32, a0: u64, a1: u64, a2: u64) -> Result<u32, i64> {
     if !pid_ok(tgid) {
         return Ok(0);
     }
-    let key = PidFd {
-        pid: tgid,
-        fd: old_fd,
-    };
-    // SAFETY: presence test only.
-    let derived = unsafe { DERIVED.get(&key) }.is_some();
-    let (dev, ino) = if derived {
-        (0, 0)
-    } else {
-        watched_file(old_fd)?.unwrap_or((0, 0))
-    };
-    let watched = derived || dev != 0 || ino != 0;
+    let v = fd_verdict(tgid, old_fd)?;
+    let derived = v.state == FDV_DERIVED;
+    let (dev, ino) = (v.dev, v.ino);
+    let watched = v.state != FDV_NO;
     // A dup2/dup3 target that is watched now is closed by the call (unless it is the
     // copied descriptor itself).
-    let target_watched = target >= 0 && target != old_fd && {
-        let tk = PidFd {
-            pid: tgid,
-            fd: target,
-        };
-        // SAFETY: presence test only.
-        unsafe { DERIVED.get(&tk) }.is_some() || watched_file(target)?.is_some()
-    };
+    let target_watched =
+        target >= 0 && target != old_fd && fd_verdict(tgid, target)?.state != FDV_NO;
     if !watched && !target_watched {
         return Ok(0);
     }
@@ -1399,6 +1610,7 @@ fn on_exit_dup(ret: i64) -> Result<u32, i64> {
             fd: d.target,
         };
         let _ = DERIVED.remove(&key);
+        cache_forget(tgid, d.target);
         emit_fd(&FdArgs {
             tgid,
             tid,
@@ -1417,6 +1629,9 @@ fn on_exit_dup(ret: i64) -> Result<u32, i64> {
     if d.derived != 0 {
         // An anonymous inode (VM, vCPU, sync file…): only the set knows it.
         let _ = DERIVED.insert(&key, &1, 0);
+        cache_put(tgid, new_fd, &FdVerdict::new(FDV_DERIVED, 0, 0));
+    } else {
+        cache_put(tgid, new_fd, &FdVerdict::new(FDV_DEVICE, d.dev, d.ino));
     }
     emit_fd(&FdArgs {
         tgid,
@@ -1431,6 +1646,75 @@ fn on_exit_dup(ret: i64) -> Result<u32, i64> {
         ..FdArgs::default()
     });
     Ok(0)
+}
+
+const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+
+/// Entry of `close_range(first, last, flags)`: remembered by thread for the exit.
+#[inline(always)]
+fn on_enter_close_range(first: u64, last: u64, flags: u64) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !pid_ok((pid_tgid >> 32) as u32) || flags as u32 & CLOSE_RANGE_CLOEXEC != 0 {
+        return Ok(0);
+    }
+    let _ = CLOSE_RANGES.insert(
+        &(pid_tgid as u32),
+        &[first as u32, last as u32, flags as u32],
+        0,
+    );
+    Ok(0)
+}
+
+/// Exit of `close_range`: the descriptors of the range are closed; drop them from the
+/// cache and the derived set (the derived ones reported closed).
+#[inline(always)]
+fn on_exit_close_range(ret: i64) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: copied before removal.
+    let Some(a) = (unsafe { CLOSE_RANGES.get(&tid) }).copied() else {
+        return Ok(0);
+    };
+    let _ = CLOSE_RANGES.remove(&tid);
+    if ret == 0 {
+        forget_range((pid_tgid >> 32) as u32, tid, a[0], a[1], false);
+    }
+    Ok(0)
+}
+
+/// After an exec the close-on-exec descriptors are closed: the process's cache entries
+/// go (all of them: the cache refills), and its derived descriptors that are closed now
+/// leave the set, reported closed. Those without close-on-exec stay watched.
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: presence test only.
+    if unsafe { FD_CACHED.get(&tgid) }.is_some() {
+        forget_range(tgid, pid_tgid as u32, 0, u32::MAX, true);
+    }
+    0
+}
+
+/// When a process's last thread exits, its entries go (the pid can be reused), its
+/// derived descriptors reported closed.
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let off = cfg(&OFF_EXIT_GROUP_DEAD);
+    let group_dead = if off == u32::MAX {
+        pid_tgid as u32 == tgid
+    } else {
+        // SAFETY: offset from the tracepoint's format file.
+        unsafe { ctx.read_at::<u8>(off as usize) }.unwrap_or(0) != 0
+    };
+    // SAFETY: presence test only.
+    if group_dead && unsafe { FD_CACHED.get(&tgid) }.is_some() {
+        forget_range(tgid, pid_tgid as u32, 0, u32::MAX, false);
+        let _ = FD_CACHED.remove(&tgid);
+    }
+    0
 }
 
 #[tracepoint]

@@ -361,6 +361,8 @@ fn attach_classic(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
         ("sys_enter_dup2", "sys_enter_dup2"),
         ("sys_enter_dup3", "sys_enter_dup3"),
         ("sys_enter_fcntl", "sys_enter_fcntl"),
+        ("sys_exit_close_range", "sys_exit_close_range"),
+        ("sys_enter_close_range", "sys_enter_close_range"),
         // Exit before entry: an entry seen without its exit program would leak INFLIGHT.
         ("sys_exit_ioctl", "sys_exit_ioctl"),
         ("sys_enter_ioctl", "sys_enter_ioctl"),
@@ -463,6 +465,8 @@ impl Probe {
         let offs = Btf::from_sys_fs()?.kernel_offsets()?;
         let fork_child =
             tracepoint_field_offset("sched", "sched_process_fork", "child_pid").unwrap_or(20);
+        let exit_group_dead = tracepoint_field_offset("sched", "sched_process_exit", "group_dead")
+            .unwrap_or(u32::MAX);
         let filter = b.filter_pids as u32;
         let uprobe_any_pid = b.uprobe_pid.is_some() as u32;
         // The uprobe binary is the emulator: its channel struct is `repr(C)`, so the
@@ -483,6 +487,7 @@ impl Probe {
             libc::SYS_dup2,
             libc::SYS_dup3,
             libc::SYS_fcntl,
+            libc::SYS_close_range,
         ]
         .map(|n| n as u32);
 
@@ -495,6 +500,8 @@ impl Probe {
             .override_global("NR_DUP2", &nr[4], true)
             .override_global("NR_DUP3", &nr[5], true)
             .override_global("NR_FCNTL", &nr[6], true)
+            .override_global("NR_CLOSE_RANGE", &nr[7], true)
+            .override_global("OFF_EXIT_GROUP_DEAD", &exit_group_dead, true)
             .override_global("OFF_REGS_ARGS", &regs_args, true)
             .override_global("OFF_REGS_ORIG_AX", &regs_orig_ax, true)
             .override_global("RING_SIZE", &rb, true)
@@ -568,6 +575,10 @@ impl Probe {
             "sched_process_fork",
             Hook::Tracepoint("sched", "sched_process_fork"),
         )?;
+        // Exec and exit clean the descriptor cache and the derived set of the process.
+        for tp in ["sched_process_exec", "sched_process_exit"] {
+            attach(&mut ebpf, tp, Hook::Tracepoint("sched", tp))?;
+        }
         let forced = std::env::var("DXTRACE_PROBE_HOOKS").is_ok_and(|v| v == "tracepoint");
         let hooks = if regs.is_some() && !forced && attach_raw(&mut ebpf) {
             SyscallHooks::Raw

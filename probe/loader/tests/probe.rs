@@ -313,6 +313,129 @@ fn child_dup() {
     std::fs::write(out, log).unwrap();
 }
 
+/// KVM_CHECK_EXTENSION(`arg`) on `fd`: its return, or `-errno`.
+fn check_ext(fd: i32, arg: u64) -> i64 {
+    let r = ioctl(fd, KVM_CHECK_EXTENSION, arg);
+    if r < 0 {
+        -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
+    } else {
+        r
+    }
+}
+
+/// Calls [`check_ext`] and logs `WHAT FD ARG RET`.
+fn call(log: &mut String, what: &str, fd: i32, arg: u64) {
+    let r = check_ext(fd, arg);
+    log.push_str(&format!("{what} {fd} {arg} {r}\n"));
+}
+
+/// A non-device descriptor numbered `want`: eventfds are created (and kept) until one
+/// gets that number, or a higher one (then `want` was taken by something else, which is
+/// not a device either). Eventfds, not opens: an open's return is written into the
+/// descriptor cache afresh, which would hide a stale entry instead of testing its removal.
+fn non_device_at(want: i32) {
+    for _ in 0..4096 {
+        // SAFETY: plain syscall.
+        let fd = unsafe { libc::eventfd(0, 0) };
+        assert!(fd >= 0);
+        if fd >= want {
+            return;
+        }
+    }
+    panic!("no descriptor reached {want}");
+}
+
+/// The descriptor cache and the derived set follow a descriptor's life: a /dev/kvm fd
+/// closed and its number reused by an eventfd; an eventfd (cached as not watched) made a
+/// copy of /dev/kvm by dup2; a dup; a VM fd closed by close_range and its number reused;
+/// then an exec (`child_fdcache_exec`) with a /dev/kvm fd and a VM fd that survive it and
+/// a close-on-exec one of each that do not. Logs `captured|ignored FD ARG RET` lines and
+/// `closed FD` for the derived descriptors closed by close_range and by exec.
+#[test]
+fn child_fdcache() {
+    let Some(out) = child_out() else { return };
+    let mut log = String::new();
+    // SAFETY: plain descriptor syscalls on descriptors this function owns.
+    unsafe {
+        let kvm = libc::open(c"/dev/kvm".as_ptr(), libc::O_RDWR);
+        assert!(kvm >= 0);
+        call(&mut log, "captured", kvm, 1);
+        let kvm2 = libc::open(c"/dev/kvm".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        call(&mut log, "captured", kvm2, 2);
+        libc::close(kvm2);
+        non_device_at(kvm2);
+        call(&mut log, "ignored", kvm2, 3);
+        let ev = libc::eventfd(0, 0);
+        call(&mut log, "ignored", ev, 4);
+        assert_eq!(libc::dup2(kvm, ev), ev);
+        call(&mut log, "captured", ev, 5);
+        let d = libc::dup(kvm);
+        call(&mut log, "captured", d, 6);
+        let vm = ioctl(kvm, KVM_CREATE_VM, 0) as i32;
+        assert!(vm >= 0);
+        call(&mut log, "captured", vm, 7);
+        assert_eq!(
+            libc::syscall(libc::SYS_close_range, vm as u32, vm as u32, 0u32),
+            0
+        );
+        log.push_str(&format!("closed {vm}\n"));
+        non_device_at(vm);
+        call(&mut log, "ignored", vm, 8);
+        let vm_keep = ioctl(kvm, KVM_CREATE_VM, 0) as i32;
+        let vm = ioctl(kvm, KVM_CREATE_VM, 0) as i32;
+        assert!(vm_keep >= 0 && vm >= 0);
+        // KVM hands out close-on-exec VM fds: keep one across the exec.
+        assert_eq!(libc::fcntl(vm_keep, libc::F_SETFD, 0), 0);
+        // The close-on-exec ones at high numbers, which the new image's own start-up
+        // (which opens and closes files) leaves alone.
+        let vm_gone = libc::dup3(vm, 300, libc::O_CLOEXEC);
+        libc::close(vm);
+        let k = libc::open(c"/dev/kvm".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        let kvm3 = libc::dup3(k, 301, libc::O_CLOEXEC);
+        libc::close(k);
+        assert_eq!((vm_gone, kvm3), (300, 301));
+        call(&mut log, "captured", vm_keep, 9);
+        call(&mut log, "captured", vm_gone, 10);
+        call(&mut log, "captured", kvm3, 11);
+        log.push_str(&format!("closed {vm_gone}\n"));
+        std::fs::write(&out, &log).unwrap();
+        let argv = child_argv(
+            "child_fdcache_exec",
+            &out,
+            &[&format!("{kvm},{vm_keep},{vm_gone},{kvm3}")],
+        );
+        let cargs: Vec<std::ffi::CString> = argv
+            .iter()
+            .map(|a| std::ffi::CString::new(a.as_str()).unwrap())
+            .collect();
+        let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        libc::execv(ptrs[0], ptrs.as_ptr());
+        panic!("exec failed: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// The image `child_fdcache` execs into: the descriptors it was given by number.
+#[test]
+fn child_fdcache_exec() {
+    let Some(out) = child_out() else { return };
+    let fds: Vec<i32> = child_arg()
+        .expect("fds")
+        .split(',')
+        .map(|f| f.parse().unwrap())
+        .collect();
+    let [kvm, vm_keep, vm_gone, kvm3] = fds[..] else {
+        panic!("{fds:?}")
+    };
+    let mut log = std::fs::read_to_string(&out).unwrap();
+    call(&mut log, "captured", kvm, 12);
+    call(&mut log, "captured", vm_keep, 13);
+    non_device_at(vm_gone.max(kvm3));
+    call(&mut log, "ignored", vm_gone, 14);
+    call(&mut log, "ignored", kvm3, 15);
+    std::fs::write(&out, log).unwrap();
+}
+
 // ---------------------------------------------------------------- tests (parent side)
 
 #[test]
@@ -367,6 +490,66 @@ fn dup_copies_of_watched_fds_are_captured() {
         )
         .count();
     assert_eq!(dups, 10, "ten copies announced");
+    assert_eq!(summary.dropped, 0);
+}
+
+#[test]
+fn fd_cache_and_derived_set_follow_close_dup2_close_range_and_exec() {
+    need_root();
+    if !is_root() || child_out().is_some() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("fdcache.log");
+    let trace = dir.path().join("fdcache.dxtrace");
+    let summary = run(RecordOptions {
+        devices: vec!["/dev/kvm".into()],
+        schemas: vec!["kvm".into()],
+        command: child_argv("child_fdcache", &log, &[]),
+        output: trace.clone(),
+        descriptors: kvm_descriptors(),
+        ..Default::default()
+    });
+    assert_eq!(summary.exit_code, Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    let want: Vec<(i32, u64, i64)> = lines
+        .iter()
+        .filter(|l| l[0] == "captured")
+        .map(|l| {
+            (
+                l[1].parse().unwrap(),
+                l[2].parse().unwrap(),
+                l[3].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(want.len(), 10, "{text}");
+    assert_eq!(
+        lines.iter().filter(|l| l[0] == "ignored").count(),
+        5,
+        "{text}"
+    );
+    let (_, recs) = read_trace(&trace);
+    let got: Vec<(i32, u64, i64)> = ioctls(&recs)
+        .into_iter()
+        .filter(|c| c.cmd == KVM_CHECK_EXTENSION)
+        .map(|c| (c.fd, c.arg, c.ret))
+        .collect();
+    assert_eq!(
+        got, want,
+        "calls on device and VM fds only; none on reused, closed or exec-closed numbers:\n{text}"
+    );
+    // The VM fds closed by close_range and by the exec are reported closed.
+    for l in lines.iter().filter(|l| l[0] == "closed") {
+        let fd: i32 = l[1].parse().unwrap();
+        assert!(
+            recs.iter()
+                .any(|r| matches!(r, Record::Fd(f) if f.op == FdOp::Close && f.fd == fd)),
+            "no close of {fd}:\n{text}"
+        );
+    }
     assert_eq!(summary.dropped, 0);
 }
 

@@ -334,7 +334,7 @@ fn call(log: &mut String, what: &str, fd: i32, arg: u64) {
 /// not a device either). Eventfds, not opens: an open's return is written into the
 /// descriptor cache afresh, which would hide a stale entry instead of testing its removal.
 fn non_device_at(want: i32) {
-    for _ in 0..4096 {
+    for _ in 0..8192 {
         // SAFETY: plain syscall.
         let fd = unsafe { libc::eventfd(0, 0) };
         assert!(fd >= 0);
@@ -394,15 +394,28 @@ fn child_fdcache() {
         let kvm3 = libc::dup3(k, 301, libc::O_CLOEXEC);
         libc::close(k);
         assert_eq!((vm_gone, kvm3), (300, 301));
+        // And one far above the rest (the exec then clears by iterating over the maps,
+        // not number by number).
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max.min(8192);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        let vm_far = libc::dup3(vm_gone, 6000, libc::O_CLOEXEC);
+        assert_eq!(vm_far, 6000);
         call(&mut log, "captured", vm_keep, 9);
         call(&mut log, "captured", vm_gone, 10);
         call(&mut log, "captured", kvm3, 11);
+        call(&mut log, "captured", vm_far, 16);
+        log.push_str(&format!("closed {vm_far}\n"));
         log.push_str(&format!("closed {vm_gone}\n"));
         std::fs::write(&out, &log).unwrap();
         let argv = child_argv(
             "child_fdcache_exec",
             &out,
-            &[&format!("{kvm},{vm_keep},{vm_gone},{kvm3}")],
+            &[&format!("{kvm},{vm_keep},{vm_gone},{kvm3},{vm_far}")],
         );
         let cargs: Vec<std::ffi::CString> = argv
             .iter()
@@ -424,7 +437,7 @@ fn child_fdcache_exec() {
         .split(',')
         .map(|f| f.parse().unwrap())
         .collect();
-    let [kvm, vm_keep, vm_gone, kvm3] = fds[..] else {
+    let [kvm, vm_keep, vm_gone, kvm3, vm_far] = fds[..] else {
         panic!("{fds:?}")
     };
     let mut log = std::fs::read_to_string(&out).unwrap();
@@ -433,6 +446,8 @@ fn child_fdcache_exec() {
     non_device_at(vm_gone.max(kvm3));
     call(&mut log, "ignored", vm_gone, 14);
     call(&mut log, "ignored", kvm3, 15);
+    non_device_at(vm_far);
+    call(&mut log, "ignored", vm_far, 17);
     std::fs::write(&out, log).unwrap();
 }
 
@@ -525,10 +540,10 @@ fn fd_cache_and_derived_set_follow_close_dup2_close_range_and_exec() {
             )
         })
         .collect();
-    assert_eq!(want.len(), 10, "{text}");
+    assert_eq!(want.len(), 11, "{text}");
     assert_eq!(
         lines.iter().filter(|l| l[0] == "ignored").count(),
-        5,
+        6,
         "{text}"
     );
     let (_, recs) = read_trace(&trace);

@@ -143,7 +143,10 @@ static PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
 static DESCS: HashMap<u32, CmdDesc> = HashMap::with_max_entries(1024, 0);
 /// Calls between entry and exit, by thread id. A preallocated hash, not an LRU: a full
 /// table refuses the new call (counted as `DROP_INFLIGHT`) instead of silently evicting
-/// another thread's call, and plain inserts are cheaper.
+/// another thread's call. A thread keeps its slot from call to call (`active` says
+/// whether a call is in flight): entry and exit rewrite it in place, which costs a
+/// lookup instead of an insert and a delete (each takes the bucket's lock). The slot
+/// goes when the thread exits.
 #[map]
 static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
 /// `dup*` / `fcntl(F_DUPFD*)` calls on watched descriptors between entry and exit.
@@ -155,9 +158,10 @@ static ENTER_SCRATCH: PerCpuArray<[u8; ENTER_SLOT]> = PerCpuArray::with_max_entr
 /// Staging of an [`ExitEvent`] and its inline struct bytes.
 #[map]
 static EXIT_SCRATCH: PerCpuArray<[u8; EXIT_SLOT]> = PerCpuArray::with_max_entries(1, 0);
-/// Records submitted above the wake-up mark, per CPU (see `wake_flags`).
+/// Per CPU: records submitted (slot 0) and whether the ring was above the wake-up mark at
+/// the last look (slot 1); see `wake_flags`.
 #[map]
-static WAKE_TICK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static WAKE_TICK: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 /// Thread of this CPU's previous captured call (see `comm_needed`).
 #[map]
 static LAST_TID: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
@@ -200,7 +204,8 @@ struct Inflight {
     dirs: u8,
     fd_kind: u8,
     fd_size: u8,
-    _pad: u8,
+    /// Non-zero between a captured entry and its exit.
+    active: u8,
 }
 
 /// What a descriptor is, in [`FDCACHE`].
@@ -323,33 +328,41 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 /// producers, or a crossing two CPUs raced past). It also polls on a timer, so a quiet
 /// ring never waits long. Waking on every record above the mark, as this did before, cost
 /// ~10 µs per call whenever the reader fell behind.
+///
+/// The fill level is queried on every [`QUERY_EVERY`]th record per CPU only (a helper
+/// call saved on the others), so the crossing is seen up to that many records late;
+/// per CPU, `WAKE_TICK[1]` remembers whether the last query found the ring above the mark.
 #[inline(always)]
 fn wake_flags(len: u64) -> u64 {
-    let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
-    let mark = (cfg(&RING_SIZE) / 8) as u64;
-    if avail < mark {
-        return if avail + len >= mark {
+    let (Some(tick), Some(above)) = (WAKE_TICK.get_ptr_mut(0), WAKE_TICK.get_ptr_mut(1)) else {
+        return BPF_RB_FORCE_WAKEUP;
+    };
+    // SAFETY: per-CPU slots, no concurrent writer on this CPU while we run.
+    unsafe {
+        *tick += 1;
+        if *tick % QUERY_EVERY != 0 {
+            return BPF_RB_NO_WAKEUP;
+        }
+        let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
+        let mark = (cfg(&RING_SIZE) / 8) as u64;
+        if avail + len < mark {
+            *above = 0;
+            BPF_RB_NO_WAKEUP
+        } else if *above == 0 {
+            *above = 1;
+            BPF_RB_FORCE_WAKEUP
+        } else if *tick % WAKE_EVERY == 0 {
             BPF_RB_FORCE_WAKEUP
         } else {
             BPF_RB_NO_WAKEUP
-        };
-    }
-    match WAKE_TICK.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot.
-        Some(p) => unsafe {
-            *p += 1;
-            if *p % WAKE_EVERY == 0 {
-                BPF_RB_FORCE_WAKEUP
-            } else {
-                BPF_RB_NO_WAKEUP
-            }
-        },
-        None => BPF_RB_FORCE_WAKEUP,
+        }
     }
 }
 
-/// See [`wake_flags`].
+/// See [`wake_flags`] (a multiple of [`QUERY_EVERY`]).
 const WAKE_EVERY: u64 = 512;
+/// See [`wake_flags`].
+const QUERY_EVERY: u64 = 8;
 
 #[inline(always)]
 fn next_id() -> u64 {
@@ -1254,7 +1267,7 @@ fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
         dirs: 0,
         fd_kind: FD_NONE,
         fd_size: 0,
-        _pad: 0,
+        active: 1,
     };
     if let Some(cdp) = DESCS.get_ptr(&cmd) {
         // SAFETY: map value pointer, read-only.
@@ -1270,12 +1283,26 @@ fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
             i += 1;
         }
     }
-    if INFLIGHT.insert(&tid, &inflight, 0).is_err() {
-        bump(&DROPS, DROP_INFLIGHT, 1);
-        return Ok(0);
-    }
+    let slot = match INFLIGHT.get_ptr_mut(&tid) {
+        Some(p) => {
+            // SAFETY: this thread's slot; only this thread touches it.
+            unsafe { *p = inflight };
+            p
+        }
+        None => {
+            if INFLIGHT.insert(&tid, &inflight, 0).is_err() {
+                bump(&DROPS, DROP_INFLIGHT, 1);
+                return Ok(0);
+            }
+            match INFLIGHT.get_ptr_mut(&tid) {
+                Some(p) => p,
+                None => return Ok(0),
+            }
+        }
+    };
     let Some(rec) = ENTER_SCRATCH.get_ptr_mut(0) else {
-        let _ = INFLIGHT.remove(&tid);
+        // SAFETY: this thread's slot.
+        unsafe { (*slot).active = 0 };
         return Ok(0);
     };
     let inline = size as usize <= INLINE_MAX && size > 0 && arg != 0;
@@ -1323,7 +1350,8 @@ fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
         || EVENTS.output::<[u8]>(bytes, BPF_RB_NO_WAKEUP).is_err()
     {
         // The whole call is lost: forget it so that no orphan chunks or exit follow.
-        let _ = INFLIGHT.remove(&tid);
+        // SAFETY: this thread's slot.
+        unsafe { (*slot).active = 0 };
         bump(&DROPS, DROP_CALL, 1);
         return Ok(0);
     }
@@ -1340,11 +1368,9 @@ fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
     if inflight.dirs & DIR_IN != 0 {
         lost += dxt_walk(cmd as u64, call_id, arg, DIR_IN as u64);
     }
-    if lost > 0
-        && let Some(p) = INFLIGHT.get_ptr_mut(&tid)
-    {
-        // SAFETY: only this thread touches its entry.
-        unsafe { (*p).lost += lost }
+    if lost > 0 {
+        // SAFETY: only this thread touches its slot.
+        unsafe { (*slot).lost += lost }
     }
     Ok(0)
 }
@@ -1354,11 +1380,17 @@ fn on_exit_ioctl(ret: i64) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
-    // SAFETY: copied out before the entry is removed.
-    let Some(inf) = (unsafe { INFLIGHT.get(&tid) }).copied() else {
+    let Some(p) = INFLIGHT.get_ptr_mut(&tid) else {
         return Ok(0);
     };
-    let _ = INFLIGHT.remove(&tid);
+    // SAFETY: this thread's slot, copied out and marked free.
+    let inf = unsafe {
+        if (*p).active == 0 {
+            return Ok(0);
+        }
+        (*p).active = 0;
+        *p
+    };
     let ts = ktime();
     let mut lost = inf.lost;
     let size = (inf.cmd >> 16) & 0x3fff;
@@ -1762,11 +1794,13 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// When a process's last thread exits, its entries go (the pid can be reused), its
-/// derived descriptors reported closed.
+/// Every exiting thread frees its [`INFLIGHT`] slot. When a process's last thread exits,
+/// its entries go (the pid can be reused), its derived descriptors reported closed.
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // The thread's in-flight slot (kept from call to call).
+    let _ = INFLIGHT.remove(&(pid_tgid as u32));
     let tgid = (pid_tgid >> 32) as u32;
     let off = cfg(&OFF_EXIT_GROUP_DEAD);
     let group_dead = if off == u32::MAX {

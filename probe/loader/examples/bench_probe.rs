@@ -121,13 +121,24 @@ struct Row<'a> {
     kernel_only: bool,
 }
 
+/// CPU time (user + system) this process has used so far, in ns.
+fn self_cpu_ns() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    ns(u.ru_utime) + ns(u.ru_stime)
+}
+
 /// Runs the loop under the probe (`dxtrace record` of the loop's process, in this
-/// process); returns ns/call and the capture summary.
+/// process); returns ns/call, the capture summary and the CPU time this process (the
+/// ring reader, the trace writer and its compression thread) spent, in ns.
 fn probed(
     exe: &Path,
     row: &Row<'_>,
     loop_args: &[String],
-) -> anyhow::Result<(f64, probe::RecordSummary)> {
+) -> anyhow::Result<(f64, probe::RecordSummary, u64)> {
     let id = std::process::id();
     let tmp = std::env::temp_dir().join(format!("bench-probe-{id}.dxtrace"));
     let out_file = std::env::temp_dir().join(format!("bench-probe-{id}.out"));
@@ -153,11 +164,13 @@ fn probed(
         ..Default::default()
     };
     let stop = AtomicBool::new(false);
+    let cpu0 = self_cpu_ns();
     let summary = probe::record_blocking(opts, &stop, |_| {})?;
+    let cpu = self_cpu_ns() - cpu0;
     let ns: f64 = std::fs::read_to_string(&out_file)?.trim().parse()?;
     let _ = std::fs::remove_file(&out_file);
     let _ = std::fs::remove_file(&tmp);
-    Ok((ns, summary))
+    Ok((ns, summary, cpu))
 }
 
 /// (name, run count, run time in ns) of each program id, from `bpftool prog show` (the
@@ -268,14 +281,14 @@ fn measure(exe: &Path, n: u64, row: &Row<'_>) -> anyhow::Result<()> {
             }
         }
     }
-    let mut best: Option<(f64, probe::RecordSummary)> = None;
+    let mut best: Option<(f64, probe::RecordSummary, u64)> = None;
     for _ in 0..reps() {
-        let (ns, summary) = probed(exe, row, &loop_args(n))?;
+        let (ns, summary, cpu) = probed(exe, row, &loop_args(n))?;
         if best.as_ref().is_none_or(|b| ns < b.0) {
-            best = Some((ns, summary));
+            best = Some((ns, summary, cpu));
         }
     }
-    let (ns, summary) = best.expect("at least one run");
+    let (ns, summary, cpu) = best.expect("at least one run");
     let added = ns - bare;
     println!("{l}: probe            {ns:.1} ns/call  (+{added:.1} ns)");
     println!(
@@ -286,11 +299,16 @@ fn measure(exe: &Path, n: u64, row: &Row<'_>) -> anyhow::Result<()> {
         summary.bytes,
         1e9 / ns
     );
+    println!(
+        "{l}: reader CPU       {:.1} ns/call (the recorder's threads: ring reader, assembler, \
+         trace writer, compression; load and attach included)",
+        cpu as f64 / n as f64
+    );
     if row.floors {
         force_hooks(Some("tracepoint"));
         let r = probed(exe, row, &loop_args(n));
         force_hooks(None);
-        let (tns, ts) = r?;
+        let (tns, ts, _) = r?;
         println!(
             "{l}: probe syscalls:  {tns:.1} ns/call  (+{:.1} ns; {} ioctls, {} dropped)",
             tns - bare,

@@ -69,6 +69,7 @@ pub struct ProbeBuilder {
     uprobe_binary: Option<PathBuf>,
     uprobe_pid: Option<u32>,
     descriptors: Vec<CmdDescriptor>,
+    inflight_slots: Option<u32>,
 }
 
 impl ProbeBuilder {
@@ -92,6 +93,13 @@ impl ProbeBuilder {
     /// Ring buffer size in bytes (rounded up to a power of two ≥ one page).
     pub fn ringbuf_size(mut self, bytes: u32) -> Self {
         self.ringbuf_size = Some(bytes);
+        self
+    }
+    /// Threads that can be traced at once (default 16384): each live thread that made a
+    /// captured call keeps a slot until it exits; a call that finds the table full is
+    /// counted as dropped.
+    pub fn inflight_slots(mut self, n: u32) -> Self {
+        self.inflight_slots = Some(n.max(1));
         self
     }
     /// Attaches the VMBus uprobes to `dxgvmb_send_sync_msg` / `dxgvmb_send_async_msg`
@@ -522,6 +530,9 @@ impl Probe {
             .override_global("VMB_CH_LUID_OFF", &luid_off, true)
             .override_global("VMB_CH_REQID_OFF", &reqid_off, true)
             .map_max_entries("EVENTS", rb);
+        if let Some(n) = b.inflight_slots {
+            loader.map_max_entries("INFLIGHT", n);
+        }
         let mut ebpf = loader.load(OBJECT).map_err(ProbeError::Load)?;
 
         // Maps are filled before anything is attached so that no event is missed.

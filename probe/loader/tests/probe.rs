@@ -568,6 +568,52 @@ fn fd_cache_and_derived_set_follow_close_dup2_close_range_and_exec() {
     assert_eq!(summary.dropped, 0);
 }
 
+/// A thread keeps its in-flight slot from call to call and frees it when it exits: with
+/// 16 slots, 100 threads one after the other each make a captured call, and none is
+/// refused for want of a slot.
+#[test]
+fn exited_threads_free_their_inflight_slots() {
+    need_root();
+    if !is_root() || child_out().is_some() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let kvm = std::fs::File::open("/dev/kvm").expect("open /dev/kvm");
+    let fd = kvm.as_raw_fd();
+    let mut p = probe::Probe::builder()
+        .device("/dev/kvm")
+        .pid(std::process::id())
+        .inflight_slots(16)
+        .descriptors(kvm_descriptors())
+        .build()
+        .expect("probe");
+    const THREADS: u64 = 100;
+    const ARG0: u64 = 0x5107_0000;
+    for i in 0..THREADS {
+        std::thread::spawn(move || {
+            ioctl(fd, KVM_CHECK_EXTENSION, ARG0 + i);
+        })
+        .join()
+        .unwrap();
+    }
+    let (mut enters, mut exits) = (HashMap::new(), 0);
+    p.drain(&mut |ev| match ev {
+        probe::RawEvent::Enter(e, _) if e.cmd == KVM_CHECK_EXTENSION && e.arg >= ARG0 => {
+            enters.insert(e.call_id, e.arg);
+        }
+        probe::RawEvent::Exit(x, _) if enters.contains_key(&x.call_id) => exits += 1,
+        _ => {}
+    });
+    let drops: Vec<u64> = p
+        .drop_counts()
+        .iter()
+        .map(|per_cpu| per_cpu.iter().sum())
+        .collect();
+    assert!(drops.iter().all(|&d| d == 0), "drops by cause: {drops:?}");
+    assert_eq!(enters.len() as u64, THREADS);
+    assert_eq!(exits, THREADS);
+}
+
 #[test]
 fn kvm_workload_is_captured_exactly() {
     need_root();

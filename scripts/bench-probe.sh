@@ -13,6 +13,10 @@
 # alone, with the kernel's per-program BPF statistics), with the probe forced onto the
 # syscalls:* tracepoints, and on a VM fd (a derived descriptor, no fd walk).
 #
+# Each figure is the fastest of BENCH_PROBE_REPS runs (default 3); strace, the syscalls:*
+# row and the per-program statistics run once. "reader CPU" is the recording process's
+# CPU time per call (ring reader, assembler, writer, compression).
+#
 #   scripts/bench-probe.sh [CALLS]     (default 1000000; strace runs a tenth)
 #   DXTRACE=path/to/dxtrace scripts/bench-probe.sh   (serve the FUSE device with that
 #                                     binary's `emulate --mount` instead of emu_mount)

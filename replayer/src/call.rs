@@ -492,21 +492,57 @@ fn build_shape(entry: &'static IoctlDesc, rec: &IoctlRecord, plans: &mut PlanCac
 /// Adds a call's values to its shape: the image with the captured input, the handle and
 /// fd fields to rewrite, the lineage, the recorded results.
 pub(crate) fn bind(shape: Rc<Shape>, rec: &IoctlRecord) -> CallPlan<'_> {
+    bind_with(shape, rec, &mut Spare::default())
+}
+
+/// Vectors of a finished [`CallPlan`], kept to bind the next call into (the streaming
+/// replay binds one call at a time: no allocation per call once they have grown).
+#[derive(Default)]
+pub(crate) struct Spare {
+    image: Vec<u8>,
+    remaps: Vec<(usize, u64)>,
+    parents: Vec<crate::replay::Obj>,
+    destroys: Vec<u64>,
+}
+
+impl Spare {
+    /// Takes back the vectors of a plan that has run.
+    pub fn recycle(&mut self, cp: CallPlan<'_>) {
+        self.image = cp.image;
+        self.remaps = cp.remaps;
+        self.parents = cp.parents;
+        self.destroys = cp.destroys;
+    }
+}
+
+/// [`bind`] into vectors taken from `spare` (cleared first: the plan is the same).
+pub(crate) fn bind_with<'r>(
+    shape: Rc<Shape>,
+    rec: &'r IoctlRecord,
+    spare: &mut Spare,
+) -> CallPlan<'r> {
+    let mut parents = std::mem::take(&mut spare.parents);
+    parents.clear();
+    parents.push(crate::replay::Obj::Fd(rec.fd as i64));
     let mut cp = CallPlan {
         arg: shape.plain_arg.then_some(rec.arg),
         image: Vec::new(),
-        remaps: Vec::new(),
+        remaps: std::mem::take(&mut spare.remaps),
         pinned: Vec::new(),
         out: shape.struct_out.map(|i| rec.buffers[i].data.as_slice()),
-        parents: vec![crate::replay::Obj::Fd(rec.fd as i64)],
-        destroys: Vec::new(),
+        parents,
+        destroys: std::mem::take(&mut spare.destroys),
         shape,
     };
+    cp.remaps.clear();
+    cp.destroys.clear();
     let sh = &*cp.shape;
     if sh.plain_arg {
         return cp;
     }
-    let mut image = vec![0; sh.image_len];
+    let mut image = std::mem::take(&mut spare.image);
+    image.clear();
+    image.resize(sh.image_len, 0);
     if let Some(i) = sh.struct_in {
         let d = &rec.buffers[i].data;
         image[..d.len()].copy_from_slice(d);
@@ -693,6 +729,16 @@ pub(crate) fn compile<'r>(
     rec: &'r IoctlRecord,
     plans: &mut PlanCache,
 ) -> CallPlan<'r> {
+    compile_with(entry, rec, plans, &mut Spare::default())
+}
+
+/// [`compile`], binding into `spare`'s vectors.
+pub(crate) fn compile_with<'r>(
+    entry: &'static IoctlDesc,
+    rec: &'r IoctlRecord,
+    plans: &mut PlanCache,
+    spare: &mut Spare,
+) -> CallPlan<'r> {
     let mut key = std::mem::take(&mut plans.shapes.key);
     let keyed = shape_key(entry, rec, &mut key);
     let cached = if keyed {
@@ -718,7 +764,7 @@ pub(crate) fn compile<'r>(
         }
     };
     plans.shapes.key = key;
-    bind(shape, rec)
+    bind_with(shape, rec, spare)
 }
 
 /// [`compile`] without the shape cache: the shape built from this call itself.

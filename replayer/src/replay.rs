@@ -233,6 +233,8 @@ pub struct Replayer<B: Backend> {
     orphans: Vec<(Obj, Vec<Region>)>,
     /// The call's argument struct and heap buffers, reused from call to call.
     scratch: CallBuf,
+    /// Vectors the streaming replay binds each call into.
+    spare: call::Spare,
     report: Report,
     call_index: u64,
     seen_fds: IntSet<i64>,
@@ -272,6 +274,7 @@ impl<B: Backend> Replayer<B> {
             memory_dirty: false,
             orphans: Vec::new(),
             scratch: CallBuf::zeroed(0),
+            spare: call::Spare::default(),
             report: Report {
                 pace,
                 ..Report::default()
@@ -609,19 +612,19 @@ impl<B: Backend> Replayer<B> {
         let r = match plan {
             Some(p) => self.ioctl(idx, io, p),
             None => {
-                let p = self.compile(io);
-                self.ioctl(idx, io, &p)
+                let mut spare = std::mem::take(&mut self.spare);
+                let p = match lookup_code(io.cmd) {
+                    Some(e) => call::compile_with(e, io, &mut self.plans, &mut spare),
+                    None => call::compile_unknown(io),
+                };
+                let r = self.ioctl(idx, io, &p);
+                spare.recycle(p);
+                self.spare = spare;
+                r
             }
         };
         self.drain_vmbus();
         r
-    }
-
-    fn compile<'r>(&mut self, io: &'r IoctlRecord) -> CallPlan<'r> {
-        match lookup_code(io.cmd) {
-            Some(e) => call::compile(e, io, &mut self.plans),
-            None => call::compile_unknown(io),
-        }
     }
 
     fn pace(&mut self, ts: u64) {

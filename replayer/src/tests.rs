@@ -734,12 +734,14 @@ fn shared_shapes_build_the_same_call_plans_as_fresh_compiles() {
     for (name, recs) in &sets {
         let mut cached = crate::plan::PlanCache::default();
         let mut fresh = crate::plan::PlanCache::default();
+        // The cached side also binds into the previous call's vectors, as streaming does.
+        let mut spare = crate::call::Spare::default();
         for (i, r) in recs.iter().enumerate() {
             let Record::Ioctl(io) = r else { continue };
             let Some(e) = driver_core::schema::lookup_code(io.cmd) else {
                 continue;
             };
-            let a = crate::call::compile(e, io, &mut cached);
+            let a = crate::call::compile_with(e, io, &mut cached, &mut spare);
             let b = crate::call::compile_fresh(e, io, &mut fresh);
             assert_eq!(
                 format!("{a:?}"),
@@ -747,6 +749,7 @@ fn shared_shapes_build_the_same_call_plans_as_fresh_compiles() {
                 "{name}: record {i} ({})",
                 e.name
             );
+            spare.recycle(a);
         }
         hits += cached.shapes.hits;
         assert!(cached.shapes.misses > 0, "{name}");

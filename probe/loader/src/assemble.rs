@@ -4,7 +4,7 @@
 //! thread, and the ring buffer keeps reservation order), so a call is complete when its
 //! exit arrives. Calls still open when the capture ends are flushed with `ts_exit` 0.
 
-use std::collections::{HashMap, HashSet};
+use traces::inthash::{IntMap, IntSet};
 
 use probe_common::*;
 use traces::{
@@ -31,16 +31,18 @@ struct PendingVmbus {
     ioctl_id: Option<u64>,
 }
 
-/// Turns raw events into records, in order.
+/// Turns raw events into records, in order. Its maps are keyed by integers and hashed
+/// with `traces::inthash` (SipHash was ~2.5 % of a recording's profile, two lookups
+/// and an insert per call).
 pub struct Assembler {
-    descs: HashMap<u32, CmdDescriptor>,
-    calls: HashMap<u64, Pending>,
-    vmbus: HashMap<u64, PendingVmbus>,
+    descs: IntMap<u32, CmdDescriptor>,
+    calls: IntMap<u64, Pending>,
+    vmbus: IntMap<u64, PendingVmbus>,
     /// Thread → id of the ioctl it is in (links VMBus messages to ioctls).
-    in_call: HashMap<u32, u64>,
+    in_call: IntMap<u32, u64>,
     /// (pid, fd) of derived descriptors → device of the descriptor that created them.
-    derived_dev: HashMap<(u32, i32), u64>,
-    seen_pids: HashSet<u32>,
+    derived_dev: IntMap<(u32, i32), u64>,
+    seen_pids: IntSet<u32>,
     next_id: u64,
     last_drops: Vec<Vec<u64>>,
     /// Ioctl records written.
@@ -142,11 +144,11 @@ impl Assembler {
     pub fn new(descs: impl IntoIterator<Item = CmdDescriptor>) -> Assembler {
         Assembler {
             descs: descs.into_iter().map(|d| (d.cmd, d)).collect(),
-            calls: HashMap::new(),
-            vmbus: HashMap::new(),
-            in_call: HashMap::new(),
-            derived_dev: HashMap::new(),
-            seen_pids: HashSet::new(),
+            calls: IntMap::default(),
+            vmbus: IntMap::default(),
+            in_call: IntMap::default(),
+            derived_dev: IntMap::default(),
+            seen_pids: IntSet::default(),
             next_id: 1,
             last_drops: Vec::new(),
             ioctls: 0,

@@ -17,8 +17,8 @@ pub(crate) type Key = (Option<u64>, u64);
 
 // Pairing hashes millions of small integer keys, where SipHash's DoS resistance buys
 // nothing and costs a third of the pairing time.
-pub(crate) type FxMap<K, V> = traces::inthash::IntMap<K, V>;
-type FxSet<K> = traces::inthash::IntSet<K>;
+pub(crate) type FxMap<K, V> = driver_core::inthash::IntMap<K, V>;
+type FxSet<K> = driver_core::inthash::IntSet<K>;
 
 /// What a reply found within its frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,12 +9,13 @@
 //! * [`ntstatus`] — NTSTATUS names, `ntstatus2int`, full return-value rendering.
 //! * [`render`] — `dxtrace schema` output (JSON and text).
 //! * [`backend`] — [`Backend`], [`RealDevice`], [`UserMemory`].
+//! * [`inthash`] — the integer-keyed hash maps the emulator, replay and analysis share.
 
 pub mod backend;
 pub mod decode;
 pub mod dxg;
 pub mod emulator;
-mod inthash;
+pub mod inthash;
 pub mod ioc;
 pub mod kvm;
 pub mod layout;

@@ -6,9 +6,9 @@
 
 use std::rc::Rc;
 
+use driver_core::inthash::IntMap;
 use driver_core::layout::{Kind, StructDesc};
 use driver_core::schema::{Effect, HandleType, IoctlDesc, Loc, PointerDesc};
-use traces::inthash::IntMap;
 
 /// What replay does with one leaf field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use crate::plan::{Class, Leaf, Plan, PlanCache};
 
 // Integer-keyed live maps (handle values, fds): SipHash's per-lookup cost showed in the
 // replay profile. The keys come from the trace.
-use traces::inthash::{IntMap, IntSet};
+use driver_core::inthash::{IntMap, IntSet};
 
 /// How fast to replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

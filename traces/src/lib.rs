@@ -117,7 +117,6 @@ mod codec;
 pub mod error;
 pub mod frame;
 pub mod header;
-pub mod inthash;
 mod msgpack;
 pub mod reader;
 pub mod record;

@@ -4,7 +4,7 @@
 //! thread, and the ring buffer keeps reservation order), so a call is complete when its
 //! exit arrives. Calls still open when the capture ends are flushed with `ts_exit` 0.
 
-use traces::inthash::{IntMap, IntSet};
+use driver_core::inthash::{IntMap, IntSet};
 
 use probe_common::*;
 use traces::{
@@ -32,7 +32,7 @@ struct PendingVmbus {
 }
 
 /// Turns raw events into records, in order. Its maps are keyed by integers and hashed
-/// with `traces::inthash` (SipHash was ~2.5 % of a recording's profile, two lookups
+/// with `driver_core::inthash` (SipHash was ~2.5 % of a recording's profile, two lookups
 /// and an insert per call).
 pub struct Assembler {
     descs: IntMap<u32, CmdDescriptor>,

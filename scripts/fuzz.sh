@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 SECS="${1:-20}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(trace_file trace_block ioctl_decode vmbus_decode fuse_ioctl)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(trace_file trace_block ioctl_decode vmbus_decode fuse_ioctl web_request)
 NIGHTLY="nightly-2026-05-20"
 
 for t in "${TARGETS[@]}"; do
@@ -36,12 +36,12 @@ for t in "${TARGETS[@]}"; do
     # web_request links polars: without a sanitizer (safe Rust; coverage only) and
     # unoptimised, its build takes minutes instead of the better part of an hour.
     [ "$t" = web_request ] && flags=(--dev -s none)
-    build=(fuzz build "${flags[@]}" "$t")
-    run=(fuzz run "${flags[@]}" "$t")
-    (cd "$dir" && cargo "+$NIGHTLY" "${build[@]}")
+    build=(fuzz build --fuzz-dir "$dir" "${flags[@]}" "$t")
+    run=(fuzz run --fuzz-dir "$dir" "${flags[@]}" "$t")
+    cargo "+$NIGHTLY" "${build[@]}"
     # every input that once failed ($dir/regressions/TARGET/) must pass first
     if compgen -G "$dir/regressions/$t/*" >/dev/null; then
-        if ! (cd "$dir" && cargo "+$NIGHTLY" "${run[@]}" regressions/"$t"/* -- -runs=1) \
+        if ! cargo "+$NIGHTLY" "${run[@]}" "$dir"/regressions/"$t"/* -- -runs=1 \
             >"/tmp/dxtrace-fuzz-regress-$t.log" 2>&1; then
             grep -E 'panicked|ERROR|SUMMARY' "/tmp/dxtrace-fuzz-regress-$t.log" >&2 || true
             echo "fuzz target $t fails a regression input in $dir/regressions/$t/" >&2
@@ -49,9 +49,9 @@ for t in "${TARGETS[@]}"; do
         fi
         echo "regression inputs of $t: $(ls "$dir"/regressions/"$t" | wc -l) pass" >&2
     fi
-    (cd "$dir" && cargo "+$NIGHTLY" "${run[@]}" "corpus/$t" -- \
+    cargo "+$NIGHTLY" "${run[@]}" "$corpus" -- \
         -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=10 -max_len=262144 \
-        -print_final_stats=1) 2>&1 | grep -E '^(stat::|==|INFO: Running|Done|#[0-9]+ +DONE)|ERROR|panicked|SUMMARY' || true
+        -print_final_stats=1 2>&1 | grep -E '^(stat::|==|INFO: Running|Done|#[0-9]+ +DONE)|ERROR|panicked|SUMMARY' || true
     if compgen -G "$dir/artifacts/$t/crash-*" >/dev/null || compgen -G "$dir/artifacts/$t/oom-*" >/dev/null \
         || compgen -G "$dir/artifacts/$t/timeout-*" >/dev/null; then
         echo "fuzz target $t found a failing input: see $dir/artifacts/$t/" >&2

@@ -453,28 +453,29 @@ fn child_fdcache_exec() {
 
 // ---------------------------------------------------------------- tests (parent side)
 
-#[test]
-fn dup_copies_of_watched_fds_are_captured() {
-    need_root();
-    if !is_root() || child_out().is_some() {
-        return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+/// Records the kvm child `child` under the probe; returns what it logged, the trace's
+/// header and records, and the recording's summary.
+fn record_kvm_child(child: &str) -> (String, traces::Header, Vec<Record>, RecordSummary) {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("dup.log");
-    let trace = dir.path().join("dup.dxtrace");
+    let log = dir.path().join(format!("{child}.log"));
+    let trace = dir.path().join(format!("{child}.dxtrace"));
     let summary = run(RecordOptions {
         devices: vec!["/dev/kvm".into()],
         schemas: vec!["kvm".into()],
-        command: child_argv("child_dup", &log, &[]),
+        command: child_argv(child, &log, &[]),
         output: trace.clone(),
         descriptors: kvm_descriptors(),
         ..Default::default()
     });
     assert_eq!(summary.exit_code, Some(0));
     let text = std::fs::read_to_string(&log).unwrap();
-    let want: Vec<(i32, u64, i64)> = text
-        .lines()
+    let (header, recs) = read_trace(&trace);
+    (text, header, recs, summary)
+}
+
+/// The `captured FD ARG RET` lines of a child's log.
+fn captured_lines(text: &str) -> Vec<(i32, u64, i64)> {
+    text.lines()
         .map(|l| l.split(' ').collect::<Vec<_>>())
         .filter(|l| l[0] == "captured")
         .map(|l| {
@@ -484,9 +485,19 @@ fn dup_copies_of_watched_fds_are_captured() {
                 l[3].parse().unwrap(),
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn dup_copies_of_watched_fds_are_captured() {
+    need_root();
+    if !is_root() || child_out().is_some() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (text, header, recs, summary) = record_kvm_child("child_dup");
+    let want = captured_lines(&text);
     assert_eq!(want.len(), 11, "{text}");
-    let (header, recs) = read_trace(&trace);
     let calls: Vec<&IoctlRecord> = ioctls(&recs)
         .into_iter()
         .filter(|c| c.cmd == KVM_CHECK_EXTENSION)
@@ -515,38 +526,15 @@ fn fd_cache_and_derived_set_follow_close_dup2_close_range_and_exec() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("fdcache.log");
-    let trace = dir.path().join("fdcache.dxtrace");
-    let summary = run(RecordOptions {
-        devices: vec!["/dev/kvm".into()],
-        schemas: vec!["kvm".into()],
-        command: child_argv("child_fdcache", &log, &[]),
-        output: trace.clone(),
-        descriptors: kvm_descriptors(),
-        ..Default::default()
-    });
-    assert_eq!(summary.exit_code, Some(0));
-    let text = std::fs::read_to_string(&log).unwrap();
+    let (text, _, recs, summary) = record_kvm_child("child_fdcache");
     let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
-    let want: Vec<(i32, u64, i64)> = lines
-        .iter()
-        .filter(|l| l[0] == "captured")
-        .map(|l| {
-            (
-                l[1].parse().unwrap(),
-                l[2].parse().unwrap(),
-                l[3].parse().unwrap(),
-            )
-        })
-        .collect();
+    let want = captured_lines(&text);
     assert_eq!(want.len(), 11, "{text}");
     assert_eq!(
         lines.iter().filter(|l| l[0] == "ignored").count(),
         6,
         "{text}"
     );
-    let (_, recs) = read_trace(&trace);
     let got: Vec<(i32, u64, i64)> = ioctls(&recs)
         .into_iter()
         .filter(|c| c.cmd == KVM_CHECK_EXTENSION)

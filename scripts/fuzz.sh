@@ -51,10 +51,12 @@ for t in "${TARGETS[@]}"; do
     fi
     cargo "+$NIGHTLY" "${run[@]}" "$corpus" -- \
         -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=10 -max_len=262144 \
-        -print_final_stats=1 2>&1 | grep -E '^(stat::|==|INFO: Running|Done|#[0-9]+ +DONE)|ERROR|panicked|SUMMARY' || true
+        -print_final_stats=1 2>&1 | tee "/tmp/dxtrace-fuzz-$t.log" \
+        | grep -E '^(stat::|==|INFO: Running|Done|#[0-9]+ +DONE)|ERROR|panicked|SUMMARY' || true
     if compgen -G "$dir/artifacts/$t/crash-*" >/dev/null || compgen -G "$dir/artifacts/$t/oom-*" >/dev/null \
-        || compgen -G "$dir/artifacts/$t/timeout-*" >/dev/null; then
-        echo "fuzz target $t found a failing input: see $dir/artifacts/$t/" >&2
+        || compgen -G "$dir/artifacts/$t/timeout-*" >/dev/null || compgen -G "$dir/artifacts/$t/leak-*" >/dev/null; then
+        echo "fuzz target $t found a failing input: see $dir/artifacts/$t/;" \
+            "the fuzzer's whole output (stack traces) is in /tmp/dxtrace-fuzz-$t.log" >&2
         exit 1
     fi
 done

@@ -15,6 +15,18 @@ use traces::{BufferRole, IoctlRecord};
 
 use crate::plan::{Class, Plan, PlanCache};
 
+/// The table's pointer descriptor of a recorded buffer at `path` when it is an array of
+/// structured elements (element size > 1), whose leaves replay walks one by one. Element
+/// indices are stripped only when there are some (no allocation per buffer).
+fn element_array(entry: &IoctlDesc, path: &str) -> Option<&'static PointerDesc> {
+    let dp = if path.contains('[') {
+        Cow::Owned(driver_core::schema::desc_path_of(path))
+    } else {
+        Cow::Borrowed(path)
+    };
+    find_pointer(entry, &dp).filter(|d| d.elem_size > 1)
+}
+
 /// The argument struct as the program passed it (zero-filled to the table size).
 pub(crate) fn struct_in(entry: &IoctlDesc, rec: &IoctlRecord) -> Vec<u8> {
     let mut v = rec
@@ -345,17 +357,9 @@ fn build_shape(entry: &'static IoctlDesc, rec: &IoctlRecord, plans: &mut PlanCac
         if b.role != BufferRole::PtrIn {
             continue;
         }
-        let dp = if b.path.contains('[') {
-            Cow::Owned(driver_core::schema::desc_path_of(&b.path))
-        } else {
-            Cow::Borrowed(b.path.as_str())
-        };
-        let Some(desc) = find_pointer(entry, &dp) else {
+        let Some(desc) = element_array(entry, &b.path) else {
             continue;
         };
-        if desc.elem_size <= 1 {
-            continue;
-        }
         let ep = plans.for_elem(entry, desc);
         ref_slots(&ep, &b.data, Some(bi), &mut sh.refs);
     }
@@ -873,18 +877,9 @@ fn refs_of(
         if !matches!(b.role, BufferRole::PtrIn | BufferRole::PtrOut) {
             continue;
         }
-        // Element indices are stripped only when there are some (no allocation per buffer).
-        let dp = if b.path.contains('[') {
-            Cow::Owned(driver_core::schema::desc_path_of(&b.path))
-        } else {
-            Cow::Borrowed(b.path.as_str())
-        };
-        let Some(desc) = find_pointer(entry, &dp) else {
+        let Some(desc) = element_array(entry, &b.path) else {
             continue;
         };
-        if desc.elem_size <= 1 {
-            continue;
-        }
         let ep = plans.for_elem(entry, desc);
         if b.role == BufferRole::PtrIn {
             for_leaves(&ep, &b.data, |_, l, v| on_in(l, v, &mut r));

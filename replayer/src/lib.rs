@@ -113,7 +113,7 @@ pub fn run_reader<B: driver_core::Backend>(
 ) -> Result<(), ReplayError> {
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_DEPTH);
-        s.spawn(move || {
+        let read_ahead = s.spawn(move || {
             let mut batch = Vec::with_capacity(READ_AHEAD_BATCH);
             for rec in reader.records() {
                 let failed = rec.is_err();
@@ -135,7 +135,9 @@ pub fn run_reader<B: driver_core::Backend>(
             cur: Vec::new().into_iter(),
         };
         // `records` (the receiver) is dropped when `run` returns, which ends the thread.
-        r.run(records, progress)
+        let result = r.run(records, progress);
+        traces::join_scoped([read_ahead]);
+        result
     })
 }
 

@@ -128,7 +128,9 @@ pub mod writer;
 pub use codec::{decode_record, encode_record, visit_record};
 pub use error::{Result, TraceError};
 pub use header::{CaptureSource, DeviceInfo, Header, VmbusCapture};
-pub use reader::{Block, FrameInfo, LostRegion, ReadOptions, Reader, Records, SalvageReport};
+pub use reader::{
+    Block, FrameInfo, LostRegion, ReadOptions, Reader, Records, SalvageReport, join_scoped,
+};
 pub use record::*;
 pub use summary::{TraceSummary, summarize};
 pub use view::{BufferRef, BuffersRef, IoctlRef, RecordRef, VmbusRef};

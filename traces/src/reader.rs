@@ -16,6 +16,24 @@ use crate::header::Header;
 use crate::record::Record;
 use crate::view::RecordRef;
 
+/// Joins scoped threads, passing a worker's panic on as `std::thread::scope` would.
+///
+/// `scope` itself returns once every thread's closure has returned, not once the thread
+/// is gone: the rest of its exit (freeing its start closure, thread-local destructors)
+/// runs detached, after the scope, while the caller goes on. Joining waits for that too,
+/// so no thread of ours is still running, or still freeing memory, after the call that
+/// spawned it has returned (LeakSanitizer in the fuzz targets saw such a thread's
+/// allocation mid-exit as a leak).
+pub fn join_scoped<'scope, T>(
+    workers: impl IntoIterator<Item = std::thread::ScopedJoinHandle<'scope, T>>,
+) {
+    for w in workers {
+        if let Err(panic) = w.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
 /// How to open a trace.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReadOptions {
@@ -478,21 +496,30 @@ impl Reader {
         F: Fn(usize, Result<Block<'_>>) -> T + Sync,
     {
         let n = self.frames.len();
+        let threads = threads.clamp(1, n.max(1));
+        if threads == 1 {
+            return (self.frames.iter().enumerate())
+                .map(|(i, fr)| self.with_block(fr, |b| f(i, b)))
+                .collect();
+        }
         let next = AtomicUsize::new(0);
         let out: Mutex<Vec<Option<T>>> = Mutex::new((0..n).map(|_| None).collect());
         std::thread::scope(|s| {
-            for _ in 0..threads.clamp(1, n.max(1)) {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
-                            break;
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= n {
+                                break;
+                            }
+                            let v = self.with_block(&self.frames[i], |b| f(i, b));
+                            out.lock().unwrap()[i] = Some(v);
                         }
-                        let v = self.with_block(&self.frames[i], |b| f(i, b));
-                        out.lock().unwrap()[i] = Some(v);
-                    }
-                });
-            }
+                    })
+                })
+                .collect();
+            join_scoped(workers);
         });
         out.into_inner()
             .unwrap()
@@ -535,10 +562,11 @@ impl Reader {
         let delivered = (Mutex::new(0usize), Condvar::new());
         let (tx, rx) = std::sync::mpsc::channel::<(usize, T)>();
         std::thread::scope(|s| {
+            let mut workers = Vec::with_capacity(threads);
             for _ in 0..threads {
                 let tx = tx.clone();
                 let (next, stop, delivered, f) = (&next, &stop, &delivered, &f);
-                s.spawn(move || {
+                workers.push(s.spawn(move || {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= n || stop.load(Ordering::Relaxed) {
@@ -559,7 +587,7 @@ impl Reader {
                             break;
                         }
                     }
-                });
+                }));
             }
             drop(tx);
             let mut pending = std::collections::BTreeMap::new();
@@ -580,6 +608,7 @@ impl Reader {
                     cv.notify_all();
                 }
             }
+            join_scoped(workers);
             result
         })
     }

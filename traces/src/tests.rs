@@ -561,6 +561,60 @@ fn map_blocks_in_order_delivers_in_frame_order_and_stops_on_sink_error() {
     }
 }
 
+/// The frame-parallel maps return only once their worker threads are gone, thread-local
+/// destructors included, not merely once the workers' closures have returned (which is
+/// all `std::thread::scope` waits for): nothing of theirs may still run, or free memory,
+/// after the call. A worker's thread-local whose destructor is slow shows the difference.
+#[test]
+fn frame_parallel_maps_return_after_their_threads_have_exited() {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct SlowExit(Arc<AtomicUsize>);
+    impl Drop for SlowExit {
+        fn drop(&mut self) {
+            std::thread::sleep(Duration::from_millis(100));
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    thread_local!(static GUARD: RefCell<Option<SlowExit>> = const { RefCell::new(None) });
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = tmp(&dir, "exit.dxtrace");
+    write(&p, &sample_records(3000), small_frames());
+    let r = Reader::open(&p).unwrap();
+    assert!(r.frames().len() > 10);
+    let main = std::thread::current().id();
+    for in_order in [false, true] {
+        let (armed, exited) = (AtomicUsize::new(0), Arc::new(AtomicUsize::new(0)));
+        let work = |_: usize, _: Result<Block<'_>>| {
+            // Only on worker threads: the calling thread's guard would outlive the test.
+            if std::thread::current().id() != main {
+                GUARD.with(|g| {
+                    g.borrow_mut().get_or_insert_with(|| {
+                        armed.fetch_add(1, Ordering::SeqCst);
+                        SlowExit(exited.clone())
+                    });
+                });
+            }
+        };
+        if in_order {
+            r.map_blocks_in_order(2, work, |_, ()| Ok::<(), ()>(()))
+                .unwrap();
+        } else {
+            r.map_blocks(2, work);
+        }
+        let armed = armed.load(Ordering::SeqCst);
+        assert!(armed >= 1, "a worker thread ran (in_order={in_order})");
+        assert_eq!(
+            exited.load(Ordering::SeqCst),
+            armed,
+            "every worker has finished exiting when the call returns (in_order={in_order})"
+        );
+    }
+}
+
 #[test]
 fn block_with_bytes_after_its_records_is_an_error_naming_the_frame() {
     let mut raw = Vec::new();

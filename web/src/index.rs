@@ -666,10 +666,11 @@ impl TraceIndex {
         let mut total = 0u64;
 
         std::thread::scope(|s| {
+            let mut workers = Vec::new();
             for _ in 0..threads.clamp(1, frames.len().max(1)) {
                 let tx = tx.clone();
                 let next = &next;
-                s.spawn(move || {
+                workers.push(s.spawn(move || {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= frames.len() {
@@ -683,7 +684,7 @@ impl TraceIndex {
                             break;
                         }
                     }
-                });
+                }));
             }
             drop(tx);
             // Appending in frame order keeps each lane's columns sorted in the common
@@ -776,6 +777,7 @@ impl TraceIndex {
                     orphan_replies.extend(c.replies);
                 }
             }
+            traces::join_scoped(workers);
         });
 
         // Replies that crossed a frame boundary.

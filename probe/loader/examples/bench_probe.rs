@@ -7,7 +7,9 @@
 //!
 //! `bench_probe loop WHAT N [DEV]` runs one loop and prints ns/call (the child of every
 //! run). `bench_probe all N [DXTRACE]` does the runs itself (root, strace; the dxg rows
-//! need the `dxtrace` binary for the daemon) and prints a table.
+//! need the `dxtrace` binary for the daemon) and prints a table. `bench_probe profile
+//! record|kernel N` runs only the kvm loop under the probe, recording or with nobody
+//! reading the ring, once: a window to sample with `perf record -a -g`.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -364,6 +366,50 @@ fn main() -> anyhow::Result<()> {
             };
             println!("{ns:.1}");
         }
+        "profile" => {
+            let what = args.get(2).map(String::as_str).unwrap_or("record");
+            let n: u64 = args
+                .get(3)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(3_000_000);
+            let row = Row {
+                label: "kvm",
+                args: vec!["kvm".into()],
+                device: "/dev/kvm".into(),
+                schema: "kvm",
+                uprobe: None,
+                floors: false,
+                strace: false,
+                kernel_only: false,
+            };
+            let loop_args = vec!["loop".to_string(), "kvm".into(), n.to_string()];
+            match what {
+                "record" => {
+                    let (ns, summary, cpu) = probed(&exe, &row, &loop_args)?;
+                    println!(
+                        "kvm: probe {ns:.1} ns/call; {} ioctls, {} dropped; reader CPU {:.1} ns/call",
+                        summary.ioctls,
+                        summary.dropped,
+                        cpu as f64 / n as f64
+                    );
+                }
+                "kernel" => {
+                    let mut p = probe::Probe::builder()
+                        .device(&row.device)
+                        .ringbuf_size(1 << 30)
+                        .descriptors(probe::desc::for_schemas(&[row.schema.to_string()]))
+                        .build()?;
+                    let ns = child_ns(Command::new(&exe).args(&loop_args));
+                    let mut events = 0u64;
+                    p.drain(&mut |_| events += 1);
+                    let dropped: u64 = p.drop_counts().iter().flatten().sum();
+                    println!(
+                        "kvm: probe, no reader {ns:.1} ns/call; {events} events, {dropped} dropped"
+                    );
+                }
+                other => anyhow::bail!("unknown profile mode {other}: record or kernel"),
+            }
+        }
         "all" => {
             let n: u64 = args
                 .get(2)
@@ -442,7 +488,9 @@ fn main() -> anyhow::Result<()> {
             drop(daemon);
             let _ = std::fs::remove_dir(&dir);
         }
-        other => anyhow::bail!("unknown mode {other}: use `loop WHAT N ...` or `all N [DXTRACE]`"),
+        other => anyhow::bail!(
+            "unknown mode {other}: use `loop WHAT N ...`, `all N [DXTRACE]` or `profile record|kernel N`"
+        ),
     }
     Ok(())
 }

@@ -13,6 +13,12 @@
 //! with the struct inline when it fits). Chunks carry the call id and their offset in the
 //! buffer, so the loader can reassemble buffers up to [`MAX_BUF_LEN`] bytes from
 //! [`CHUNK_LEN`]-byte pieces.
+//!
+//! A call that carries no bytes at all (no argument struct, no pointer descriptors, no
+//! descriptor returned) produces a single [`CallEvent`] at exit instead: its entry is
+//! kept in the thread's [`Inflight`] slot until then. A call still in flight when the
+//! capture stops is read from that slot by the loader; one whose thread dies without
+//! returning is written as a [`CallEvent`] with `ts_exit` 0 when the thread exits.
 #![no_std]
 
 /// Largest number of data bytes in one [`BufEvent`].
@@ -43,6 +49,9 @@ pub const EV_FD: u32 = 4;
 /// [`EventHeader::kind`]: a [`VmbusEvent`] follows (its bytes come as [`BufEvent`]s
 /// *before* it, keyed by the same id).
 pub const EV_VMBUS: u32 = 5;
+
+/// [`EventHeader::kind`]: a [`CallEvent`] follows (a whole call, entry and exit).
+pub const EV_CALL: u32 = 6;
 
 /// Buffer role: the ioctl argument struct read at entry.
 pub const ROLE_STRUCT_IN: u8 = 0;
@@ -207,6 +216,97 @@ pub struct ExitEvent {
     pub inline: u8,
 }
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 40);
+
+/// A whole ioctl in one record, for calls that carry no bytes (see the module docs).
+/// Fields as in [`EnterEvent`] and [`ExitEvent`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallEvent {
+    /// `EV_CALL`.
+    pub hdr: EventHeader,
+    /// Kernel-assigned id.
+    pub call_id: u64,
+    /// Entry time.
+    pub ts_enter: u64,
+    /// Exit time; 0 if the call never returned (its thread died inside it, or the capture
+    /// stopped first).
+    pub ts_exit: u64,
+    /// Full return value (0 when `ts_exit` is 0).
+    pub ret: i64,
+    /// Argument.
+    pub arg: u64,
+    /// Kernel-encoded device number (0 for a derived descriptor).
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// `comm` of the thread, valid when `has_comm` (as in [`EnterEvent`]).
+    pub comm: [u8; 16],
+    /// Thread-group id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Descriptor.
+    pub fd: i32,
+    /// Request code.
+    pub cmd: u32,
+    /// `comm` is filled in.
+    pub has_comm: u32,
+    /// Pad.
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<CallEvent>() == 104);
+
+/// [`Inflight::active`]: no call in flight.
+pub const CALL_IDLE: u8 = 0;
+/// [`Inflight::active`]: a call whose [`EnterEvent`] is in the ring; an [`ExitEvent`]
+/// follows.
+pub const CALL_SPLIT: u8 = 1;
+/// [`Inflight::active`]: a call kept here until its exit writes a [`CallEvent`].
+pub const CALL_WHOLE: u8 = 2;
+
+/// A thread's in-flight slot (the `INFLIGHT` map, keyed by thread id), kept from call to
+/// call and rewritten in place.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Inflight {
+    /// Call id.
+    pub call_id: u64,
+    /// Argument.
+    pub arg: u64,
+    /// Entry time ([`CALL_WHOLE`] calls).
+    pub ts: u64,
+    /// Inode number ([`CALL_WHOLE`] calls).
+    pub ino: u64,
+    /// Kernel-encoded device number ([`CALL_WHOLE`] calls).
+    pub dev: u32,
+    /// Thread-group id.
+    pub pid: u32,
+    /// Request code.
+    pub cmd: u32,
+    /// Descriptor.
+    pub fd: i32,
+    /// Chunks lost so far.
+    pub lost: u32,
+    /// Copied from the request's [`CmdDesc`] at entry, so that the exit needs no lookup.
+    pub fd_off: u32,
+    /// `DIR_IN | DIR_OUT` of its pointer descriptors.
+    pub dirs: u8,
+    /// `FD_*`.
+    pub fd_kind: u8,
+    /// Width of the fd field.
+    pub fd_size: u8,
+    /// `CALL_*`.
+    pub active: u8,
+    /// Pad.
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Inflight>() == 64);
+
+/// Request codes whose calls need the descriptor table at all (pointer descriptors or a
+/// returned descriptor): bit `cmd & 0xffff` (`_IOC_TYPE << 8 | _IOC_NR`) of this many
+/// `u64` words. A set bit sends the call down the full path; a clear one means no table
+/// entry can apply, so its lookup is skipped.
+pub const CMD_BITMAP_WORDS: usize = 1024;
 
 /// One chunk of a captured buffer; `len` data bytes follow the struct in the record.
 #[repr(C)]
@@ -432,6 +532,8 @@ mod pod {
     unsafe impl aya::Pod for super::WatchKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PidFd {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Inflight {}
 }
 
 #[cfg(test)]

@@ -10,12 +10,11 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
-        bpf_probe_read_user_str_bytes, generated,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str_bytes, generated,
     },
     macros::{fentry, kprobe, kretprobe, map, raw_tracepoint, tracepoint, uprobe, uretprobe},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{
         FEntryContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext,
     },
@@ -95,6 +94,18 @@ static OFF_EXIT_GROUP_DEAD: u32 = u32::MAX;
 static OFF_REGS_ARGS: u32 = 0;
 #[unsafe(no_mangle)]
 static OFF_REGS_ORIG_AX: u32 = 0;
+/// Non-zero: calls that carry no bytes are written as one [`CallEvent`] at exit (see
+/// probe-common). Zero where the kernel's VMBus functions are hooked: messages sent inside
+/// a call are linked to it by the thread's open entry, which must then be in the ring.
+#[unsafe(no_mangle)]
+static COMBINE: u32 = 0;
+/// Bit `cmd & 0xffff` set: the request may have a descriptor-table entry that matters
+/// (see [`CMD_BITMAP_WORDS`]); all set until the loader writes the real table.
+#[unsafe(no_mangle)]
+static CMD_FULL: [u64; CMD_BITMAP_WORDS] = [u64::MAX; CMD_BITMAP_WORDS];
+/// Entries of [`THREADS`] (set by the loader with the map's size).
+#[unsafe(no_mangle)]
+static THREAD_SLOTS: u32 = 0;
 /// Size of `EVENTS` in bytes (the reader is woken when an eighth of it is used).
 #[unsafe(no_mangle)]
 static RING_SIZE: u32 = 1 << 20;
@@ -149,6 +160,12 @@ static DESCS: HashMap<u32, CmdDesc> = HashMap::with_max_entries(1024, 0);
 /// goes when the thread exits.
 #[map]
 static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
+/// The in-flight slots of threads whose id is below [`THREAD_SLOTS`], indexed by thread
+/// id: the verifier turns an array lookup into a few inline instructions, where a hash
+/// lookup is a helper call that hashes the key (~50 ns here). Others use [`INFLIGHT`].
+/// A slot is reset when its thread exits (the id can be reused).
+#[map]
+static THREADS: Array<Inflight> = Array::with_max_entries(1, 0);
 /// `dup*` / `fcntl(F_DUPFD*)` calls on watched descriptors between entry and exit.
 #[map]
 static DUPS: LruHashMap<u32, DupArgs> = LruHashMap::with_max_entries(1024, 0);
@@ -189,24 +206,6 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CNT_SLOTS, 0);
 /// Per-CPU sequence for call and message ids.
 #[map]
 static SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Inflight {
-    call_id: u64,
-    arg: u64,
-    cmd: u32,
-    fd: i32,
-    lost: u32,
-    /// Copied from the request's [`CmdDesc`] at entry, so that the exit needs no lookup.
-    fd_off: u32,
-    /// `DIR_IN | DIR_OUT` of its pointer descriptors.
-    dirs: u8,
-    fd_kind: u8,
-    fd_size: u8,
-    /// Non-zero between a captured entry and its exit.
-    active: u8,
-}
 
 /// What a descriptor is, in [`FDCACHE`].
 #[repr(C)]
@@ -1046,6 +1045,21 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
+    let ret: i64 = ctx.arg(1);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // A thread is in one syscall at a time: a slot with a captured call in flight means
+    // this is that ioctl's exit, and the syscall number need not be read.
+    if tid < cfg(&THREAD_SLOTS)
+        && let Some(p) = THREADS.get_ptr_mut(tid)
+        // SAFETY: this thread's slot.
+        && unsafe { (*p).active } != CALL_IDLE
+    {
+        if exit_ioctl(p, pid_tgid, ret).is_err() {
+            bump(&COUNTERS, CNT_WALK_FAIL, 1);
+        }
+        return 0;
+    }
     let regs: u64 = ctx.arg(0);
     // SAFETY: kernel read through the helper.
     let Ok(nr) =
@@ -1054,9 +1068,12 @@ pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
         return 0;
     };
     let nr = nr as u32;
-    let ret: i64 = ctx.arg(1);
     let r = if nr == cfg(&NR_IOCTL) {
-        on_exit_ioctl(ret)
+        // An array slot was looked at above (idle: not a captured call).
+        match INFLIGHT.get_ptr_mut(&tid) {
+            Some(p) if tid >= cfg(&THREAD_SLOTS) => exit_ioctl(p, pid_tgid, ret),
+            _ => return 0,
+        }
     } else if nr == cfg(&NR_OPENAT) {
         on_exit_openat(ret)
     } else if nr == cfg(&NR_DUP)
@@ -1233,6 +1250,51 @@ fn read_inline(rec: *mut u8, hdr: usize, addr: u64, len: u32) -> (u32, u8) {
     }
 }
 
+/// Volatile store: keeps LLVM from merging runs of field stores into `memset` /
+/// `memcpy` calls, which the BPF target turns into byte-by-byte loops in a subprogram.
+#[inline(always)]
+fn put<T>(dst: *mut T, v: T) {
+    // SAFETY: callers pass pointers into map values or reserved ring-buffer records.
+    unsafe { core::ptr::write_volatile(dst, v) }
+}
+
+/// Whether calls with request code `cmd` need the descriptor table (see [`CMD_FULL`]).
+#[inline(always)]
+fn cmd_full(cmd: u32) -> bool {
+    let bit = cmd & 0xffff;
+    let word = ((bit >> 6) as usize) & (CMD_BITMAP_WORDS - 1);
+    // SAFETY: reading a static; volatile so the compiler does not fold the default value.
+    let w = unsafe { core::ptr::read_volatile(&CMD_FULL[word]) };
+    (w >> (bit & 63)) & 1 != 0
+}
+
+/// The thread's in-flight slot, created on its first captured call.
+#[inline(always)]
+fn inflight_slot(tid: u32) -> Option<*mut Inflight> {
+    if tid < cfg(&THREAD_SLOTS) {
+        return THREADS.get_ptr_mut(tid);
+    }
+    if let Some(p) = INFLIGHT.get_ptr_mut(&tid) {
+        return Some(p);
+    }
+    let fresh = Inflight::default();
+    if INFLIGHT.insert(&tid, &fresh, 0).is_err() {
+        bump(&DROPS, DROP_INFLIGHT, 1);
+        return None;
+    }
+    INFLIGHT.get_ptr_mut(&tid)
+}
+
+/// The thread's in-flight slot if it has one.
+#[inline(always)]
+fn existing_slot(tid: u32) -> Option<*mut Inflight> {
+    if tid < cfg(&THREAD_SLOTS) {
+        THREADS.get_ptr_mut(tid)
+    } else {
+        INFLIGHT.get_ptr_mut(&tid)
+    }
+}
+
 #[inline(always)]
 fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -1257,89 +1319,89 @@ fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
     let call_id = next_id();
     let ts = ktime();
     let size = (cmd >> 16) & 0x3fff;
-    let mut inflight = Inflight {
-        call_id,
-        arg,
-        cmd,
-        fd,
-        lost: 0,
-        fd_off: 0,
-        dirs: 0,
-        fd_kind: FD_NONE,
-        fd_size: 0,
-        active: 1,
-    };
-    if let Some(cdp) = DESCS.get_ptr(&cmd) {
+    let (mut fd_kind, mut fd_size, mut fd_off, mut dirs) = (FD_NONE, 0u8, 0u32, 0u8);
+    let full = cmd_full(cmd);
+    if full && let Some(cdp) = DESCS.get_ptr(&cmd) {
         // SAFETY: map value pointer, read-only.
         let cd = unsafe { &*cdp };
-        inflight.fd_kind = cd.fd_kind;
-        inflight.fd_size = cd.fd_size;
-        inflight.fd_off = cd.fd_off;
+        fd_kind = cd.fd_kind;
+        fd_size = cd.fd_size;
+        fd_off = cd.fd_off;
         let mut i = 0;
         while i < MAX_DESCS {
             if (i as u32) < cd.n {
-                inflight.dirs |= cd.descs[i].dir;
+                dirs |= cd.descs[i].dir;
             }
             i += 1;
         }
     }
-    let slot = match INFLIGHT.get_ptr_mut(&tid) {
-        Some(p) => {
-            // SAFETY: this thread's slot; only this thread touches it.
-            unsafe { *p = inflight };
-            p
-        }
-        None => {
-            if INFLIGHT.insert(&tid, &inflight, 0).is_err() {
-                bump(&DROPS, DROP_INFLIGHT, 1);
-                return Ok(0);
-            }
-            match INFLIGHT.get_ptr_mut(&tid) {
-                Some(p) => p,
-                None => return Ok(0),
-            }
-        }
+    let Some(slot) = inflight_slot(tid) else {
+        return Ok(0);
     };
+    // SAFETY: this thread's slot; only this thread writes it while it is in a call.
+    unsafe {
+        put(&raw mut (*slot).call_id, call_id);
+        put(&raw mut (*slot).arg, arg);
+        put(&raw mut (*slot).cmd, cmd);
+        put(&raw mut (*slot).fd, fd);
+        put(&raw mut (*slot).lost, 0);
+    }
+    let no_bytes = !full && (size == 0 || arg == 0);
+    if no_bytes && cfg(&COMBINE) != 0 {
+        // Nothing to read at entry or exit: the whole call goes out at exit as one record.
+        // SAFETY: as above.
+        unsafe {
+            put(&raw mut (*slot).ts, ts);
+            put(&raw mut (*slot).ino, ino);
+            put(&raw mut (*slot).dev, dev);
+            put(&raw mut (*slot).pid, tgid);
+            put(&raw mut (*slot).active, CALL_WHOLE);
+        }
+        return Ok(0);
+    }
+    // SAFETY: as above.
+    unsafe {
+        put(&raw mut (*slot).fd_off, fd_off);
+        put(&raw mut (*slot).dirs, dirs);
+        put(&raw mut (*slot).fd_kind, fd_kind);
+        put(&raw mut (*slot).fd_size, fd_size);
+        put(&raw mut (*slot).active, CALL_SPLIT);
+    }
     let Some(rec) = ENTER_SCRATCH.get_ptr_mut(0) else {
         // SAFETY: this thread's slot.
-        unsafe { (*slot).active = 0 };
+        unsafe { put(&raw mut (*slot).active, CALL_IDLE) };
         return Ok(0);
     };
     let inline = size as usize <= INLINE_MAX && size > 0 && arg != 0;
     // SAFETY: this CPU's staging slot, large enough for the record and INLINE_MAX bytes.
     let total = unsafe {
         let e = rec as *mut EnterEvent;
-        *e = EnterEvent {
-            hdr: EventHeader {
-                kind: EV_ENTER,
-                cpu: cpu(),
-            },
-            call_id,
-            ts,
-            pid: tgid,
-            tid,
-            fd,
-            cmd,
-            arg,
-            dev: dev as u64,
-            ino,
-            comm: [0; 16],
-            struct_len: 0,
-            struct_flags: 0,
-            has_comm: 0,
-            inline: inline as u8,
-            _pad: [0; 3],
-        };
-        if comm_needed(tid) {
-            (*e).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-            (*e).has_comm = 1;
+        put(&raw mut (*e).hdr.kind, EV_ENTER);
+        put(&raw mut (*e).hdr.cpu, cpu());
+        put(&raw mut (*e).call_id, call_id);
+        put(&raw mut (*e).ts, ts);
+        put(&raw mut (*e).pid, tgid);
+        put(&raw mut (*e).tid, tid);
+        put(&raw mut (*e).fd, fd);
+        put(&raw mut (*e).cmd, cmd);
+        put(&raw mut (*e).arg, arg);
+        put(&raw mut (*e).dev, dev as u64);
+        put(&raw mut (*e).ino, ino);
+        // struct_len, struct_flags, has_comm, inline and the pad: one word.
+        put((&raw mut (*e).struct_len) as *mut u64, 0);
+        put(&raw mut (*e).inline, inline as u8);
+        let comm = (&raw mut (*e).comm) as *mut u64;
+        put(comm, 0);
+        put(comm.add(1), 0);
+        if comm_needed(tid) && generated::bpf_get_current_comm(comm as *mut c_void, 16) == 0 {
+            put(&raw mut (*e).has_comm, 1);
         }
         let hdr = core::mem::size_of::<EnterEvent>();
         let mut n = 0;
         if inline {
             let (got, flags) = read_inline(rec as *mut u8, hdr, arg, size);
-            (*e).struct_len = size as u16;
-            (*e).struct_flags = flags;
+            put(&raw mut (*e).struct_len, size as u16);
+            put(&raw mut (*e).struct_flags, flags);
             n = got;
         }
         hdr + (n as usize & (INLINE_MAX * 2 - 1))
@@ -1351,7 +1413,7 @@ fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
     {
         // The whole call is lost: forget it so that no orphan chunks or exit follow.
         // SAFETY: this thread's slot.
-        unsafe { (*slot).active = 0 };
+        unsafe { put(&raw mut (*slot).active, CALL_IDLE) };
         bump(&DROPS, DROP_CALL, 1);
         return Ok(0);
     }
@@ -1365,7 +1427,7 @@ fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
             meta(0, ROLE_STRUCT_IN, DESC_STRUCT, 0, false),
         );
     }
-    if inflight.dirs & DIR_IN != 0 {
+    if dirs & DIR_IN != 0 {
         lost += dxt_walk(cmd as u64, call_id, arg, DIR_IN as u64);
     }
     if lost > 0 {
@@ -1375,44 +1437,101 @@ fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
     Ok(0)
 }
 
+/// Writes the [`CallEvent`] of the [`CALL_WHOLE`] call in `slot` (`ts_exit` 0: it never
+/// returned). Counted as a lost call when the ring is full.
+#[inline(always)]
+fn emit_call(slot: *const Inflight, tid: u32, ts_exit: u64, ret: i64) {
+    let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
+        bump(&DROPS, DROP_CALL, 1);
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` is a reserved, writable CallEvent; `slot` is this thread's slot.
+    unsafe {
+        put(&raw mut (*e).hdr.kind, EV_CALL);
+        put(&raw mut (*e).hdr.cpu, cpu());
+        put(&raw mut (*e).call_id, (*slot).call_id);
+        put(&raw mut (*e).ts_enter, (*slot).ts);
+        put(&raw mut (*e).ts_exit, ts_exit);
+        put(&raw mut (*e).ret, ret);
+        put(&raw mut (*e).arg, (*slot).arg);
+        put(&raw mut (*e).dev, (*slot).dev as u64);
+        put(&raw mut (*e).ino, (*slot).ino);
+        put(&raw mut (*e).pid, (*slot).pid);
+        put(&raw mut (*e).tid, tid);
+        put(&raw mut (*e).fd, (*slot).fd);
+        put(&raw mut (*e).cmd, (*slot).cmd);
+        put(&raw mut (*e).has_comm, 0);
+        put(&raw mut (*e)._pad, 0);
+        let comm = (&raw mut (*e).comm) as *mut u64;
+        put(comm, 0);
+        put(comm.add(1), 0);
+        if comm_needed(tid) && generated::bpf_get_current_comm(comm as *mut c_void, 16) == 0 {
+            put(&raw mut (*e).has_comm, 1);
+        }
+    }
+    entry.submit(wake_flags(core::mem::size_of::<CallEvent>() as u64));
+}
+
 #[inline(always)]
 fn on_exit_ioctl(ret: i64) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    let tid = pid_tgid as u32;
-    let Some(p) = INFLIGHT.get_ptr_mut(&tid) else {
+    let Some(p) = existing_slot(pid_tgid as u32) else {
         return Ok(0);
     };
-    // SAFETY: this thread's slot, copied out and marked free.
-    let inf = unsafe {
-        if (*p).active == 0 {
-            return Ok(0);
-        }
-        (*p).active = 0;
-        *p
-    };
+    exit_ioctl(p, pid_tgid, ret)
+}
+
+/// The exit of the ioctl whose slot is `p` (if one is in flight there).
+#[inline(always)]
+fn exit_ioctl(p: *mut Inflight, pid_tgid: u64, ret: i64) -> Result<u32, i64> {
+    let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    // SAFETY: this thread's slot, marked free; its fields are read below before the
+    // thread can start another call.
+    let active = unsafe { (*p).active };
+    if active == CALL_IDLE {
+        return Ok(0);
+    }
+    put(unsafe { &raw mut (*p).active }, CALL_IDLE);
     let ts = ktime();
-    let mut lost = inf.lost;
-    let size = (inf.cmd >> 16) & 0x3fff;
-    let inline = size as usize <= INLINE_MAX && size > 0 && inf.arg != 0;
-    if size > 0 && inf.arg != 0 && !inline {
+    if active == CALL_WHOLE {
+        emit_call(p, tid, ts, ret);
+        return Ok(0);
+    }
+    // SAFETY: as above.
+    let (call_id, arg, cmd, mut lost, fd_off, dirs, fd_kind, fd_size) = unsafe {
+        (
+            (*p).call_id,
+            (*p).arg,
+            (*p).cmd,
+            (*p).lost,
+            (*p).fd_off,
+            (*p).dirs,
+            (*p).fd_kind,
+            (*p).fd_size,
+        )
+    };
+    let size = (cmd >> 16) & 0x3fff;
+    let inline = size as usize <= INLINE_MAX && size > 0 && arg != 0;
+    if size > 0 && arg != 0 && !inline {
         lost += dxt_copy_buf(
-            inf.call_id,
-            inf.arg,
+            call_id,
+            arg,
             size as u64,
             meta(0, ROLE_STRUCT_OUT, DESC_STRUCT, 0, false),
         );
     }
-    if inf.dirs & DIR_OUT != 0 {
-        lost += dxt_walk(inf.cmd as u64, inf.call_id, inf.arg, DIR_OUT as u64);
+    if dirs & DIR_OUT != 0 {
+        lost += dxt_walk(cmd as u64, call_id, arg, DIR_OUT as u64);
     }
-    let newfd: i64 = match inf.fd_kind {
+    let newfd: i64 = match fd_kind {
         FD_RET if ret >= 0 => ret,
         FD_FIELD if ret == 0 => {
-            let at = inf.arg + inf.fd_off as u64;
+            let at = arg + fd_off as u64;
             // SAFETY: user read through the helper.
             unsafe {
-                if inf.fd_size == 8 {
+                if fd_size == 8 {
                     bpf_probe_read_user(at as *const i64).unwrap_or(-1)
                 } else {
                     bpf_probe_read_user(at as *const i32).unwrap_or(-1) as i64
@@ -1434,7 +1553,7 @@ fn on_exit_ioctl(ret: i64) -> Result<u32, i64> {
             fd: newfd as i32,
             op: FD_OP_DERIVED,
             ret,
-            call_id: inf.call_id,
+            call_id,
             ..FdArgs::default()
         });
     }
@@ -1444,25 +1563,21 @@ fn on_exit_ioctl(ret: i64) -> Result<u32, i64> {
     // SAFETY: this CPU's staging slot, large enough for the record and INLINE_MAX bytes.
     let total = unsafe {
         let x = rec as *mut ExitEvent;
-        *x = ExitEvent {
-            hdr: EventHeader {
-                kind: EV_EXIT,
-                cpu: cpu(),
-            },
-            call_id: inf.call_id,
-            ts,
-            ret,
-            lost_chunks: lost,
-            struct_len: 0,
-            struct_flags: 0,
-            inline: inline as u8,
-        };
+        put(&raw mut (*x).hdr.kind, EV_EXIT);
+        put(&raw mut (*x).hdr.cpu, cpu());
+        put(&raw mut (*x).call_id, call_id);
+        put(&raw mut (*x).ts, ts);
+        put(&raw mut (*x).ret, ret);
+        put(&raw mut (*x).lost_chunks, lost);
+        put(&raw mut (*x).struct_len, 0);
+        put(&raw mut (*x).struct_flags, 0);
+        put(&raw mut (*x).inline, inline as u8);
         let hdr = core::mem::size_of::<ExitEvent>();
         let mut n = 0;
         if inline {
-            let (got, flags) = read_inline(rec as *mut u8, hdr, inf.arg, size);
-            (*x).struct_len = size as u16;
-            (*x).struct_flags = flags;
+            let (got, flags) = read_inline(rec as *mut u8, hdr, arg, size);
+            put(&raw mut (*x).struct_len, size as u16);
+            put(&raw mut (*x).struct_flags, flags);
             n = got;
         }
         hdr + (n as usize & (INLINE_MAX * 2 - 1))
@@ -1799,8 +1914,19 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // The thread's in-flight slot (kept from call to call).
-    let _ = INFLIGHT.remove(&(pid_tgid as u32));
+    let tid = pid_tgid as u32;
+    // The thread's in-flight slot (kept from call to call). A whole call still open here
+    // never returned (the thread died inside it): it is written now, without an exit.
+    if let Some(p) = existing_slot(tid) {
+        // SAFETY: this thread's slot.
+        if unsafe { (*p).active } == CALL_WHOLE {
+            emit_call(p, tid, 0, 0);
+        }
+        put(unsafe { &raw mut (*p).active }, CALL_IDLE);
+    }
+    if tid >= cfg(&THREAD_SLOTS) {
+        let _ = INFLIGHT.remove(&tid);
+    }
     let tgid = (pid_tgid >> 32) as u32;
     let off = cfg(&OFF_EXIT_GROUP_DEAD);
     let group_dead = if off == u32::MAX {

@@ -215,6 +215,39 @@ impl Assembler {
                     },
                 );
             }
+            RawEvent::Call(c) => {
+                if !self.seen_pids.contains(&c.pid) {
+                    let comm = if c.has_comm != 0 {
+                        cstr(&c.comm)
+                    } else {
+                        String::new()
+                    };
+                    self.process(c.pid, &comm, c.ts_enter, out);
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                let dev = if c.dev == 0 {
+                    self.derived_dev.get(&(c.pid, c.fd)).copied().unwrap_or(0)
+                } else {
+                    kernel_dev_to_user(c.dev)
+                };
+                self.emit_ioctl(
+                    IoctlRecord {
+                        id,
+                        ts_enter: c.ts_enter,
+                        ts_exit: c.ts_exit,
+                        pid: c.pid,
+                        tid: c.tid,
+                        fd: c.fd,
+                        dev,
+                        cmd: c.cmd,
+                        arg: c.arg,
+                        ret: c.ret,
+                        buffers: Vec::new(),
+                    },
+                    out,
+                );
+            }
             RawEvent::Buf(b, data) => {
                 if b.role == ROLE_VMBUS_REQ || b.role == ROLE_VMBUS_REPLY {
                     let v = self.vmbus.entry(b.id).or_default();

@@ -20,6 +20,8 @@ use crate::desc::CmdDescriptor;
 static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
 
 const DEFAULT_RINGBUF: u32 = 4 << 20;
+/// Most thread ids given an array slot (see [`ProbeBuilder::thread_slots`]).
+const DEFAULT_THREAD_SLOTS: u32 = 1 << 16;
 
 /// A watched file as resolved at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +72,7 @@ pub struct ProbeBuilder {
     uprobe_pid: Option<u32>,
     descriptors: Vec<CmdDescriptor>,
     inflight_slots: Option<u32>,
+    thread_slots: Option<u32>,
 }
 
 impl ProbeBuilder {
@@ -100,6 +103,14 @@ impl ProbeBuilder {
     /// counted as dropped.
     pub fn inflight_slots(mut self, n: u32) -> Self {
         self.inflight_slots = Some(n.max(1));
+        self
+    }
+    /// Threads whose id is below `n` keep their in-flight slot in an array indexed by
+    /// thread id (found without hashing); the others in the hash table sized by
+    /// [`ProbeBuilder::inflight_slots`]. Default: `kernel.pid_max`, at most 65,536
+    /// (64 bytes each).
+    pub fn thread_slots(mut self, n: u32) -> Self {
+        self.thread_slots = Some(n.max(1));
         self
     }
     /// Attaches the VMBus uprobes to `dxgvmb_send_sync_msg` / `dxgvmb_send_async_msg`
@@ -135,6 +146,8 @@ pub enum RawEvent<'a> {
     Enter(EnterEvent, &'a [u8]),
     /// Ioctl exit, and the argument struct's bytes when they came inline.
     Exit(ExitEvent, &'a [u8]),
+    /// A whole ioctl that carried no bytes (`ts_exit` 0: it never returned).
+    Call(CallEvent),
     /// Buffer chunk and its data.
     Buf(BufEvent, &'a [u8]),
     /// Descriptor opened / closed / derived / copied.
@@ -180,6 +193,7 @@ impl<'a> RawEvent<'a> {
                 };
                 RawEvent::Exit(x, tail::<ExitEvent>(b, n))
             }
+            EV_CALL => RawEvent::Call(read_pod(b)?),
             EV_BUF => {
                 let ev: BufEvent = read_pod(b)?;
                 RawEvent::Buf(ev, tail::<BufEvent>(b, ev.len as usize))
@@ -222,6 +236,8 @@ pub struct Floor {
 pub struct Probe {
     // Field order matters for drop: the ring buffer and maps before the object.
     ring: RingBuf<MapData>,
+    inflight: BpfHashMap<MapData, u32, Inflight>,
+    threads: aya::maps::Array<MapData, Inflight>,
     pids: BpfHashMap<MapData, u32, u8>,
     drops: PerCpuArray<MapData, u64>,
     counters: PerCpuArray<MapData, u64>,
@@ -456,6 +472,20 @@ where
     })
 }
 
+/// [`CMD_FULL`](probe_common::CMD_BITMAP_WORDS) for the kernel side: the bit of every
+/// request code whose table entry has pointer descriptors or returns a descriptor.
+fn cmd_bitmap(descs: &[CmdDescriptor]) -> Vec<u64> {
+    let mut bits = vec![0u64; CMD_BITMAP_WORDS];
+    for d in descs {
+        if d.pointers.is_empty() && d.fd == crate::desc::FdReturn::None {
+            continue;
+        }
+        let bit = (d.cmd & 0xffff) as usize;
+        bits[bit / 64] |= 1 << (bit % 64);
+    }
+    bits
+}
+
 impl Probe {
     /// Options with defaults: no device, no pid filter, 4 MiB ring buffer.
     pub fn builder() -> ProbeBuilder {
@@ -488,6 +518,17 @@ impl Probe {
         let regs = btf.syscall_regs();
         let (regs_args, regs_orig_ax) = regs.unwrap_or((0, 0));
         let sendpacket = sendpacket_hookable(b.uprobe_binary.as_deref()) as u32;
+        // Where dxgkrnl's VMBus functions can be hooked, messages sent inside a call are
+        // linked to it through its entry record: every call keeps one.
+        let combine = (!kallsyms_has("dxgvmb_send_sync_msg")) as u32;
+        let cmd_full = cmd_bitmap(&b.descriptors);
+        let thread_slots = b.thread_slots.unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/pid_max")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(DEFAULT_THREAD_SLOTS)
+                .clamp(1, DEFAULT_THREAD_SLOTS)
+        });
         let nr = [
             libc::SYS_ioctl,
             libc::SYS_close,
@@ -514,6 +555,9 @@ impl Probe {
             .override_global("OFF_REGS_ARGS", &regs_args, true)
             .override_global("OFF_REGS_ORIG_AX", &regs_orig_ax, true)
             .override_global("RING_SIZE", &rb, true)
+            .override_global("COMBINE", &combine, true)
+            .override_global("THREAD_SLOTS", &thread_slots, true)
+            .override_global("CMD_FULL", &cmd_full[..], true)
             .override_global("VMB_SENDPACKET", &sendpacket, true)
             .override_global("OFF_TASK_FILES", &offs.task_files, true)
             .override_global("OFF_FILES_FDT", &offs.files_fdt, true)
@@ -531,6 +575,7 @@ impl Probe {
             .override_global("VMB_CH_LUID_OFF", &luid_off, true)
             .override_global("VMB_CH_REQID_OFF", &reqid_off, true)
             .map_max_entries("EVENTS", rb);
+        loader.map_max_entries("THREADS", thread_slots);
         if let Some(n) = b.inflight_slots {
             loader.map_max_entries("INFLIGHT", n);
         }
@@ -615,10 +660,14 @@ impl Probe {
         }
 
         let ring: RingBuf<MapData> = take(&mut ebpf, "EVENTS")?;
+        let inflight = take(&mut ebpf, "INFLIGHT")?;
+        let threads = take(&mut ebpf, "THREADS")?;
         let drops = take(&mut ebpf, "DROPS")?;
         let counters = take(&mut ebpf, "COUNTERS")?;
         Ok(Probe {
             ring,
+            inflight,
+            threads,
             pids,
             drops,
             counters,
@@ -833,6 +882,57 @@ impl Probe {
         n
     }
 
+    /// Ends the capture: detaches and unloads every program, so that nothing more enters
+    /// the ring buffer or the in-flight slots, then hands `f` every event still in the
+    /// ring and, last, every call that is still in flight (entered, not returned), those
+    /// kept in their thread's slot as a [`RawEvent::Call`] with `ts_exit` 0 (the others'
+    /// entry records are in the ring). Returns how many events. The maps stay readable
+    /// until the probe is dropped.
+    pub fn stop(&mut self, f: &mut impl FnMut(RawEvent<'_>)) -> usize {
+        let names: Vec<String> = self.ebpf.programs().map(|(n, _)| n.to_string()).collect();
+        for name in names {
+            if let Some(p) = self.ebpf.program_mut(&name) {
+                unload(p);
+            }
+        }
+        let mut n = self.drain(f);
+        let mut open: Vec<(u32, Inflight)> = self
+            .inflight
+            .iter()
+            .filter_map(Result::ok)
+            .chain(
+                (0..self.threads.len())
+                    .filter_map(|tid| Some((tid, self.threads.get(&tid, 0).ok()?))),
+            )
+            .filter(|(_, s)| s.active == CALL_WHOLE)
+            .collect();
+        open.sort_by_key(|(_, s)| s.ts);
+        for (tid, s) in open {
+            f(RawEvent::Call(CallEvent {
+                hdr: EventHeader {
+                    kind: EV_CALL,
+                    cpu: (s.call_id >> 56) as u32,
+                },
+                call_id: s.call_id,
+                ts_enter: s.ts,
+                ts_exit: 0,
+                ret: 0,
+                arg: s.arg,
+                dev: s.dev as u64,
+                ino: s.ino,
+                comm: [0; 16],
+                pid: s.pid,
+                tid,
+                fd: s.fd,
+                cmd: s.cmd,
+                has_comm: 0,
+                _pad: 0,
+            }));
+            n += 1;
+        }
+        n
+    }
+
     /// Per-CPU drop counters: `out[slot][cpu]` for each `DROP_*` slot.
     pub fn drop_counts(&self) -> Vec<Vec<u64>> {
         per_cpu(&self.drops, DROP_SLOTS)
@@ -860,6 +960,19 @@ impl Probe {
         }
         (progs, maps.into_iter().collect())
     }
+}
+
+/// Detaches and unloads `p` whatever its type (not loaded: nothing to do).
+fn unload(p: &mut aya::programs::Program) {
+    use aya::programs::Program;
+    let _ = match p {
+        Program::RawTracePoint(p) => p.unload(),
+        Program::TracePoint(p) => p.unload(),
+        Program::UProbe(p) => p.unload(),
+        Program::KProbe(p) => p.unload(),
+        Program::FEntry(p) => p.unload(),
+        _ => Ok(()),
+    };
 }
 
 fn per_cpu(m: &PerCpuArray<MapData, u64>, slots: u32) -> Vec<Vec<u64>> {

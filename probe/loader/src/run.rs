@@ -196,9 +196,9 @@ pub fn record_blocking(
             });
         }
         if finished {
-            // One last drain after the command exited / stop was asked: events submitted
-            // before that point are all in the ring buffer by now.
-            probe.drain(&mut |ev| asm.push(ev, &mut |r| pending.push(r)));
+            // Detach, then one last drain: everything submitted before the programs went
+            // is in the ring by now; then the calls still in flight (see Probe::stop).
+            probe.stop(&mut |ev| asm.push(ev, &mut |r| pending.push(r)));
             break;
         }
         if let Some(c) = child.as_mut()

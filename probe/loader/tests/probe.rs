@@ -25,6 +25,10 @@ const KVM_CREATE_VCPU: u32 = 0xae41;
 const KVM_SET_USER_MEMORY_REGION: u32 = 0x4020_ae46;
 const KVM_GET_DIRTY_LOG: u32 = 0x4010_ae42;
 const KVM_GET_REGS: u32 = 0x8090_ae81;
+const KVM_SET_REGS: u32 = 0x4090_ae82;
+const KVM_GET_SREGS: u32 = 0x8138_ae83;
+const KVM_SET_SREGS: u32 = 0x4138_ae84;
+const KVM_RUN: u32 = 0xae80;
 const KVM_CAP_USER_MEMORY: u64 = 3;
 const KVM_GET_SUPPORTED_CPUID: u32 = 0xc008_ae05;
 const SLOT_PAGES: usize = 64;
@@ -313,6 +317,164 @@ fn child_dup() {
     std::fs::write(out, log).unwrap();
 }
 
+/// A vCPU whose guest spins forever (`jmp $` at address 0, real mode): writes "running"
+/// to `out` and enters KVM_RUN, which only a signal ends. KVM_RUN carries no bytes, so
+/// the probe keeps its entry in the thread's slot until it returns.
+#[test]
+fn child_kvm_spin() {
+    let Some(out) = child_out() else { return };
+    let kvm = std::fs::File::open("/dev/kvm").expect("open /dev/kvm");
+    let vm = ioctl(kvm.as_raw_fd(), KVM_CREATE_VM, 0) as i32;
+    assert!(vm >= 0, "KVM_CREATE_VM");
+    // SAFETY: anonymous private mapping of one page.
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(mem, libc::MAP_FAILED);
+    // SAFETY: the page is ours; `jmp $` (EB FE) at guest address 0.
+    unsafe { std::ptr::copy_nonoverlapping([0xebu8, 0xfe].as_ptr(), mem.cast(), 2) };
+    let mut region = [0u8; 32];
+    region[16..24].copy_from_slice(&4096u64.to_le_bytes());
+    region[24..32].copy_from_slice(&(mem as u64).to_le_bytes());
+    assert_eq!(
+        ioctl(vm, KVM_SET_USER_MEMORY_REGION, region.as_ptr() as u64),
+        0
+    );
+    let vcpu = ioctl(vm, KVM_CREATE_VCPU, 0) as i32;
+    assert!(vcpu >= 0, "KVM_CREATE_VCPU");
+    // struct kvm_sregs: cs first (base u64, limit u32, selector u16, ...): base 0, selector 0.
+    let mut sregs = [0u8; 312];
+    assert_eq!(ioctl(vcpu, KVM_GET_SREGS, sregs.as_mut_ptr() as u64), 0);
+    sregs[0..8].fill(0);
+    sregs[12..14].fill(0);
+    assert_eq!(ioctl(vcpu, KVM_SET_SREGS, sregs.as_ptr() as u64), 0);
+    // struct kvm_regs: rip at 128, rflags at 136.
+    let mut regs = [0u8; 144];
+    regs[136..144].copy_from_slice(&2u64.to_le_bytes());
+    assert_eq!(ioctl(vcpu, KVM_SET_REGS, regs.as_ptr() as u64), 0);
+    std::fs::write(&out, "running").unwrap();
+    let r = ioctl(vcpu, KVM_RUN, 0);
+    panic!("KVM_RUN returned {r}: the guest was meant to spin");
+}
+
+/// Records `child_kvm_spin` until it is inside KVM_RUN; then `end` ends it (sets the stop
+/// flag, or kills the child). Returns the trace's ioctls.
+fn record_spin(end: impl FnOnce(&AtomicBool, u32)) -> Vec<IoctlRecord> {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("running");
+    let trace = dir.path().join("spin.dxtrace");
+    let opts = RecordOptions {
+        devices: vec!["/dev/kvm".into()],
+        schemas: vec!["kvm".into()],
+        command: child_argv("child_kvm_spin", &marker, &[]),
+        output: trace.clone(),
+        descriptors: kvm_descriptors(),
+        ..Default::default()
+    };
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let rec = std::thread::spawn(move || probe::record_blocking(opts, &st, |_| {}));
+    let t0 = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "the child never reached KVM_RUN"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Inside KVM_RUN by now, and the recorder idle: everything before it is drained.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = find_child("child_kvm_spin");
+    end(&stop, pid);
+    let summary = rec.join().unwrap().expect("record");
+    assert_eq!(summary.dropped, 0);
+    let (_, recs) = read_trace(&trace);
+    ioctls(&recs).into_iter().cloned().collect()
+}
+
+/// Pid of the running copy of this test binary started for `test`.
+fn find_child(test: &str) -> u32 {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        // The gate shell execs the test binary in the same process: any stage will do.
+        if args.contains(&test.as_bytes()) {
+            return pid;
+        }
+    }
+    panic!("no process running {test}");
+}
+
+/// A call that is still inside the driver when the capture stops is in the trace, with
+/// `ts_exit` 0, after every call before it. KVM_RUN carries no bytes: its entry exists
+/// only in the thread's in-flight slot, which the loader reads after detaching.
+#[test]
+fn call_in_flight_at_stop_is_recorded_open() {
+    need_root();
+    if !is_root() || child_out().is_some() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let calls = record_spin(|stop, _| stop.store(true, std::sync::atomic::Ordering::SeqCst));
+    let cmds: Vec<u32> = calls.iter().map(|c| c.cmd).collect();
+    assert_eq!(
+        cmds,
+        [
+            KVM_CREATE_VM,
+            KVM_SET_USER_MEMORY_REGION,
+            KVM_CREATE_VCPU,
+            KVM_GET_SREGS,
+            KVM_SET_SREGS,
+            KVM_SET_REGS,
+            KVM_RUN
+        ],
+        "{calls:#?}"
+    );
+    let run = calls.last().unwrap();
+    assert_eq!(run.ts_exit, 0, "still in flight at the stop: {run:?}");
+    assert!(run.ts_enter > calls[calls.len() - 2].ts_exit);
+    assert!(
+        calls[..calls.len() - 1]
+            .iter()
+            .all(|c| c.ts_exit >= c.ts_enter && c.ret >= 0)
+    );
+}
+
+/// A thread killed inside a call still yields the call: SIGKILL ends KVM_RUN, whose record
+/// then comes with the kernel's return value.
+#[test]
+fn call_killed_inside_the_driver_is_recorded() {
+    need_root();
+    if !is_root() || child_out().is_some() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let calls = record_spin(|_, pid| {
+        // SAFETY: signalling the workload child.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    });
+    let run = calls.last().expect("calls");
+    assert_eq!(run.cmd, KVM_RUN, "{calls:#?}");
+    assert_eq!(calls.iter().filter(|c| c.cmd == KVM_RUN).count(), 1);
+    assert!(run.ts_enter > 0, "{run:?}");
+    assert!(
+        run.ts_exit == 0 || (run.ts_exit >= run.ts_enter && run.ret < 0),
+        "a killed KVM_RUN returns an error, or is still open: {run:?}"
+    );
+}
+
 /// KVM_CHECK_EXTENSION(`arg`) on `fd`: its return, or `-errno`.
 fn check_ext(fd: i32, arg: u64) -> i64 {
     let r = ioctl(fd, KVM_CHECK_EXTENSION, arg);
@@ -557,8 +719,9 @@ fn fd_cache_and_derived_set_follow_close_dup2_close_range_and_exec() {
 }
 
 /// A thread keeps its in-flight slot from call to call and frees it when it exits: with
-/// 16 slots, 100 threads one after the other each make a captured call, and none is
-/// refused for want of a slot.
+/// 16 hash slots (every thread id above the array's single entry), 100 threads one after
+/// the other each make a captured call, and none is refused for want of a slot; the same
+/// with the default array indexed by thread id.
 #[test]
 fn exited_threads_free_their_inflight_slots() {
     need_root();
@@ -568,38 +731,55 @@ fn exited_threads_free_their_inflight_slots() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let kvm = std::fs::File::open("/dev/kvm").expect("open /dev/kvm");
     let fd = kvm.as_raw_fd();
-    let mut p = probe::Probe::builder()
-        .device("/dev/kvm")
-        .pid(std::process::id())
-        .inflight_slots(16)
-        .descriptors(kvm_descriptors())
-        .build()
-        .expect("probe");
-    const THREADS: u64 = 100;
-    const ARG0: u64 = 0x5107_0000;
-    for i in 0..THREADS {
-        std::thread::spawn(move || {
-            ioctl(fd, KVM_CHECK_EXTENSION, ARG0 + i);
-        })
-        .join()
-        .unwrap();
-    }
-    let (mut enters, mut exits) = (HashMap::new(), 0);
-    p.drain(&mut |ev| match ev {
-        probe::RawEvent::Enter(e, _) if e.cmd == KVM_CHECK_EXTENSION && e.arg >= ARG0 => {
-            enters.insert(e.call_id, e.arg);
+    for thread_slots in [Some(1), None] {
+        let mut b = probe::Probe::builder()
+            .device("/dev/kvm")
+            .pid(std::process::id())
+            .inflight_slots(16)
+            .descriptors(kvm_descriptors());
+        if let Some(n) = thread_slots {
+            b = b.thread_slots(n);
         }
-        probe::RawEvent::Exit(x, _) if enters.contains_key(&x.call_id) => exits += 1,
-        _ => {}
-    });
-    let drops: Vec<u64> = p
-        .drop_counts()
-        .iter()
-        .map(|per_cpu| per_cpu.iter().sum())
-        .collect();
-    assert!(drops.iter().all(|&d| d == 0), "drops by cause: {drops:?}");
-    assert_eq!(enters.len() as u64, THREADS);
-    assert_eq!(exits, THREADS);
+        let mut p = b.build().expect("probe");
+        const THREADS: u64 = 100;
+        const ARG0: u64 = 0x5107_0000;
+        for i in 0..THREADS {
+            std::thread::spawn(move || {
+                ioctl(fd, KVM_CHECK_EXTENSION, ARG0 + i);
+            })
+            .join()
+            .unwrap();
+        }
+        // A call without bytes comes as one record (entry and exit); others as two.
+        let (mut enters, mut exits) = (HashMap::new(), 0);
+        p.drain(&mut |ev| match ev {
+            probe::RawEvent::Enter(e, _) if e.cmd == KVM_CHECK_EXTENSION && e.arg >= ARG0 => {
+                enters.insert(e.call_id, e.arg);
+            }
+            probe::RawEvent::Exit(x, _) if enters.contains_key(&x.call_id) => exits += 1,
+            probe::RawEvent::Call(c) if c.cmd == KVM_CHECK_EXTENSION && c.arg >= ARG0 => {
+                assert!(c.ts_exit >= c.ts_enter && c.ts_enter > 0, "{c:?}");
+                enters.insert(c.call_id, c.arg);
+                exits += 1;
+            }
+            _ => {}
+        });
+        let drops: Vec<u64> = p
+            .drop_counts()
+            .iter()
+            .map(|per_cpu| per_cpu.iter().sum())
+            .collect();
+        assert!(
+            drops.iter().all(|&d| d == 0),
+            "thread slots {thread_slots:?}: drops by cause: {drops:?}"
+        );
+        assert_eq!(
+            enters.len() as u64,
+            THREADS,
+            "thread slots {thread_slots:?}"
+        );
+        assert_eq!(exits, THREADS, "thread slots {thread_slots:?}");
+    }
 }
 
 #[test]

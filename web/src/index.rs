@@ -277,6 +277,11 @@ impl Pyramid {
                 .expect("pushed")
                 .add(i as u32, dur[i], lane.err(i), lane.bytes(i));
         }
+        Pyramid::coarsen(origin, l0, span)
+    }
+
+    /// The levels above `l0`, each 4× coarser, up to one bucket or one wider than `span`.
+    fn coarsen(origin: u64, l0: Level, span: u64) -> Pyramid {
         let mut levels = vec![l0];
         loop {
             let prev = levels.last().expect("level 0");
@@ -617,28 +622,7 @@ fn build_global(lanes: &[&Lane], origin: u64, span: u64) -> Pyramid {
             l0.sum.push(s);
         }
     }
-    // reuse the lane pyramid's coarsening by building from level 0
-    let mut levels = vec![l0];
-    loop {
-        let prev = levels.last().expect("level 0");
-        if prev.idx.len() <= 1 || prev.width > span {
-            break;
-        }
-        let mut next = Level {
-            width: prev.width * 4,
-            ..Level::default()
-        };
-        for (b, s) in prev.idx.iter().zip(&prev.sum) {
-            let nb = b / 4;
-            if next.idx.last() != Some(&nb) {
-                next.idx.push(nb);
-                next.sum.push(Summary::default());
-            }
-            next.sum.last_mut().expect("pushed").merge(s);
-        }
-        levels.push(next);
-    }
-    Pyramid { origin, levels }
+    Pyramid::coarsen(origin, l0, span)
 }
 
 impl TraceIndex {

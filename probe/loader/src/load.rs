@@ -321,12 +321,21 @@ fn bump_memlock() {
 
 /// Whether `sym` is in /proc/kallsyms.
 pub(crate) fn kallsyms_has(sym: &str) -> bool {
-    std::fs::read_to_string("/proc/kallsyms")
-        .map(|t| {
-            t.lines()
-                .any(|l| l.split_whitespace().nth(2).is_some_and(|s| s == sym))
-        })
-        .unwrap_or(false)
+    kallsyms_have(&[sym])[0]
+}
+
+/// Whether each of `syms` is in /proc/kallsyms, in one pass: the kernel formats the whole
+/// table for every read (~120k lines here, tens of ms of CPU each time).
+pub(crate) fn kallsyms_have<const N: usize>(syms: &[&str; N]) -> [bool; N] {
+    let mut found = [false; N];
+    if let Ok(t) = std::fs::read_to_string("/proc/kallsyms") {
+        for name in t.lines().filter_map(|l| l.split_whitespace().nth(2)) {
+            if let Some(i) = syms.iter().position(|s| *s == name) {
+                found[i] = true;
+            }
+        }
+    }
+    found
 }
 
 fn ringbuf_bytes(req: Option<u32>) -> u32 {
@@ -399,9 +408,11 @@ fn attach_classic(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
 
 /// Whether `vmbus_sendpacket` can be hooked next to the sends: in the kernel (kallsyms)
 /// or exported by the uprobe binary (the emulator defines it with the kernel's signature).
-fn sendpacket_hookable(uprobe: Option<&Path>) -> bool {
-    if kallsyms_has("dxgvmb_send_sync_msg") {
-        return kallsyms_has("vmbus_sendpacket");
+/// `dxgkrnl`: the kernel has `dxgvmb_send_sync_msg`; `kernel_sendpacket`: and
+/// `vmbus_sendpacket`.
+fn sendpacket_hookable(uprobe: Option<&Path>, dxgkrnl: bool, kernel_sendpacket: bool) -> bool {
+    if dxgkrnl {
+        return kernel_sendpacket;
     }
     uprobe.is_some_and(|bin| {
         std::fs::read(bin).is_ok_and(|b| {
@@ -517,10 +528,13 @@ impl Probe {
         let rb = ringbuf_bytes(b.ringbuf_size);
         let regs = btf.syscall_regs();
         let (regs_args, regs_orig_ax) = regs.unwrap_or((0, 0));
-        let sendpacket = sendpacket_hookable(b.uprobe_binary.as_deref()) as u32;
+        let [dxgkrnl, kernel_sendpacket] =
+            kallsyms_have(&["dxgvmb_send_sync_msg", "vmbus_sendpacket"]);
+        let sendpacket =
+            sendpacket_hookable(b.uprobe_binary.as_deref(), dxgkrnl, kernel_sendpacket) as u32;
         // Where dxgkrnl's VMBus functions can be hooked, messages sent inside a call are
         // linked to it through its entry record: every call keeps one.
-        let combine = (!kallsyms_has("dxgvmb_send_sync_msg")) as u32;
+        let combine = (!dxgkrnl) as u32;
         let cmd_full = cmd_bitmap(&b.descriptors);
         let thread_slots = b.thread_slots.unwrap_or_else(|| {
             std::fs::read_to_string("/proc/sys/kernel/pid_max")
@@ -649,6 +663,7 @@ impl Probe {
             b.uprobe_binary.as_deref(),
             b.uprobe_pid,
             sendpacket != 0,
+            dxgkrnl,
         );
         if vmbus.0 {
             vmbus.1.push_str(if sendpacket != 0 {
@@ -717,9 +732,10 @@ impl Probe {
         uprobe: Option<&Path>,
         pid: Option<u32>,
         sendpacket: bool,
+        dxgkrnl: bool,
     ) -> (bool, String) {
         let mut why = Vec::new();
-        if kallsyms_has("dxgvmb_send_sync_msg") {
+        if dxgkrnl {
             // The request id's hook first: the sends' records wait for it (VMB_SENDPACKET).
             let r = if sendpacket {
                 attach(ebpf, "kprobe_sendpacket", Hook::Kprobe("vmbus_sendpacket"))

@@ -88,6 +88,15 @@ fn reps() -> usize {
         .unwrap_or(3)
 }
 
+/// Ring buffer of the recording runs: 64 MiB unless `BENCH_PROBE_RING` (bytes) says
+/// otherwise (`dxtrace record` defaults to 4 MiB).
+fn ring_bytes() -> u32 {
+    std::env::var("BENCH_PROBE_RING")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64 << 20)
+}
+
 /// The fastest of [`reps`] runs of `cmd`.
 fn best_ns(cmd: &mut Command) -> f64 {
     (0..reps())
@@ -160,7 +169,7 @@ fn probed(
             ),
         ],
         output: tmp.clone(),
-        ringbuf_size: Some(64 << 20),
+        ringbuf_size: Some(ring_bytes()),
         uprobe_binary: row.uprobe.as_ref().map(|u| u.0.clone()),
         uprobe_pid: row.uprobe.as_ref().map(|u| u.1),
         ..Default::default()
@@ -292,7 +301,10 @@ fn measure(exe: &Path, n: u64, row: &Row<'_>) -> anyhow::Result<()> {
     }
     let (ns, summary, cpu) = best.expect("at least one run");
     let added = ns - bare;
-    println!("{l}: probe            {ns:.1} ns/call  (+{added:.1} ns)");
+    println!(
+        "{l}: probe            {ns:.1} ns/call  (+{added:.1} ns; {} MiB ring)",
+        ring_bytes() >> 20
+    );
     println!(
         "{l}: captured         {} ioctls, {} VMBus, {} dropped, {} bytes; {:.0} calls/s sustained",
         summary.ioctls,

@@ -246,6 +246,7 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
                 0
             };
             if !bus.recording {
+                super::pool::give(reply);
                 return ret;
             }
             bus.emit(Event::Vmbus(VmbusEvent {
@@ -445,6 +446,7 @@ unsafe fn next_packet(channel: *mut c_void) -> *const VmpacketDescriptor {
         std::ptr::write(base as *mut VmpacketDescriptor, desc);
         std::ptr::copy_nonoverlapping(p.as_ptr(), base.add(hdr), p.len());
     }
+    super::pool::give(p);
     base as *const VmpacketDescriptor
 }
 
@@ -495,7 +497,10 @@ pub unsafe extern "C" fn dxgvmbuschannel_receive(ctx: *mut c_void) {
             let d = &*desc;
             let off = d.offset8 as usize * 8;
             let len = d.len8 as usize * 8 - off;
-            std::slice::from_raw_parts((desc as *const u8).add(off), len).to_vec()
+            super::pool::copy(std::slice::from_raw_parts(
+                (desc as *const u8).add(off),
+                len,
+            ))
         };
         ch.received
             .lock()

@@ -12,6 +12,7 @@ use super::bus::{
     dxgvmbuschannel_receive,
 };
 use super::host::AdapterSpec;
+use super::pool::Buf;
 use super::sink::{BufEvent, BufRole, Event, IoctlEvent, SignalEvent, VmbusDirection, VmbusEvent};
 use crate::backend::UserMemory;
 use crate::dxg::table::IOCTLS;
@@ -104,16 +105,36 @@ pub struct Driver {
 /// notices a change in the driver's request building.
 pub type RequestPatch = Box<dyn FnMut(crate::schema::VmbusCmd, &mut Vec<u8>) + Send>;
 
+/// The first table entry with request number `nr` (a lookup table instead of a scan of
+/// the table per ioctl).
+fn entry_by_nr(nr: u32) -> Option<&'static crate::schema::IoctlDesc> {
+    static INDEX: std::sync::OnceLock<[u16; 256]> = std::sync::OnceLock::new();
+    let idx = INDEX.get_or_init(|| {
+        let mut idx = [u16::MAX; 256];
+        for (i, e) in IOCTLS.iter().enumerate() {
+            let slot = &mut idx[(e.nr as usize) & 0xff];
+            if *slot == u16::MAX && (e.nr as usize) < 256 {
+                *slot = i as u16;
+            }
+        }
+        idx
+    });
+    let i = *idx.get(nr as usize)?;
+    (i != u16::MAX).then(|| &IOCTLS[i as usize])
+}
+
 fn rd<T: Pod>(mem: &dyn UserMemory, addr: u64) -> Result<T, i64> {
     let mut v = T::zeroed();
     mem.read(addr, v.as_bytes_mut()).map_err(|_| EFAULT)?;
     Ok(v)
 }
-fn rdv(mem: &dyn UserMemory, addr: u64, len: usize) -> Result<Vec<u8>, i64> {
+fn rdv(mem: &dyn UserMemory, addr: u64, len: usize) -> Result<Buf, i64> {
     if len == 0 {
-        return Ok(Vec::new());
+        return Ok(Buf::default());
     }
-    mem.read_vec(addr, len).map_err(|_| EFAULT)
+    let mut v = Buf::zeroed(len);
+    mem.read(addr, &mut v).map_err(|_| EFAULT)?;
+    Ok(v)
 }
 fn wr(mem: &mut dyn UserMemory, addr: u64, data: &[u8]) -> Result<(), i64> {
     mem.write(addr, data).map_err(|_| EFAULT)
@@ -126,10 +147,40 @@ fn elem(base: u64, size: u64, i: usize) -> Result<u64, i64> {
         .and_then(|o| base.checked_add(o))
         .ok_or(EFAULT)
 }
-fn u32s(b: &[u8]) -> Vec<u32> {
-    b.chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().expect("4")))
-        .collect()
+/// Handles read from a user array: up to [`U32s::INLINE`] of them (the common case)
+/// without an allocation.
+enum U32s {
+    Inline([u32; U32s::INLINE], usize),
+    Heap(Vec<u32>),
+}
+
+impl U32s {
+    const INLINE: usize = 8;
+}
+
+impl std::ops::Deref for U32s {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        match self {
+            U32s::Inline(a, n) => &a[..*n],
+            U32s::Heap(v) => v,
+        }
+    }
+}
+
+fn u32s(b: &[u8]) -> U32s {
+    let it = b
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4")));
+    let n = b.len() / 4;
+    if n > U32s::INLINE {
+        return U32s::Heap(it.collect());
+    }
+    let mut a = [0u32; U32s::INLINE];
+    for (d, v) in a.iter_mut().zip(it) {
+        *d = v;
+    }
+    U32s::Inline(a, n)
 }
 fn u32_at(b: &[u8], o: usize) -> u32 {
     b.get(o..o + 4)
@@ -148,8 +199,12 @@ fn st_ret(reply: &[u8]) -> i64 {
         ntstatus_to_errno(u32_at(reply, 0)) as i64
     }
 }
-fn cat(parts: &[&[u8]]) -> Vec<u8> {
-    parts.concat()
+fn cat(parts: &[&[u8]]) -> Buf {
+    let mut v = Buf::new();
+    for p in parts {
+        v.extend_from_slice(p);
+    }
+    v
 }
 
 impl Driver {
@@ -246,7 +301,7 @@ impl Driver {
         result_size: usize,
         may_async: bool,
         adapter_level: bool,
-    ) -> Result<Vec<u8>, i64> {
+    ) -> Result<Buf, i64> {
         let process = if adapter_level {
             0
         } else {
@@ -255,7 +310,7 @@ impl Driver {
                 .unwrap_or(0)
         };
         let is_async = may_async && self.async_msg;
-        let mut msg = Vec::with_capacity(40 + body.len());
+        let mut msg = Buf::new();
         if self.version >= 40 {
             let mut e = ExtHeader::zeroed();
             e.command_offset = 16;
@@ -312,9 +367,13 @@ impl Driver {
                 dxgvmb_send_async_msg(ch as *mut c_void, msg.as_ptr().cast(), msg.len() as u32)
             };
             self.after_send();
-            return if r < 0 { Err(r as i64) } else { Ok(Vec::new()) };
+            return if r < 0 {
+                Err(r as i64)
+            } else {
+                Ok(Buf::default())
+            };
         } else {
-            let mut res = vec![0u8; result_size];
+            let mut res = Buf::zeroed(result_size);
             // SAFETY: channel, command and result buffers are live and sized as passed.
             let r = unsafe {
                 dxgvmb_send_sync_msg(
@@ -399,6 +458,7 @@ impl Driver {
                     format!("command_type {}", u32_at(&p, 16)),
                 ),
             }
+            super::pool::give(p);
         }
     }
 
@@ -408,6 +468,9 @@ impl Driver {
             Some((pid, signalled)) if !*signalled => {
                 *signalled = true;
                 let pid = *pid;
+                if !self.bus.recording {
+                    return; // nothing to report (no event built: its strings allocate)
+                }
                 self.bus.emit(Event::Signal(SignalEvent {
                     ts,
                     event_id: id,
@@ -639,7 +702,7 @@ impl Driver {
         });
         let ts_enter = self.bus.clock.now();
         self.bus.clock.advance(1_500);
-        let entry = IOCTLS.iter().find(|e| e.nr == nr);
+        let entry = entry_by_nr(nr);
         let size = ((cmd >> 16) & 0x3fff) as usize;
         let mut bufs = Vec::new();
         let ok_entry = match entry {
@@ -863,7 +926,7 @@ impl Driver {
                 let (ret, mut out) = if self.version >= 40 {
                     (st_ret(&r), r[4..].to_vec())
                 } else {
-                    (0, r)
+                    (0, r.into_vec())
                 };
                 if ret < 0 {
                     return Ok(ret);
@@ -1165,10 +1228,10 @@ impl Driver {
                     return Err(EINVAL);
                 }
                 let hs = u32s(&rdv(mem, s.allocations, 4 * s.alloc_count as usize)?);
-                for h in &hs {
+                for h in hs.iter() {
                     self.obj(t, *h, K::Allocation)?;
                 }
-                let mut freed = hs.clone();
+                let mut freed = hs.to_vec();
                 if s.resource != 0 {
                     let r = self.obj(t, s.resource, K::Resource)?;
                     freed.extend(r.children);
@@ -1595,7 +1658,7 @@ impl Driver {
                     return Err(EINVAL);
                 }
                 let hs = if s.resource != 0 {
-                    Vec::new()
+                    Buf::default()
                 } else {
                     rdv(mem, s.allocation_list, 4 * n)?
                 };
@@ -1710,7 +1773,7 @@ impl Driver {
                     s.allocation_count as usize
                 };
                 let hs = if s.resource != 0 {
-                    Vec::new()
+                    Buf::default()
                 } else {
                     rdv(mem, s.allocations, 4 * n)?
                 };
@@ -1871,9 +1934,11 @@ impl Driver {
                 let f = if monitored {
                     rdv(mem, s.monitored_fence_values, 8 * n)?
                 } else {
-                    (0..n)
-                        .flat_map(|_| s.monitored_fence_values.to_le_bytes())
-                        .collect()
+                    let mut v = Buf::new();
+                    for _ in 0..n {
+                        v.extend_from_slice(&s.monitored_fence_values.to_le_bytes());
+                    }
+                    v
                 };
                 self.wait_gpu_msg(t, o.adapter, s.context, &objs, &f, false)
             }
@@ -2014,15 +2079,12 @@ impl Driver {
         c.context_count = ctxs.len() as u32;
         c.fence_value = fence_value;
         c.cpu_event_handle = union_;
-        let ob: Vec<u8> = objs.iter().flat_map(|h| h.to_le_bytes()).collect();
-        let cb: Vec<u8> = ctxs.iter().flat_map(|h| h.to_le_bytes()).collect();
-        self.send_st(
-            t,
-            a,
-            26,
-            &cat(&[&c.as_bytes()[24..], &ob, &cb, fences]),
-            true,
-        )
+        let mut body = Buf::copy(&c.as_bytes()[24..]);
+        for h in objs.iter().chain(ctxs) {
+            body.extend_from_slice(&h.to_le_bytes());
+        }
+        body.extend_from_slice(fences);
+        self.send_st(t, a, 26, &body, true)
     }
 
     fn wait_gpu_msg(
@@ -2043,8 +2105,12 @@ impl Driver {
         c.context = ctx;
         c.object_count = objs.len() as u32;
         c.legacy_fence_object = legacy as u8;
-        let ob: Vec<u8> = objs.iter().flat_map(|h| h.to_le_bytes()).collect();
-        self.send_st(t, a, 25, &cat(&[&c.as_bytes()[24..40], fences, &ob]), true)
+        let mut body = Buf::copy(&c.as_bytes()[24..40]);
+        body.extend_from_slice(fences);
+        for h in objs {
+            body.extend_from_slice(&h.to_le_bytes());
+        }
+        self.send_st(t, a, 25, &body, true)
     }
 
     /// Blocks until the host signals `ev`: virtual time jumps to each pending GPU
@@ -2153,7 +2219,7 @@ impl Driver {
         c.alloc_count = n as u32;
         c.flags = s.flags;
         c.private_runtime_resource_handle = s.private_runtime_resource_handle;
-        let pj = privs.concat();
+        let pj: Vec<u8> = privs.iter().flat_map(|p| p.iter().copied()).collect();
         let body = cat(&[&c.as_bytes()[24..], &ai, &rt, &std_blob, &pj]);
         let rsize = 16 + 72 * n + total;
         let r = self.send(

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use super::bus::Clock;
 use super::fault::Fault;
+use super::pool::Pooled;
 use crate::dxg::types::*;
 use crate::dxg::vmbus::*;
 use crate::layout::Pod;
@@ -94,7 +95,9 @@ pub struct LatencyModel {
 
 impl LatencyModel {
     fn base(&self, name: &str) -> u64 {
-        if let Some(v) = self.overrides.get(name) {
+        if !self.overrides.is_empty()
+            && let Some(v) = self.overrides.get(name)
+        {
             return *v;
         }
         match name {
@@ -212,6 +215,9 @@ struct Waiter {
     process_id: u64,
 }
 
+/// IO space one monitored fence takes (its value is the page's first 8 bytes).
+const FENCE_PAGE: u64 = 4096;
+
 /// Start of the emulated IO space (guest physical).
 pub const IO_SPACE_BASE: u64 = 0x0000_0010_0000_0000;
 /// Size of the emulated IO space.
@@ -287,6 +293,9 @@ pub struct FakeHost {
     latency: LatencyModel,
     faults: Vec<Fault>,
     counts: IntMap<(bool, u32), u64>,
+    /// Base latency by command ([`LatencyModel::base`] of its name), adapter commands
+    /// at their value, global ones at 256 + value − 1000.
+    base_latency: Vec<Option<u64>>,
     signals_sent: u64,
     next_index: u32,
     objs: IntMap<u32, Obj>,
@@ -295,7 +304,11 @@ pub struct FakeHost {
     io: BTreeMap<u64, u64>,
     window: IoWindow,
     next_io: u64,
+    /// Pages of destroyed fences, reused last-freed first by [`FakeHost::new_fence`].
+    free_fence_pages: Vec<u64>,
     pending: Vec<(u64, u32, u64)>,
+    /// Scratch for [`FakeHost::advance`] (kept to reuse its capacity).
+    due: Vec<(u64, u32, u64)>,
     busy: IntMap<u32, u64>,
     waiters: Vec<Waiter>,
     va: IntMap<u32, BTreeMap<u64, (u64, Option<u32>)>>,
@@ -326,7 +339,7 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
         .unwrap_or(0)
 }
 fn status(s: u32) -> Vec<u8> {
-    s.to_le_bytes().to_vec()
+    s.to_le_bytes().pooled()
 }
 fn cmd_name(cmd: VmbusCmd) -> &'static str {
     command_name(cmd).unwrap_or("UNKNOWN")
@@ -362,6 +375,7 @@ impl FakeHost {
             latency: cfg.latency,
             faults: cfg.faults,
             counts: IntMap::default(),
+            base_latency: vec![None; 512],
             signals_sent: 0,
             next_index: 0x100,
             objs: IntMap::default(),
@@ -369,7 +383,9 @@ impl FakeHost {
             io: BTreeMap::new(),
             window: IoWindow::map(),
             next_io: IO_SPACE_BASE,
+            free_fence_pages: Vec::new(),
             pending: Vec::new(),
+            due: Vec::new(),
             busy: IntMap::default(),
             waiters: Vec::new(),
             va: IntMap::default(),
@@ -433,8 +449,23 @@ impl FakeHost {
         self.fences.get(&h).map(|f| f.0)
     }
 
-    fn latency(&mut self, name: &str) -> u64 {
-        let base = self.latency.base(name);
+    fn latency(&mut self, cmd: VmbusCmd) -> u64 {
+        // The base latency of a command never changes: looked up by name once.
+        let slot = match cmd.channel {
+            VmbusChannel::Adapter => cmd.value as usize,
+            VmbusChannel::Global => 256 + cmd.value.wrapping_sub(1000) as usize,
+            VmbusChannel::HostToGuest => usize::MAX,
+        };
+        let base = match self.base_latency.get(slot).copied().flatten() {
+            Some(b) => b,
+            None => {
+                let b = self.latency.base(cmd_name(cmd));
+                if slot < self.base_latency.len() {
+                    self.base_latency[slot] = Some(b);
+                }
+                b
+            }
+        };
         self.jitter_ctr += 1;
         let r = splitmix(self.seed ^ self.jitter_ctr.wrapping_mul(0x1000_0001));
         // ±20 %
@@ -448,37 +479,42 @@ impl FakeHost {
 
     /// Applies fence updates whose GPU work has completed by `now` and signals waiters.
     pub fn advance(&mut self, now: u64, inbound: &Mutex<VecDeque<Vec<u8>>>) {
-        let mut due: Vec<(u64, u32, u64)> = Vec::new();
-        self.pending.retain(|p| {
-            if p.0 <= now {
-                due.push(*p);
-                false
-            } else {
-                true
+        if self.pending.iter().any(|p| p.0 <= now) {
+            let mut due = std::mem::take(&mut self.due);
+            self.pending.retain(|p| {
+                if p.0 <= now {
+                    due.push(*p);
+                    false
+                } else {
+                    true
+                }
+            });
+            due.sort();
+            for &(_, h, v) in &due {
+                self.write_fence(h, v);
             }
-        });
-        due.sort();
-        for (_, h, v) in due {
-            self.write_fence(h, v);
+            due.clear();
+            self.due = due;
         }
         self.check_waiters(inbound);
     }
 
     fn check_waiters(&mut self, inbound: &Mutex<VecDeque<Vec<u8>>>) {
-        let mut fire = Vec::new();
-        let fences = &self.fences;
-        self.waiters.retain(|w| {
-            let done = w
+        // Waiters whose fences all reached their values are signalled in registration
+        // order (signalling never changes `waiters`).
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let fences = &self.fences;
+            let done = self.waiters[i]
                 .objs
                 .iter()
                 .all(|(h, v)| fences.get(h).is_some_and(|f| f.0 >= *v));
             if done {
-                fire.push((w.event, w.process_id));
+                let w = self.waiters.remove(i);
+                self.send_signal(w.event, w.process_id, inbound);
+            } else {
+                i += 1;
             }
-            !done
-        });
-        for (ev, pid) in fire {
-            self.send_signal(ev, pid, inbound);
         }
     }
 
@@ -516,13 +552,13 @@ impl FakeHost {
         m.event = event;
         m.process_id = process_id;
         let mut q = inbound.lock().unwrap_or_else(|e| e.into_inner());
-        q.push_back(m.as_bytes().to_vec());
+        q.push_back(m.as_bytes().pooled());
         if dup {
             self.notes.push((
                 "fault".into(),
                 format!("dup-signal: SIGNALGUESTEVENT #{n} for host event {event} sent twice"),
             ));
-            q.push_back(m.as_bytes().to_vec());
+            q.push_back(m.as_bytes().pooled());
         }
     }
 
@@ -550,11 +586,14 @@ impl FakeHost {
             inbound
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push_back(m.as_bytes().to_vec());
+                .push_back(m.as_bytes().pooled());
         }
     }
 
     fn fault_for(&mut self, cmd: VmbusCmd) -> (Option<u32>, bool) {
+        if self.faults.is_empty() {
+            return (None, false); // the counts only serve the faults' occurrences
+        }
         let key = (cmd.channel == VmbusChannel::Global, cmd.value);
         let n = {
             let c = self.counts.entry(key).or_insert(0);
@@ -618,8 +657,7 @@ impl FakeHost {
             value: u32_at(body, 16),
         };
         let process = u32_at(body, 8);
-        let name = cmd_name(cmd);
-        let lat = self.latency(name);
+        let lat = self.latency(cmd);
         clock.advance(lat);
         self.advance(clock.now(), inbound);
         let (fail, hang) = self.fault_for(cmd);
@@ -668,12 +706,31 @@ impl FakeHost {
         h
     }
 
+    /// A monitored fence: its value lives in an IO-space page, the most recently freed
+    /// fence page if there is one (a page is reused only once the fence that had it is
+    /// destroyed), else a fresh one.
     fn new_fence(&mut self, process: u32, initial: u64) -> (u32, u64) {
         let h = self.add(Kind::SyncObject, process, 8);
-        let phys = self.io_alloc(4096);
+        let phys = match self.free_fence_pages.pop() {
+            Some(p) => {
+                self.io.insert(p, FENCE_PAGE);
+                p
+            }
+            None => self.io_alloc(FENCE_PAGE),
+        };
         self.fences.insert(h, (0, phys));
+        // Always writes the page: it may hold a destroyed fence's last value.
         self.write_fence(h, initial);
         (h, phys)
+    }
+
+    /// Destroys fence `h`'s storage: its page goes on the free list (no longer mapped).
+    fn free_fence(&mut self, h: u32) {
+        if let Some((_, phys)) = self.fences.remove(&h)
+            && self.io.remove(&phys).is_some()
+        {
+            self.free_fence_pages.push(phys);
+        }
     }
 
     fn gpu_done_at(&mut self, ctx: u32, now: u64) -> u64 {
@@ -697,17 +754,29 @@ impl FakeHost {
             return match cmd.value {
                 1000 => {
                     let h = self.handle();
-                    CreateProcessReturn { hprocess: h }.as_bytes().to_vec()
+                    CreateProcessReturn { hprocess: h }.as_bytes().pooled()
                 }
                 1001 => {
                     self.objs.retain(|_, o| o.process != process);
                     self.waiters.retain(|_| true);
+                    // The process's fences go with it (in handle order: the free list's
+                    // order decides which page the next fence gets).
+                    let mut gone: Vec<u32> = self
+                        .fences
+                        .keys()
+                        .copied()
+                        .filter(|h| !self.objs.contains_key(h))
+                        .collect();
+                    gone.sort_unstable();
+                    for h in gone {
+                        self.free_fence(h);
+                    }
                     status(st::SUCCESS)
                 }
                 1003 => {
                     let h = u32_at(b, 24);
                     if self.objs.remove(&h).is_some() {
-                        self.fences.remove(&h);
+                        self.free_fence(h);
                         status(st::SUCCESS)
                     } else {
                         status(st::INVALID_HANDLE)
@@ -727,7 +796,7 @@ impl FakeHost {
                         },
                     }
                     .as_bytes()
-                    .to_vec()
+                    .pooled()
                 }
                 _ => status(st::NOT_SUPPORTED),
             };
@@ -743,7 +812,7 @@ impl FakeHost {
                     vmbus_last_compatible_interface_version: 16,
                 }
                 .as_bytes()
-                .to_vec()
+                .pooled()
             }
             15 => Vec::new(),
             36 => {
@@ -771,7 +840,7 @@ impl FakeHost {
                     r.device_instance_id[i] = c;
                 }
                 r.host_vgpu_luid = [a.vgpu_luid as u32, (a.vgpu_luid >> 32) as u32];
-                let mut v = r.as_bytes().to_vec();
+                let mut v = r.as_bytes().pooled();
                 if self.interface_version < 40 {
                     v.truncate(704);
                 }
@@ -781,7 +850,7 @@ impl FakeHost {
                 let c = CreateDeviceCmd::from_bytes(b);
                 let h = self.add(Kind::Device, process, 0);
                 self.device_error_ptr.insert(h, c.error_code);
-                CreateDeviceReturn { device: h }.as_bytes().to_vec()
+                CreateDeviceReturn { device: h }.as_bytes().pooled()
             }
             1 => {
                 let d = u32_at(b, 24);
@@ -799,7 +868,7 @@ impl FakeHost {
             2 => {
                 let c = QueryAdapterInfoCmd::from_bytes(b);
                 let size = c.private_data_size as usize;
-                let input = b.get(32..32 + size).unwrap_or(&[]).to_vec();
+                let input = b.get(32..32 + size).unwrap_or(&[]).pooled();
                 let a = self.adapters[adapter].clone();
                 let mut data = vec![0u8; size];
                 let st_ = match c.query_type {
@@ -863,7 +932,7 @@ impl FakeHost {
                 status(if ok { 0 } else { st::INVALID_HANDLE })
             }
             6 => {
-                let mut r = b.to_vec();
+                let mut r = b.pooled();
                 let dev = u32_at(b, 28);
                 if self.valid(dev, Kind::Device) {
                     let h = self.add(Kind::Context, process, 0);
@@ -892,7 +961,7 @@ impl FakeHost {
             8 => {
                 let c = CreateSyncObjectCmd::from_bytes(b);
                 if !self.valid(c.args.device, Kind::Device) {
-                    return CreateSyncObjectReturn::zeroed().as_bytes().to_vec();
+                    return CreateSyncObjectReturn::zeroed().as_bytes().pooled();
                 }
                 let ty = c.args.info.type_;
                 let mut r = CreateSyncObjectReturn::zeroed();
@@ -907,12 +976,12 @@ impl FakeHost {
                 if c.args.info.flags & 1 != 0 {
                     r.global_sync_object = self.handle();
                 }
-                r.as_bytes().to_vec()
+                r.as_bytes().pooled()
             }
             9 => {
                 let c = CreatePagingQueueCmd::from_bytes(b);
                 if !self.valid(c.args.device, Kind::Device) {
-                    return CreatePagingQueueReturn::zeroed().as_bytes().to_vec();
+                    return CreatePagingQueueReturn::zeroed().as_bytes().pooled();
                 }
                 let pq = self.add(Kind::PagingQueue, process, 0);
                 let (f, phys) = self.new_fence(process, 0);
@@ -924,13 +993,13 @@ impl FakeHost {
                     fence_storage_offset: 0,
                 }
                 .as_bytes()
-                .to_vec()
+                .pooled()
             }
             10 => {
                 let pq = u32_at(b, 24);
                 if let Some(f) = self.paging_fence.remove(&pq) {
                     self.objs.remove(&f);
-                    self.fences.remove(&f);
+                    self.free_fence(f);
                 }
                 self.objs.remove(&pq);
                 Vec::new()
@@ -963,7 +1032,7 @@ impl FakeHost {
                     _pad0: 0,
                 }
                 .as_bytes()
-                .to_vec()
+                .pooled()
             }
             12 => {
                 let c = EvictCmd::from_bytes(b);
@@ -976,12 +1045,12 @@ impl FakeHost {
                         o.resident = false;
                     }
                 }
-                trim.to_le_bytes().to_vec()
+                trim.to_le_bytes().pooled()
             }
             13 => {
                 let c = EscapeCmd::from_bytes(b);
                 let n = c.priv_drv_data_size as usize;
-                let mut d = b.get(48..48 + n).unwrap_or(&[]).to_vec();
+                let mut d = b.get(48..48 + n).unwrap_or(&[]).pooled();
                 // The "KMD" answers by bumping the first dword (a reply counter).
                 if d.len() >= 4 {
                     let v = u32_at(&d, 0).wrapping_add(1);
@@ -1020,7 +1089,7 @@ impl FakeHost {
                     paging_fence_value: 0,
                 }
                 .as_bytes()
-                .to_vec()
+                .pooled()
             }
             19 => {
                 let c = UpdateGpuVaCmd::from_bytes(b);
@@ -1090,7 +1159,7 @@ impl FakeHost {
                     available_for_reservation: budget / 2,
                 }
                 .as_bytes()
-                .to_vec()
+                .pooled()
             }
             22 => {
                 let c = WaitSyncObjectFromCpuCmd::from_bytes(b);
@@ -1127,7 +1196,7 @@ impl FakeHost {
                             cpu_visible_buffer_offset: phys,
                         }
                         .as_bytes()
-                        .to_vec()
+                        .pooled()
                     }
                     None => Lock2Return {
                         status: st::INVALID_HANDLE as i32,
@@ -1135,7 +1204,7 @@ impl FakeHost {
                         cpu_visible_buffer_offset: 0,
                     }
                     .as_bytes()
-                    .to_vec(),
+                    .pooled(),
                 }
             }
             24 => status(if self.valid(u32_at(b, 28), Kind::Allocation) {
@@ -1169,42 +1238,41 @@ impl FakeHost {
                 status(0)
             }
             26 => {
+                // Handles, contexts and values are read in place (no vectors per signal).
                 let c = SignalSyncObjectCmd::from_bytes(b);
                 let n = c.object_count as usize;
                 let nc = c.context_count as usize;
-                let objs: Vec<u32> = (0..n).map(|i| u32_at(b, 56 + 4 * i)).collect();
+                let obj = |i: usize| u32_at(b, 56 + 4 * i);
                 let ctx_off = 56 + 4 * n;
-                let ctxs: Vec<u32> = (0..nc).map(|i| u32_at(b, ctx_off + 4 * i)).collect();
                 let fences_off = ctx_off + 4 * nc;
-                let monitored = objs.iter().any(|h| self.fences.contains_key(h));
-                if objs.iter().any(|h| !self.objs.contains_key(h)) {
+                let monitored = (0..n).any(|i| self.fences.contains_key(&obj(i)));
+                if (0..n).any(|i| !self.objs.contains_key(&obj(i))) {
                     return status(st::INVALID_HANDLE);
                 }
-                let vals: Vec<u64> = (0..n)
-                    .map(|i| {
-                        if monitored && nc != 1 || b.len() >= fences_off + 8 * n {
-                            u64_at(b, fences_off + 8 * i)
-                        } else {
-                            c.fence_value
-                        }
-                    })
-                    .map(|v| if v == 0 { c.fence_value } else { v })
-                    .collect();
+                let val = |i: usize| {
+                    let v = if monitored && nc != 1 || b.len() >= fences_off + 8 * n {
+                        u64_at(b, fences_off + 8 * i)
+                    } else {
+                        c.fence_value
+                    };
+                    if v == 0 { c.fence_value } else { v }
+                };
                 if nc == 0 {
-                    for (h, v) in objs.iter().zip(vals) {
-                        self.write_fence(*h, v);
+                    for i in 0..n {
+                        self.write_fence(obj(i), val(i));
                     }
                 } else {
                     let mut done = now;
-                    for ctx in ctxs {
+                    for j in 0..nc {
+                        let ctx = u32_at(b, ctx_off + 4 * j);
                         done = done.max(
                             self.gpu_done_at(ctx, now)
                                 .saturating_sub(self.latency.gpu_work())
                                 + 1000,
                         );
                     }
-                    for (h, v) in objs.iter().zip(vals) {
-                        self.pending.push((done, *h, v));
+                    for i in 0..n {
+                        self.pending.push((done, obj(i), val(i)));
                     }
                 }
                 status(0)
@@ -1218,7 +1286,7 @@ impl FakeHost {
                 } else if c.args.state_type == 1 {
                     r.args.execution_state = if self.removed { 2 } else { 1 };
                 }
-                r.as_bytes().to_vec()
+                r.as_bytes().pooled()
             }
             29 | 37 | 49 | 57 | 67 => status(0),
             33 => status(if self.valid(u32_at(b, 24), Kind::Context) {
@@ -1233,7 +1301,7 @@ impl FakeHost {
                     priority: 2,
                 }
                 .as_bytes()
-                .to_vec()
+                .pooled()
             }
             41 => {
                 let c = QueryAllocationResidencyCmd::from_bytes(b);
@@ -1267,7 +1335,7 @@ impl FakeHost {
                 r.result[..8].copy_from_slice(&count.to_le_bytes());
                 r.result[8..16]
                     .copy_from_slice(&self.adapters[adapter].dedicated_bytes.to_le_bytes());
-                r.as_bytes().to_vec()
+                r.as_bytes().pooled()
             }
             56 => {
                 let c = UpdateAllocPropertyCmd::from_bytes(b);
@@ -1279,13 +1347,13 @@ impl FakeHost {
                     _pad0: 0,
                 }
                 .as_bytes()
-                .to_vec()
+                .pooled()
             }
             58 => {
                 let n = u32_at(b, 32) as usize;
                 let pq = u32_at(b, 28);
                 let fv = self.paging_op(pq, now);
-                let mut v = fv.to_le_bytes().to_vec();
+                let mut v = fv.to_le_bytes().pooled();
                 v.extend_from_slice(&0u32.to_le_bytes());
                 for _ in 0..n.max(1) {
                     v.extend_from_slice(&0u32.to_le_bytes()); // NOT_DISCARDED
@@ -1343,17 +1411,17 @@ impl FakeHost {
                 r.clock_data.gpu_frequency = 1_000_000_000;
                 r.clock_data.gpu_clock_counter = now.wrapping_mul(1);
                 r.clock_data.cpu_clock_counter = now;
-                r.as_bytes().to_vec()
+                r.as_bytes().pooled()
             }
             68 => {
                 let f = u32_at(b, 24);
                 let mut r = IsFeatureEnabledReturn::zeroed();
                 r.descriptor = [1, 1, 0];
                 r.result = [1, if f == 0 { 0b1111 } else { 0b0010 }];
-                r.as_bytes().to_vec()
+                r.as_bytes().pooled()
             }
             50 => {
-                let mut r = b.to_vec();
+                let mut r = b.pooled();
                 self.create_hwqueue_echo(&mut r, process);
                 r
             }
@@ -1415,7 +1483,7 @@ impl FakeHost {
                 _pad0: 0,
             }
             .as_bytes()
-            .to_vec()
+            .pooled()
         };
         if !self.valid(a.allocation, Kind::Allocation) {
             return fail(st::INVALID_HANDLE);
@@ -1454,7 +1522,7 @@ impl FakeHost {
             _pad0: 0,
         }
         .as_bytes()
-        .to_vec()
+        .pooled()
     }
 
     fn create_allocation(&mut self, b: &[u8], process: u32) -> Vec<u8> {
@@ -1476,13 +1544,13 @@ impl FakeHost {
         if ok && c.flags & 1 != 0 {
             r.resource = self.add(Kind::Resource, process, 0);
         }
-        let mut v = r.as_bytes()[..16].to_vec();
+        let mut v = r.as_bytes()[..16].pooled();
         let mut privs = Vec::new();
         for (i, info) in infos.iter().enumerate() {
             let pd = b
                 .get(off..off + info.priv_drv_data_size as usize)
                 .unwrap_or(&[])
-                .to_vec();
+                .pooled();
             off += info.priv_drv_data_size as usize;
             let size = 0x10000 * (1 + (u32_at(&pd, 0) as u64 % 64)) + 0x10000 * i as u64;
             let mut ar = AllocInfoReturn::zeroed();

@@ -18,6 +18,7 @@ pub mod driver;
 pub mod fault;
 pub mod fuse;
 pub mod host;
+mod pool;
 pub mod sink;
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::dxg::vmbus::command_name;
+use crate::layout::Pod;
 use crate::schema::{VmbusChannel, VmbusCmd};
 use crate::workload::{self, SCENARIOS};
 
@@ -305,4 +306,95 @@ fn config_round_trips_through_header_extras() {
     let bad = vec![("emulator.faults".to_string(), "nope@1".to_string())];
     let e = EmulatorConfig::from_header_extras(&bad).expect_err("bad fault");
     assert!(e.to_string().contains("emulator.faults"), "{e}");
+}
+
+/// One ioctl by name on an in-process backend, `s` as the argument struct.
+fn call<T: Pod>(b: &mut EmulatorBackend, fd: i32, name: &str, s: &mut T) -> i64 {
+    let code = crate::schema::lookup_name(name).expect(name).code;
+    // SAFETY: `s` is a live struct of the ioctl's type; its pointers (if any) are live.
+    unsafe { b.ioctl(fd, code, s as *mut T as u64) }
+}
+
+/// A device on the first adapter: (backend, fd, device handle).
+fn device() -> (EmulatorBackend, i32, u32) {
+    let (e, _) = emu(&[]);
+    let mut b = EmulatorBackend::with_pid(e, 4242);
+    let fd = b.open(Path::new("/dev/dxg"), libc::O_RDWR).expect("open");
+    let mut infos = [crate::dxg::types::AdapterInfo::zeroed(); 4];
+    let mut ea = crate::dxg::types::EnumAdapters3::zeroed();
+    ea.adapter_count = infos.len() as u32;
+    ea.adapters = infos.as_mut_ptr() as u64;
+    assert_eq!(call(&mut b, fd, "LX_DXENUMADAPTERS3", &mut ea), 0);
+    let mut d = crate::dxg::types::CreateDevice::zeroed();
+    d.adapter = infos[0].adapter_handle;
+    assert_eq!(call(&mut b, fd, "LX_DXCREATEDEVICE", &mut d), 0);
+    assert_ne!(d.device, 0);
+    (b, fd, d.device)
+}
+
+/// A monitored fence: (handle, CPU address of its value).
+fn fence(b: &mut EmulatorBackend, fd: i32, device: u32) -> (u32, u64) {
+    let mut s = crate::dxg::types::CreateSyncObject2::zeroed();
+    s.device = device;
+    s.info.type_ = 5;
+    assert_eq!(call(b, fd, "LX_DXCREATESYNCHRONIZATIONOBJECT", &mut s), 0);
+    assert_ne!(s.info.params[1], 0, "monitored fence has a CPU address");
+    (s.sync_object, s.info.params[1])
+}
+
+fn fence_value(cpu_va: u64) -> u64 {
+    // SAFETY: the emulator maps fence pages in this process for as long as it lives.
+    unsafe { std::ptr::read_volatile(cpu_va as *const u64) }
+}
+
+fn signal_from_cpu(b: &mut EmulatorBackend, fd: i32, device: u32, h: u32, v: u64) {
+    let mut objs = [h];
+    let mut vals = [v];
+    let mut s = crate::dxg::types::SignalSyncObjectFromCpu::zeroed();
+    s.device = device;
+    s.object_count = 1;
+    s.objects = objs.as_mut_ptr() as u64;
+    s.fence_values = vals.as_mut_ptr() as u64;
+    assert_eq!(
+        call(b, fd, "LX_DXSIGNALSYNCHRONIZATIONOBJECTFROMCPU", &mut s),
+        0
+    );
+}
+
+#[test]
+fn fence_pages_are_reused_only_after_their_fence_is_destroyed() {
+    let (mut b, fd, dev) = device();
+    let (f1, va1) = fence(&mut b, fd, dev);
+    let (f2, va2) = fence(&mut b, fd, dev);
+    assert_ne!(va1, va2, "two live fences never share a page");
+    signal_from_cpu(&mut b, fd, dev, f1, 7);
+    signal_from_cpu(&mut b, fd, dev, f2, 9);
+    assert_eq!((fence_value(va1), fence_value(va2)), (7, 9));
+    let mut ds = crate::dxg::types::DestroySyncObject { sync_object: f1 };
+    assert_eq!(
+        call(&mut b, fd, "LX_DXDESTROYSYNCHRONIZATIONOBJECT", &mut ds),
+        0
+    );
+    // The destroyed fence's page is the next fence's, starting from its own initial value.
+    let (f3, va3) = fence(&mut b, fd, dev);
+    assert_eq!(va3, va1, "the freed page is reused");
+    assert_ne!(f3, f1, "handles are not reused");
+    assert_eq!(
+        fence_value(va3),
+        0,
+        "a reused page holds the new fence's value"
+    );
+    // f2 is alive: a further fence gets a page of its own.
+    let (f4, va4) = fence(&mut b, fd, dev);
+    assert!(va4 != va2 && va4 != va3);
+    signal_from_cpu(&mut b, fd, dev, f4, 11);
+    signal_from_cpu(&mut b, fd, dev, f3, 5);
+    assert_eq!(
+        (fence_value(va2), fence_value(va3), fence_value(va4)),
+        (9, 5, 11)
+    );
+    // The destroyed handle stays invalid, though its page lives on under f3.
+    let mut again = crate::dxg::types::DestroySyncObject { sync_object: f1 };
+    assert!(call(&mut b, fd, "LX_DXDESTROYSYNCHRONIZATIONOBJECT", &mut again) < 0);
+    assert_eq!(fence_value(va3), 5);
 }

@@ -157,6 +157,10 @@ pub(crate) struct RemapSlot {
     pub ty: HandleType,
     /// Field path, for the error naming an unmapped value.
     pub field: String,
+    /// The first slot after the run of adjacent same-size slots this one is in (see
+    /// [`set_run_ends`]): when this slot is 0, [`bind_with`] skips the rest of the run
+    /// at once if its bytes are all zero (the empty slots of a handle array).
+    pub run_end: usize,
 }
 
 /// A handle the call reads (a lineage parent of what it creates), maybe destroying it.
@@ -167,6 +171,41 @@ struct RefSlot {
     off: usize,
     size: usize,
     destroys: bool,
+    /// As [`RemapSlot::run_end`].
+    run_end: usize,
+}
+
+/// Sets `run_end` of slots described by `(source, offset, size)`: a run is a maximal
+/// sequence of slots of one source and size whose fields are back to back.
+fn set_run_ends<T>(
+    slots: &mut [T],
+    key: impl Fn(&T) -> (Option<usize>, usize, usize),
+    set: impl Fn(&mut T, usize),
+) {
+    let mut end = slots.len();
+    for k in (0..slots.len()).rev() {
+        if k + 1 < slots.len() {
+            let (src, off, size) = key(&slots[k]);
+            let (nsrc, noff, nsize) = key(&slots[k + 1]);
+            if !(src == nsrc && size == nsize && off + size == noff) {
+                end = k + 1;
+            }
+        }
+        set(&mut slots[k], end);
+    }
+}
+
+/// True if `b[from..to]` is all zero (false when out of range).
+fn zero_span(b: &[u8], from: usize, to: usize) -> bool {
+    let Some(s) = b.get(from..to) else {
+        return false;
+    };
+    let mut words = s.chunks_exact(8);
+    let mut acc = 0u64;
+    for w in &mut words {
+        acc |= u64::from_ne_bytes(w.try_into().expect("8 bytes"));
+    }
+    acc == 0 && words.remainder().iter().all(|x| *x == 0)
 }
 
 /// One pointed-to buffer's captured input copied into the image, then the remap slots
@@ -304,6 +343,7 @@ fn remap_slots(plan: &Plan, bytes: &[u8], base: usize, prefix: &str, out: &mut V
             is_fd,
             ty,
             field,
+            run_end: 0,
         });
     });
 }
@@ -321,6 +361,7 @@ fn ref_slots(plan: &Plan, bytes: &[u8], src: Option<usize>, out: &mut Vec<RefSlo
             off: i.unwrap_or(0) * plan.size + l.off,
             size: l.size,
             destroys,
+            run_end: 0,
         });
     });
 }
@@ -490,6 +531,16 @@ fn build_shape(entry: &'static IoctlDesc, rec: &IoctlRecord, plans: &mut PlanCac
         });
     }
     sh.image_len = image.len();
+    set_run_ends(
+        &mut sh.remaps,
+        |r| (None, r.off, r.size),
+        |r, e| r.run_end = e,
+    );
+    set_run_ends(
+        &mut sh.refs,
+        |r| (r.src, r.off, r.size),
+        |r, e| r.run_end = e,
+    );
     sh
 }
 
@@ -551,7 +602,9 @@ pub(crate) fn bind_with<'r>(
         let d = &rec.buffers[i].data;
         image[..d.len()].copy_from_slice(d);
     }
-    for r in &sh.refs {
+    let mut k = 0;
+    while k < sh.refs.len() {
+        let r = &sh.refs[k];
         let bytes = match r.src {
             None => &image[..],
             Some(i) => &rec.buffers[i].data[..],
@@ -562,18 +615,40 @@ pub(crate) fn bind_with<'r>(
             if r.destroys {
                 cp.destroys.push(v);
             }
+        } else if r.run_end > k + 1 {
+            // The rest of the run is zero (empty handle slots): nothing there.
+            let last = &sh.refs[r.run_end - 1];
+            if zero_span(bytes, r.off + r.size, last.off + last.size) {
+                k = r.run_end;
+                continue;
+            }
         }
+        k += 1;
     }
     let mut take = |image: &[u8], slots: std::ops::Range<usize>| {
-        for k in slots {
+        let mut k = slots.start;
+        while k < slots.end {
             let s = &sh.remaps[k];
             let v = read_uint(image, s.off, s.size).unwrap_or(0);
             // 0 means "no handle" for dxg handles and "no event" for the eventfd fields;
             // a negative fd means none as well.
-            if v == 0 || (s.is_fd && driver_core::layout::sign_extend(v, s.size) < 0) {
+            if v == 0 {
+                let end = s.run_end.min(slots.end);
+                if end > k + 1 {
+                    let last = &sh.remaps[end - 1];
+                    if zero_span(image, s.off + s.size, last.off + last.size) {
+                        k = end;
+                        continue;
+                    }
+                }
+                k += 1;
                 continue;
             }
-            cp.remaps.push((k, v));
+            k += 1;
+            if s.is_fd && driver_core::layout::sign_extend(v, s.size) < 0 {
+                continue;
+            }
+            cp.remaps.push((k - 1, v));
         }
     };
     take(&image, 0..sh.struct_remaps);

@@ -72,6 +72,13 @@ pub(crate) struct Plan {
     /// (handles, fds, pids, created / destroyed objects); pointers and masked values
     /// need none.
     pub special: Vec<usize>,
+    /// `special` cut into runs: `(offset, length, range in special)`. A run of adjacent
+    /// input-handle leaves of one size (`Class::Handle`: a handle array such as
+    /// SUBMITCOMMAND's 64 `broadcast_context` slots) has its byte span, and the slots that
+    /// are zero on both sides are skipped 8 bytes at a time (0 is "no handle": nothing to
+    /// map, nothing to differ); every other leaf is a run of its own with length 0 (never
+    /// skipped).
+    pub special_runs: Vec<(usize, usize, std::ops::Range<usize>)>,
 }
 
 impl Plan {
@@ -90,11 +97,29 @@ impl Plan {
                 _ => plain_runs.push((l.off, l.size)),
             }
         }
+        let mut special_runs: Vec<(usize, usize, std::ops::Range<usize>)> = Vec::new();
+        for (k, &i) in special.iter().enumerate() {
+            let l = &leaves[i];
+            if l.class == Class::Handle
+                && let Some((o, n, r)) = special_runs.last_mut()
+                && *n > 0
+                && *o + *n == l.off
+                && r.end == k
+                && leaves[special[r.start]].size == l.size
+            {
+                *n += l.size;
+                r.end = k + 1;
+                continue;
+            }
+            let n = if l.class == Class::Handle { l.size } else { 0 };
+            special_runs.push((l.off, n, k..k + 1));
+        }
         Plan {
             leaves,
             size,
             plain_runs,
             special,
+            special_runs,
         }
     }
 

@@ -252,6 +252,8 @@ pub struct Replayer<B: Backend> {
     live_ranges: Vec<(u64, usize)>,
     /// Name of the call in flight (for VMBus differences).
     cur_name: Cow<'static, str>,
+    /// Leaves [`Replayer::compare`] visits (reused).
+    visit: Vec<usize>,
 }
 
 enum Cmp<'a> {
@@ -291,6 +293,7 @@ impl<B: Backend> Replayer<B> {
             vmbus: None,
             live_ranges: Vec::new(),
             cur_name: Cow::Borrowed("emulator start"),
+            visit: Vec::new(),
         }
     }
 
@@ -737,11 +740,16 @@ impl<B: Backend> Replayer<B> {
     /// Closes recorded fd `fd`: drops its mapping and closes the replay fd unless another
     /// recorded fd (a dup) still maps to it. False if `fd` was not mapped.
     fn close_recorded_fd(&mut self, fd: i64) -> bool {
-        let Some(l) = self.live.get(&Obj::Fd(fd)) else {
+        if !self.live.contains_key(&Obj::Fd(fd)) {
             return false;
-        };
-        let replayed = l.replayed;
+        }
         self.forget(Obj::Fd(fd), false);
+        true
+    }
+
+    /// One recorded fd no longer maps to replay fd `replayed`: it is closed unless another
+    /// recorded fd (a dup) still maps to it.
+    fn release_fd(&mut self, replayed: u64) {
         let last = match self.fd_refs.get_mut(&replayed) {
             Some(n) if *n > 1 => {
                 *n -= 1;
@@ -756,11 +764,13 @@ impl<B: Backend> Replayer<B> {
         if last {
             let _ = self.backend.close(replayed as i32);
         }
-        true
     }
 
     /// Drops a mapping (and, for destroyed handles, every object created under it), and
-    /// frees memory whose owner and owner's descendants are all gone.
+    /// frees memory whose owner and owner's descendants are all gone. A dropped fd
+    /// mapping counts its replay fd down (closed with its last mapping) however it goes:
+    /// a recorded close, a cascade from a destroyed parent, or its number reused by a
+    /// later open or returned fd without a recorded close (the capture missed it).
     fn forget(&mut self, o: Obj, cascade: bool) {
         let Some(gone) = self.live.remove(&o) else {
             return;
@@ -780,6 +790,9 @@ impl<B: Backend> Replayer<B> {
         if !self.orphans.is_empty() {
             let children = &self.children;
             self.orphans.retain(|(x, _)| children.contains_key(x));
+        }
+        if let Obj::Fd(_) = o {
+            self.release_fd(gone.replayed);
         }
     }
 
@@ -1204,17 +1217,37 @@ impl<B: Backend> Replayer<B> {
             // action (handles, creations, pids, masks) are visited; otherwise every leaf,
             // so each differing field is reported decoded.
             let full = rel != pel && !plan.plain_equal(rel, pel);
-            let count = if full {
-                plan.leaves.len()
+            let mut visit = std::mem::take(&mut self.visit);
+            visit.clear();
+            if full {
+                visit.extend(0..plan.leaves.len());
             } else {
-                plan.special.len()
-            };
-            for k in 0..count {
-                let l = if full {
-                    &plan.leaves[k]
-                } else {
-                    &plan.leaves[plan.special[k]]
-                };
+                for (o, len, r) in &plan.special_runs {
+                    let slots = &plan.special[r.clone()];
+                    let (Some(rs), Some(ps), true) =
+                        (rel.get(*o..o + len), pel.get(*o..o + len), *len > 0)
+                    else {
+                        visit.extend_from_slice(slots);
+                        continue;
+                    };
+                    // Handle slots empty on both sides have nothing to map or compare: they
+                    // are skipped a word (8 bytes, whole slots) at a time.
+                    let size = plan.leaves[slots[0]].size;
+                    if size > 8 || 8 % size != 0 || len % 8 != 0 {
+                        visit.extend_from_slice(slots);
+                        continue;
+                    }
+                    let per = 8 / size;
+                    for (w, (a, b)) in rs.chunks_exact(8).zip(ps.chunks_exact(8)).enumerate() {
+                        let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+                        if word(a) | word(b) != 0 {
+                            visit.extend_from_slice(&slots[w * per..(w + 1) * per]);
+                        }
+                    }
+                }
+            }
+            for &li in &visit {
+                let l = &plan.leaves[li];
                 let (Some(rv), Some(pv)) = (
                     rel.get(l.off..l.off + l.size),
                     pel.get(l.off..l.off + l.size),
@@ -1318,6 +1351,7 @@ impl<B: Backend> Replayer<B> {
                     }
                 }
             }
+            self.visit = visit;
         }
     }
 

@@ -920,3 +920,174 @@ fn read_ahead_replays_a_file_exactly_as_the_plain_reader() {
     assert!(s.stopped_early);
     assert_eq!(Some(s.calls), first);
 }
+
+/// The position of the last SUBMITCOMMAND of `recs` and its call index.
+fn last_submit(recs: &[Record]) -> (usize, u64) {
+    let pos = recs
+        .iter()
+        .rposition(|r| matches!(r, Record::Ioctl(io) if driver_core::schema::lookup_code(io.cmd).is_some_and(|e| e.name == "LX_DXSUBMITCOMMAND")))
+        .expect("a submit");
+    let call = recs[..pos]
+        .iter()
+        .filter(|r| matches!(r, Record::Ioctl(_)))
+        .count() as u64;
+    (pos, call)
+}
+
+/// Sets the `u32` at `off` of the recorded struct `role` of record `pos`.
+fn set_struct_u32(recs: &mut [Record], pos: usize, role: BufferRole, off: usize, v: u32) {
+    let Record::Ioctl(io) = &mut recs[pos] else {
+        panic!("not an ioctl")
+    };
+    let b = io
+        .buffers
+        .iter_mut()
+        .find(|b| b.role == role && b.path.is_empty())
+        .expect("struct buffer");
+    b.data[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+#[test]
+fn a_set_slot_after_empty_handle_slots_is_still_compared() {
+    // SUBMITCOMMAND's 64 broadcast_context slots: slot 0 is the context, the rest 0.
+    // The comparison skips empty slots a word at a time; a recorded out value in slot 5
+    // that the replay does not produce must still be the one divergence.
+    let mut recs = frame_loop_records(3);
+    let (pos, call) = last_submit(&recs);
+    let e = driver_core::schema::lookup_name("LX_DXSUBMITCOMMAND").expect("in table");
+    let sp = crate::plan::struct_plan(e);
+    let slot0 = sp
+        .leaves
+        .iter()
+        .find(|l| l.path == "broadcast_context[0]")
+        .expect("slot 0")
+        .off;
+    set_struct_u32(
+        &mut recs,
+        pos,
+        BufferRole::StructOut,
+        slot0 + 5 * 4,
+        0x4000_1234,
+    );
+    for plan in [false, true] {
+        let mut r = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
+        if plan {
+            r.run_plan(&crate::ReplayPlan::new(&recs), &mut |_| {})
+                .expect("replay");
+        } else {
+            r.run(recs.iter().map(Ok), &mut |_| {}).expect("replay");
+        }
+        let rep = r.finish();
+        assert_eq!(rep.divergences.len(), 1, "{:#?}", rep.divergences);
+        assert_eq!(rep.divergences[0].call, call);
+        assert_eq!(rep.divergences[0].field, "out.broadcast_context[5]");
+    }
+}
+
+#[test]
+fn a_set_input_slot_after_empty_handle_slots_is_still_remapped() {
+    // The input side: binding a call skips runs of empty handle slots; an unknown handle
+    // in slot 3 of a successful call must still be found (and refused, unmapped).
+    let mut recs = frame_loop_records(2);
+    let (pos, call) = last_submit(&recs);
+    let e = driver_core::schema::lookup_name("LX_DXSUBMITCOMMAND").expect("in table");
+    let off = crate::plan::struct_plan(e)
+        .leaves
+        .iter()
+        .find(|l| l.path == "broadcast_context[3]")
+        .expect("slot 3")
+        .off;
+    set_struct_u32(&mut recs, pos, BufferRole::StructIn, off, 0x4000_7777);
+    for plan in [false, true] {
+        let mut r = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
+        let err = if plan {
+            r.run_plan(&crate::ReplayPlan::new(&recs), &mut |_| {})
+        } else {
+            r.run(recs.iter().map(Ok), &mut |_| {})
+        }
+        .expect_err("slot 3 holds a handle the trace never created");
+        match &err {
+            ReplayError::UnmappedHandle {
+                call: c,
+                field,
+                value: 0x4000_7777,
+                ..
+            } => {
+                assert_eq!(*c, call);
+                assert_eq!(field, "broadcast_context[3]");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// The emulator backend, counting the fds the replay holds open.
+struct CountingFds {
+    inner: driver_core::emulator::EmulatorBackend,
+    open: std::rc::Rc<std::cell::RefCell<std::collections::BTreeSet<i32>>>,
+}
+
+impl Backend for CountingFds {
+    fn open(&mut self, p: &Path, f: i32) -> io::Result<i32> {
+        let fd = self.inner.open(p, f)?;
+        self.open.borrow_mut().insert(fd);
+        Ok(fd)
+    }
+    unsafe fn ioctl(&mut self, fd: i32, cmd: u32, arg: u64) -> i64 {
+        // SAFETY: forwarded as received.
+        unsafe { self.inner.ioctl(fd, cmd, arg) }
+    }
+    unsafe fn ioctl_live(&mut self, fd: i32, cmd: u32, arg: u64, live: &[(u64, usize)]) -> i64 {
+        // SAFETY: forwarded as received.
+        unsafe { self.inner.ioctl_live(fd, cmd, arg, live) }
+    }
+    fn pid(&self) -> u32 {
+        self.inner.pid()
+    }
+    fn close(&mut self, fd: i32) -> io::Result<()> {
+        assert!(self.open.borrow_mut().remove(&fd), "fd {fd} closed twice");
+        self.inner.close(fd)
+    }
+}
+
+#[test]
+fn a_reused_fd_number_without_a_recorded_close_closes_the_old_replay_fd() {
+    // The workload's session twice on the same recorded fd number, the first close missed
+    // by the capture: the second open drops the first mapping, and the replay fd behind
+    // it must be closed then (before: it stayed open, unreachable, until the process
+    // ended), so the emulator tears the first session down.
+    let recs = frame_loop_records(1);
+    let close = recs
+        .iter()
+        .rposition(|r| matches!(r, Record::Fd(f) if f.op == FdOp::Close))
+        .expect("a close");
+    let mut twice: Vec<Record> = recs[..close].to_vec();
+    twice.extend(recs.iter().cloned());
+    let open = std::rc::Rc::new(std::cell::RefCell::new(std::collections::BTreeSet::new()));
+    let b = CountingFds {
+        inner: emulator_backend(),
+        open: open.clone(),
+    };
+    let mut r = Replayer::new(b, ReplayOptions::new(Target::InProcess));
+    let mut most = 0;
+    for rec in &twice {
+        r.step(rec).expect("replays");
+        most = most.max(open.borrow().len());
+    }
+    assert_eq!(
+        most, 1,
+        "the first session's fd is closed when its number is reused"
+    );
+    assert!(
+        open.borrow().is_empty(),
+        "the recorded close closed the second"
+    );
+    let rep = r.finish();
+    assert_eq!(
+        rep.calls as usize,
+        twice
+            .iter()
+            .filter(|r| matches!(r, Record::Ioctl(_)))
+            .count()
+    );
+}

@@ -1091,3 +1091,91 @@ fn a_reused_fd_number_without_a_recorded_close_closes_the_old_replay_fd() {
             .count()
     );
 }
+
+/// [`FakeDxg`] plus LX_DXSHAREOBJECTS, which returns fd 200 for the shared object, and
+/// the fds the replay holds open.
+#[derive(Default)]
+struct FakeShare {
+    dxg: FakeDxg,
+    open: std::collections::BTreeSet<i32>,
+}
+
+impl Backend for FakeShare {
+    fn open(&mut self, p: &Path, f: i32) -> io::Result<i32> {
+        let fd = self.dxg.open(p, f)?;
+        self.open.insert(fd);
+        Ok(fd)
+    }
+    unsafe fn ioctl(&mut self, fd: i32, cmd: u32, arg: u64) -> i64 {
+        if cmd == lookup_name("LX_DXSHAREOBJECTS").expect("known").code {
+            let mut m = InProcessMemory;
+            let p = m.read_vec(arg + 8, 8).expect("arg");
+            let objs = u64::from_le_bytes(p.try_into().expect("8 bytes"));
+            let h = m.read_vec(objs, 4).expect("objects");
+            if h != 0x8000_0001u32.to_le_bytes() {
+                return -(libc::EINVAL as i64);
+            }
+            m.write(arg + 32, &200u64.to_le_bytes()).expect("arg");
+            self.open.insert(200);
+            return 0;
+        }
+        // SAFETY: forwarded as received.
+        unsafe { self.dxg.ioctl(fd, cmd, arg) }
+    }
+    fn close(&mut self, fd: i32) -> io::Result<()> {
+        assert!(
+            self.open.remove(&fd),
+            "fd {fd} closed twice or never opened"
+        );
+        Ok(())
+    }
+}
+
+#[test]
+fn an_fd_dropped_with_its_destroyed_parent_is_closed() {
+    // SHAREOBJECTS on the device makes recorded fd 7 (replay fd 200), a child of the
+    // device handle in the lineage. Destroying the device drops fd 7's mapping with it
+    // (cascade); the replay fd behind it must be closed then, not left open unreachable.
+    let mut t = dxg_trace(0x4000_0000);
+    let objs = 0x7100_0000u64;
+    let mut sin = vec![0u8; 40];
+    sin[0..4].copy_from_slice(&1u32.to_le_bytes());
+    sin[8..16].copy_from_slice(&objs.to_le_bytes());
+    let mut sout = sin.clone();
+    sout[32..40].copy_from_slice(&7u64.to_le_bytes());
+    let Record::Ioctl(mut share) = dxg_call(3, "LX_DXSHAREOBJECTS", sin, sout) else {
+        unreachable!()
+    };
+    share.buffers.insert(
+        1,
+        Buffer {
+            addr: objs,
+            role: BufferRole::PtrIn,
+            path: "objects".into(),
+            len: 4,
+            data: 0x8000_0001u32.to_le_bytes().to_vec(),
+            ..Default::default()
+        },
+    );
+    t.push(Record::Ioctl(share));
+    let mut r = Replayer::new(FakeShare::default(), ReplayOptions::new(Target::InProcess));
+    for x in &t {
+        r.step(x).expect("step");
+    }
+    assert_eq!(r.mapped_fd(7), Some(200));
+    assert!(r.backend_mut().open.contains(&200));
+    r.step(&dxg_call(
+        4,
+        "LX_DXDESTROYDEVICE",
+        0x8000_0001u32.to_le_bytes().to_vec(),
+        Vec::new(),
+    ))
+    .expect("destroy device");
+    assert_eq!(r.mapped_fd(7), None, "the shared fd went with its device");
+    assert!(
+        !r.backend_mut().open.contains(&200),
+        "its replay fd is closed with the mapping"
+    );
+    let rep = r.finish();
+    assert!(rep.divergences.is_empty(), "{:#?}", rep.divergences);
+}

@@ -297,10 +297,21 @@ pub struct Inflight {
     pub fd_size: u8,
     /// `CALL_*`.
     pub active: u8,
-    /// Pad.
-    pub _pad: u32,
+    /// Descriptor whose verdict this thread found last (`vgen` 0: none).
+    pub vfd: i32,
+    /// Its process.
+    pub vtgid: u32,
+    /// Its verdict: state (the kernel side's `FDV_*`), device, inode.
+    pub vstate: u32,
+    /// Device of the verdict.
+    pub vdev: u32,
+    /// Inode of the verdict.
+    pub vino: u64,
+    /// The descriptor generation the verdict was found in: any open, close, copy, exec or
+    /// exit in a traced process moves the generation on, which voids every thread's copy.
+    pub vgen: u64,
 }
-const _: () = assert!(core::mem::size_of::<Inflight>() == 64);
+const _: () = assert!(core::mem::size_of::<Inflight>() == 96);
 
 /// Request codes whose calls need the descriptor table at all (pointer descriptors or a
 /// returned descriptor): bit `cmd & 0xffff` (`_IOC_TYPE << 8 | _IOC_NR`) of this many

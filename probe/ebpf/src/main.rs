@@ -5,6 +5,10 @@
 //! globals, because Rust cannot emit CO-RE relocations.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: core's atomic types have no read-modify-write on the BPF target, but the
+// instruction set has an atomic add (the pinned nightly builds this crate anyway).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 use core::ffi::c_void;
 
@@ -166,6 +170,9 @@ static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
 /// A slot is reset when its thread exits (the id can be reused).
 #[map]
 static THREADS: Array<Inflight> = Array::with_max_entries(1, 0);
+/// Descriptor generation (slot 0), see [`Inflight::vgen`]; starts at 1 (0: no verdict).
+#[map]
+static FD_GEN: Array<u64> = Array::with_max_entries(1, 0);
 /// `dup*` / `fcntl(F_DUPFD*)` calls on watched descriptors between entry and exit.
 #[map]
 static DUPS: LruHashMap<u32, DupArgs> = LruHashMap::with_max_entries(1024, 0);
@@ -492,9 +499,34 @@ fn fd_verdict_miss(tgid: u32, fd: i32) -> Result<FdVerdict, i64> {
     Ok(v)
 }
 
+/// The descriptor generation (0 if unreadable: never matches a stored verdict).
+#[inline(always)]
+fn fd_gen() -> u64 {
+    match FD_GEN.get_ptr(0) {
+        // SAFETY: map value; a plain read (a torn or stale value only voids a verdict).
+        Some(p) => unsafe { core::ptr::read_volatile(p) }.wrapping_add(1),
+        None => 0,
+    }
+}
+
+/// Something a descriptor number names changed in a traced process: every thread's copy
+/// of a verdict ([`Inflight::vgen`]) is void from now on.
+#[inline(always)]
+fn fd_gen_bump() {
+    if let Some(p) = FD_GEN.get_ptr_mut(0) {
+        // SAFETY: map value, updated with an atomic add (concurrent bumps all count).
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                p, 1,
+            )
+        };
+    }
+}
+
 /// Records what `fd` of `tgid` now is, if the process can be marked in [`FD_CACHED`].
 #[inline(always)]
 fn cache_put(tgid: u32, fd: i32, v: &FdVerdict) {
+    fd_gen_bump();
     if fd < 0 {
         return;
     }
@@ -519,6 +551,7 @@ fn cache_put(tgid: u32, fd: i32, v: &FdVerdict) {
 /// `fd` of `tgid` no longer names what it did.
 #[inline(always)]
 fn cache_forget(tgid: u32, fd: i32) {
+    fd_gen_bump();
     let _ = FDCACHE.remove(&PidFd { pid: tgid, fd });
 }
 
@@ -602,6 +635,7 @@ const FORGET_LOOP_MAX: u64 = 4096;
 /// at (see [`FD_CACHED`]).
 #[inline(always)]
 fn forget_range(tgid: u32, tid: u32, lo: u32, hi: u32, check_open: bool) {
+    fd_gen_bump();
     // SAFETY: value copied out.
     let Some(end) = (unsafe { FD_CACHED.get(&tgid) }).copied() else {
         return;
@@ -1300,21 +1334,48 @@ fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
-    // The cache first: a process has entries only if it passed the pid filter.
-    // SAFETY: value copied out.
-    let v = match unsafe { FDCACHE.get(&PidFd { pid: tgid, fd }) } {
-        Some(v) => *v,
-        None => {
-            if !pid_ok(tgid) {
-                return Ok(0);
+    // The thread's own copy of its last verdict, if nothing changed since (an array slot
+    // read instead of a hash lookup; threads with hashed slots go to the cache).
+    let generation = fd_gen();
+    let mine = if tid < cfg(&THREAD_SLOTS) {
+        THREADS.get_ptr_mut(tid)
+    } else {
+        None
+    };
+    let (state, dev, ino) = match mine {
+        // SAFETY: this thread's slot.
+        Some(s) if unsafe { (*s).vgen == generation && (*s).vfd == fd && (*s).vtgid == tgid } => unsafe {
+            ((*s).vstate as u8, (*s).vdev, (*s).vino)
+        },
+        _ => {
+            // The cache: a process has entries only if it passed the pid filter.
+            // SAFETY: value copied out.
+            let v = match unsafe { FDCACHE.get(&PidFd { pid: tgid, fd }) } {
+                Some(v) => *v,
+                None => {
+                    if !pid_ok(tgid) {
+                        return Ok(0);
+                    }
+                    fd_verdict_miss(tgid, fd)?
+                }
+            };
+            if let Some(s) = mine {
+                // SAFETY: this thread's slot.
+                unsafe {
+                    put(&raw mut (*s).vfd, fd);
+                    put(&raw mut (*s).vtgid, tgid);
+                    put(&raw mut (*s).vstate, v.state as u32);
+                    put(&raw mut (*s).vdev, v.dev);
+                    put(&raw mut (*s).vino, v.ino);
+                    put(&raw mut (*s).vgen, generation);
+                }
             }
-            fd_verdict_miss(tgid, fd)?
+            (v.state, v.dev, v.ino)
         }
     };
-    if v.state == FDV_NO {
+    if state == FDV_NO {
         return Ok(0);
     }
-    let (dev, ino) = (v.dev, v.ino);
     bump(&COUNTERS, CNT_CALLS, 1);
     let call_id = next_id();
     let ts = ktime();
@@ -1747,6 +1808,8 @@ fn on_enter_close(fd: i32) -> Result<u32, i64> {
     if !pid_ok(tgid) {
         return Ok(0);
     }
+    // Whether or not the cache knows this number, a thread's verdict for it goes.
+    fd_gen_bump();
     forget_fd(tgid, pid_tgid as u32, fd, 0)?;
     Ok(0)
 }

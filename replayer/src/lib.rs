@@ -83,14 +83,98 @@ const READ_AHEAD_BATCH: usize = 512;
 /// Batches the decoding thread may be ahead by.
 const READ_AHEAD_DEPTH: usize = 8;
 
+/// Records the replay is done with, on their way back to the decoding thread, which
+/// decodes the next ones into them: in the steady state nothing is allocated per record,
+/// and no record is freed by a thread other than the one that allocated it.
+#[derive(Default)]
+struct RecordBin(std::sync::Mutex<Vec<traces::Record>>);
+
+/// Most records kept in a [`RecordBin`].
+const BIN_CAPACITY: usize = 4 * READ_AHEAD_BATCH * READ_AHEAD_DEPTH;
+
+impl RecordBin {
+    fn give(&self, r: traces::Record) {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if v.len() < BIN_CAPACITY {
+            v.push(r);
+        }
+    }
+    /// Moves every record in the bin to `into`.
+    fn take_all(&self, into: &mut Vec<traces::Record>) {
+        into.append(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// A record from the decoding thread; when the replay drops it, it goes back to the bin.
+struct Recycled {
+    rec: Option<traces::Record>,
+    bin: std::sync::Arc<RecordBin>,
+}
+
+impl std::borrow::Borrow<traces::Record> for Recycled {
+    fn borrow(&self) -> &traces::Record {
+        self.rec.as_ref().expect("a record until dropped")
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        if let Some(r) = self.rec.take() {
+            self.bin.give(r);
+        }
+    }
+}
+
+/// `r` decoded owned, into `spare`'s storage when both are ioctls (its buffer vector,
+/// paths and byte vectors reused): the same record [`traces::RecordRef::to_owned`] gives.
+fn decode_into(r: traces::RecordRef<'_>, spare: Option<traces::Record>) -> traces::Record {
+    let (traces::RecordRef::Ioctl(io), Some(traces::Record::Ioctl(mut out))) = (r, spare) else {
+        return r.to_owned();
+    };
+    let mut bufs = std::mem::take(&mut out.buffers);
+    let mut n = 0;
+    for b in io.buffers.iter() {
+        match bufs.get_mut(n) {
+            Some(o) => {
+                o.addr = b.addr;
+                o.role = b.role;
+                o.path.clear();
+                o.path.push_str(b.path);
+                o.len = b.len;
+                o.flags = b.flags;
+                o.data.clear();
+                o.data.extend_from_slice(b.data);
+            }
+            None => bufs.push(b.to_owned()),
+        }
+        n += 1;
+    }
+    bufs.truncate(n);
+    traces::Record::Ioctl(traces::IoctlRecord {
+        id: io.id,
+        ts_enter: io.ts_enter,
+        ts_exit: io.ts_exit,
+        pid: io.pid,
+        tid: io.tid,
+        fd: io.fd,
+        dev: io.dev,
+        cmd: io.cmd,
+        arg: io.arg,
+        ret: io.ret,
+        buffers: bufs,
+    })
+}
+
+type Batch = Vec<Result<Recycled, traces::TraceError>>;
+
 /// The records a decoding thread sends, as an iterator on the replaying thread.
 struct ReadAhead {
-    rx: std::sync::mpsc::Receiver<Vec<Result<traces::Record, traces::TraceError>>>,
-    cur: std::vec::IntoIter<Result<traces::Record, traces::TraceError>>,
+    rx: std::sync::mpsc::Receiver<Batch>,
+    cur: std::vec::IntoIter<Result<Recycled, traces::TraceError>>,
 }
 
 impl Iterator for ReadAhead {
-    type Item = Result<traces::Record, traces::TraceError>;
+    type Item = Result<Recycled, traces::TraceError>;
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(r) = self.cur.next() {
@@ -101,11 +185,70 @@ impl Iterator for ReadAhead {
     }
 }
 
+/// What the decoding thread of [`run_reader`] does: every record of `reader` in file
+/// order, exactly as `reader.records()` yields them (a damaged frame is one `Err` in its
+/// place and none of its records; the scan's own problem comes last), decoded borrowed
+/// from each frame's block into recycled records, sent in batches.
+fn decode_ahead(
+    reader: &traces::Reader,
+    tx: std::sync::mpsc::SyncSender<Batch>,
+    bin: std::sync::Arc<RecordBin>,
+) {
+    let mut batch: Batch = Vec::with_capacity(READ_AHEAD_BATCH);
+    let mut spare: Vec<traces::Record> = Vec::new();
+    let mut frame: Vec<traces::Record> = Vec::new();
+    let send = |batch: &mut Batch, last: bool| -> bool {
+        if batch.len() < READ_AHEAD_BATCH && !last {
+            return true;
+        }
+        let full = std::mem::replace(batch, Vec::with_capacity(READ_AHEAD_BATCH));
+        // The replay stopped (strict, `--to`, an error): it dropped the receiver.
+        full.is_empty() || tx.send(full).is_ok()
+    };
+    for f in reader.frames() {
+        if spare.len() < READ_AHEAD_BATCH {
+            bin.take_all(&mut spare);
+        }
+        let res = reader.with_block(f, |b| {
+            b?.for_each(|r| {
+                let s = spare.pop();
+                frame.push(decode_into(r, s));
+            })
+        });
+        match res {
+            Ok(()) => {
+                for rec in frame.drain(..) {
+                    batch.push(Ok(Recycled {
+                        rec: Some(rec),
+                        bin: bin.clone(),
+                    }));
+                    if !send(&mut batch, false) {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                spare.append(&mut frame);
+                batch.push(Err(e));
+                // As the plain reader's consumer does, the replay stops at an error.
+                send(&mut batch, true);
+                return;
+            }
+        }
+    }
+    if let Some(e) = reader.scan_problem() {
+        batch.push(Err(e.clone()));
+    }
+    send(&mut batch, true);
+}
+
 /// [`Replayer::run`] over every record of `reader`, read and decoded ahead on a second
 /// thread (batches of records through a bounded channel), so reading, CRC checks,
 /// decompression and decoding overlap the replay instead of adding to it. The records
 /// and the order they are replayed in are exactly those of `r.run(reader.records(), …)`;
-/// a decoding error stops the replay where that would.
+/// a decoding error stops the replay where that would. Records are decoded from each
+/// frame's block into records the replay has finished with (no allocation per record
+/// once the pool is warm).
 pub fn run_reader<B: driver_core::Backend>(
     r: &mut Replayer<B>,
     reader: &traces::Reader,
@@ -113,23 +256,8 @@ pub fn run_reader<B: driver_core::Backend>(
 ) -> Result<(), ReplayError> {
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_DEPTH);
-        let read_ahead = s.spawn(move || {
-            let mut batch = Vec::with_capacity(READ_AHEAD_BATCH);
-            for rec in reader.records() {
-                let failed = rec.is_err();
-                batch.push(rec);
-                if batch.len() == READ_AHEAD_BATCH || failed {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(READ_AHEAD_BATCH));
-                    // The replay stopped (strict, `--to`, an error): it dropped the receiver.
-                    if tx.send(full).is_err() || failed {
-                        return;
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                let _ = tx.send(batch);
-            }
-        });
+        let bin = std::sync::Arc::new(RecordBin::default());
+        let read_ahead = s.spawn(move || decode_ahead(reader, tx, bin));
         let records = ReadAhead {
             rx,
             cur: Vec::new().into_iter(),

@@ -208,7 +208,12 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
             VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED,
         )
     };
-    let c = bus.ctx();
+    // The caller is only needed to stamp events (a lock otherwise saved per message).
+    let c = if bus.recording {
+        bus.ctx()
+    } else {
+        CallCtx::default()
+    };
     let channel_id = (ch.adapter_luid != 0).then_some(ch.adapter_luid);
     if bus.recording {
         bus.emit(Event::Vmbus(VmbusEvent {
@@ -313,7 +318,12 @@ pub unsafe extern "C" fn dxgvmb_send_async_msg(
     let req = unsafe { std::slice::from_raw_parts(command as *const u8, cmd_size as usize) };
     // SAFETY: as above.
     unsafe { vmbus_sendpacket(channel, command, cmd_size, 0, VM_PKT_DATA_INBAND as u32, 0) };
-    let c = bus.ctx();
+    // The caller is only needed to stamp events (a lock otherwise saved per message).
+    let c = if bus.recording {
+        bus.ctx()
+    } else {
+        CallCtx::default()
+    };
     if bus.recording {
         bus.emit(Event::Vmbus(VmbusEvent {
             ts: bus.clock.now(),

@@ -427,8 +427,8 @@ impl Driver {
             else {
                 break;
             };
-            let c = self.bus.ctx();
             if self.bus.recording {
+                let c = self.bus.ctx();
                 self.bus.emit(Event::Vmbus(VmbusEvent {
                     ts: self.bus.clock.now(),
                     dir: VmbusDirection::HostToGuest,

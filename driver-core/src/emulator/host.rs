@@ -1073,17 +1073,19 @@ impl FakeHost {
             18 => {
                 let c = ReserveGpuVaCmd::from_bytes(b);
                 let a = c.args;
-                let size = a.size.div_ceil(0x10000) * 0x10000;
-                let va = self.va_alloc(
-                    process,
-                    a.base_address,
-                    a.minimum_address,
-                    a.maximum_address,
-                    size,
-                );
-                if let Some(va) = va {
+                // A size that rounds past the top of the address space gets no range.
+                let size = a.size.checked_next_multiple_of(0x10000);
+                let va = size.and_then(|size| {
+                    let va = self.va_alloc(
+                        process,
+                        a.base_address,
+                        a.minimum_address,
+                        a.maximum_address,
+                        size,
+                    )?;
                     self.va.entry(process).or_default().insert(va, (size, None));
-                }
+                    Some(va)
+                });
                 ReserveGpuVaReturn {
                     virtual_address: va.unwrap_or(0),
                     paging_fence_value: 0,
@@ -1451,25 +1453,34 @@ impl FakeHost {
         next
     }
 
+    /// A free range of `size` bytes at `base`, or else the first one at or above `min`
+    /// (and the last allocation) ending at or below `max` (0: no limit). A range that
+    /// would run past the top of the address space is never free: the ioctl's numbers
+    /// come from the guest unchecked.
     fn va_alloc(&mut self, process: u32, base: u64, min: u64, max: u64, size: u64) -> Option<u64> {
         let space = self.va.entry(process).or_default();
-        let overlaps = |s: &BTreeMap<u64, (u64, Option<u32>)>, a: u64| {
-            s.range(..a + size)
+        let overlaps = |s: &BTreeMap<u64, (u64, Option<u32>)>, a: u64, end: u64| {
+            s.range(..end)
                 .next_back()
-                .is_some_and(|(st, (sz, _))| st + sz > a)
+                .is_some_and(|(st, (sz, _))| st.saturating_add(*sz) > a)
         };
         if base != 0 {
-            return (!overlaps(space, base)).then_some(base);
+            let end = base.checked_add(size)?;
+            return (!overlaps(space, base, end)).then_some(base);
         }
         let mut a = self.next_va.max(min);
-        while overlaps(space, a) {
-            a += 0x10000;
+        loop {
+            let end = a.checked_add(size)?;
+            // Ranges only move up from here: past `max` now, past it for good.
+            if max != 0 && end > max {
+                return None;
+            }
+            if !overlaps(space, a, end) {
+                self.next_va = end;
+                return Some(a);
+            }
+            a = a.checked_add(0x10000)?;
         }
-        if max != 0 && a + size > max {
-            return None;
-        }
-        self.next_va = a + size;
-        Some(a)
     }
 
     fn map_gpu_va(&mut self, b: &[u8], process: u32, now: u64) -> Vec<u8> {
@@ -1488,27 +1499,29 @@ impl FakeHost {
         if !self.valid(a.allocation, Kind::Allocation) {
             return fail(st::INVALID_HANDLE);
         }
-        let size = a.size_in_pages * 4096;
+        // Sizes and ends that run past the top of the address space are refused.
+        let Some(size) = a.size_in_pages.checked_mul(4096) else {
+            return fail(st::INVALID_PARAMETER);
+        };
         let space = self.va.entry(process).or_default();
         let va = if a.base_address != 0 {
             // Must lie inside one reserved, unmapped range.
-            match space.range(..=a.base_address).next_back() {
-                Some((st_, (sz, None))) if a.base_address + size <= st_ + sz => a.base_address,
+            let end = a.base_address.checked_add(size);
+            match (space.range(..=a.base_address).next_back(), end) {
+                (Some((st_, (sz, None))), Some(end)) if end <= st_.saturating_add(*sz) => {
+                    a.base_address
+                }
                 _ => return fail(st::INVALID_PARAMETER),
             }
         } else {
-            match self.va_alloc(
-                process,
-                0,
-                a.minimum_address,
-                a.maximum_address,
-                size.div_ceil(0x10000) * 0x10000,
-            ) {
+            let Some(rounded) = size.checked_next_multiple_of(0x10000) else {
+                return fail(st::INVALID_PARAMETER);
+            };
+            let min = a.minimum_address;
+            match self.va_alloc(process, 0, min, a.maximum_address, rounded) {
                 Some(v) => {
-                    self.va
-                        .entry(process)
-                        .or_default()
-                        .insert(v, (size.div_ceil(0x10000) * 0x10000, Some(a.allocation)));
+                    let space = self.va.entry(process).or_default();
+                    space.insert(v, (rounded, Some(a.allocation)));
                     v
                 }
                 None => return fail(st::NO_MEMORY),

@@ -398,3 +398,81 @@ fn fence_pages_are_reused_only_after_their_fence_is_destroyed() {
     assert!(call(&mut b, fd, "LX_DXDESTROYSYNCHRONIZATIONOBJECT", &mut again) < 0);
     assert_eq!(fence_value(va3), 5);
 }
+
+/// GPU VA numbers come from the guest unchecked. Sizes and bases that run past the top of
+/// the address space are refused (a reservation gets no address, a mapping fails) instead
+/// of overflowing in the host: the fuse_ioctl fuzz target found the host panicking on
+/// `base + size` in its range search. Ordinary ranges still work next to them.
+#[test]
+fn gpu_va_ranges_past_the_top_of_the_address_space_are_refused() {
+    use crate::dxg::types::{
+        AllocationInfo2, CreateAllocation, CreatePagingQueue, MapGpuVa, ReserveGpuVa,
+    };
+    let (mut b, fd, device) = device();
+    let mut pq = CreatePagingQueue::zeroed();
+    pq.device = device;
+    assert_eq!(call(&mut b, fd, "LX_DXCREATEPAGINGQUEUE", &mut pq), 0);
+    let mut priv_ = [1u8; 32];
+    let mut infos = [AllocationInfo2::zeroed()];
+    infos[0].priv_drv_data = priv_.as_mut_ptr() as u64;
+    infos[0].priv_drv_data_size = 32;
+    let mut ca = CreateAllocation::zeroed();
+    ca.device = device;
+    ca.alloc_count = 1;
+    ca.allocation_info = infos.as_mut_ptr() as u64;
+    assert_eq!(call(&mut b, fd, "LX_DXCREATEALLOCATION", &mut ca), 0);
+    let allocation = infos[0].allocation;
+
+    let reserve = |b: &mut EmulatorBackend, base: u64, min: u64, size: u64| {
+        let mut rv = ReserveGpuVa::zeroed();
+        rv.adapter = pq.paging_queue; // the paging queue names its adapter
+        rv.base_address = base;
+        rv.minimum_address = min;
+        rv.size = size;
+        assert_eq!(call(b, fd, "LX_DXRESERVEGPUVIRTUALADDRESS", &mut rv), 0);
+        rv.virtual_address
+    };
+    let top: u64 = !0xffff;
+    for (base, min, size) in [
+        (0, 0, u64::MAX),
+        (0, 0, u64::MAX - 0x1000),
+        (top, 0, 0x20000),
+        (0, top, 0x20000),
+        (u64::MAX - 0xfff, 0, 0x1000),
+    ] {
+        assert_eq!(
+            reserve(&mut b, base, min, size),
+            0,
+            "reserve base {base:#x} min {min:#x} size {size:#x}"
+        );
+    }
+    let ok = reserve(&mut b, 0, 0, 0x40000);
+    assert_ne!(ok, 0, "an ordinary reservation still gets an address");
+
+    let map = |b: &mut EmulatorBackend, base: u64, min: u64, pages: u64| {
+        let mut mv = MapGpuVa::zeroed();
+        mv.paging_queue = pq.paging_queue;
+        mv.allocation = allocation;
+        mv.base_address = base;
+        mv.minimum_address = min;
+        mv.size_in_pages = pages;
+        mv.protection = 1;
+        call(b, fd, "LX_DXMAPGPUVIRTUALADDRESS", &mut mv)
+    };
+    for (base, min, pages) in [
+        (0, 0, u64::MAX / 4096 + 1), // size in bytes overflows
+        (0, 0, u64::MAX / 4096),     // rounding to 64 KiB overflows
+        (0, top, 0x20),              // first free address + size overflows
+        (ok, 0, u64::MAX / 4096),    // end of the range overflows
+        (u64::MAX - 0xfff, 0, 1),    // inside no reservation, end overflows
+    ] {
+        assert!(
+            map(&mut b, base, min, pages) < 0,
+            "map base {base:#x} min {min:#x} pages {pages:#x} fails"
+        );
+    }
+    assert!(
+        map(&mut b, ok, 0, 16) >= 0,
+        "mapping inside the reservation works"
+    );
+}

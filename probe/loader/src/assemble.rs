@@ -165,25 +165,44 @@ impl Assembler {
         out(Record::Process(process_info(pid, comm, ts)));
     }
 
+    /// A new call's record id and device (user-space encoding; a derived fd's from the
+    /// call that returned it), after the process record of a pid seen for the first time (`comm`: the
+    /// thread's name when the event carries it).
+    fn new_call(
+        &mut self,
+        pid: u32,
+        fd: i32,
+        kernel_dev: u64,
+        comm: Option<&[u8; 16]>,
+        ts: u64,
+        out: &mut impl FnMut(Record),
+    ) -> (u64, u64) {
+        if !self.seen_pids.contains(&pid) {
+            let comm = comm.map(|c| cstr(c)).unwrap_or_default();
+            self.process(pid, &comm, ts, out);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let dev = if kernel_dev == 0 {
+            self.derived_dev.get(&(pid, fd)).copied().unwrap_or(0)
+        } else {
+            kernel_dev_to_user(kernel_dev)
+        };
+        (id, dev)
+    }
+
     /// Feeds one event; completed records go to `out`.
     pub fn push(&mut self, ev: RawEvent<'_>, out: &mut impl FnMut(Record)) {
         match ev {
             RawEvent::Enter(e, inline) => {
-                if !self.seen_pids.contains(&e.pid) {
-                    let comm = if e.has_comm != 0 {
-                        cstr(&e.comm)
-                    } else {
-                        String::new()
-                    };
-                    self.process(e.pid, &comm, e.ts, out);
-                }
-                let id = self.next_id;
-                self.next_id += 1;
-                let dev = if e.dev == 0 {
-                    self.derived_dev.get(&(e.pid, e.fd)).copied().unwrap_or(0)
-                } else {
-                    kernel_dev_to_user(e.dev)
-                };
+                let (id, dev) = self.new_call(
+                    e.pid,
+                    e.fd,
+                    e.dev,
+                    (e.has_comm != 0).then_some(&e.comm),
+                    e.ts,
+                    out,
+                );
                 self.in_call.insert(e.tid, id);
                 let mut buffers = Vec::new();
                 if e.inline != 0 {
@@ -216,21 +235,8 @@ impl Assembler {
                 );
             }
             RawEvent::Call(c) => {
-                if !self.seen_pids.contains(&c.pid) {
-                    let comm = if c.has_comm != 0 {
-                        cstr(&c.comm)
-                    } else {
-                        String::new()
-                    };
-                    self.process(c.pid, &comm, c.ts_enter, out);
-                }
-                let id = self.next_id;
-                self.next_id += 1;
-                let dev = if c.dev == 0 {
-                    self.derived_dev.get(&(c.pid, c.fd)).copied().unwrap_or(0)
-                } else {
-                    kernel_dev_to_user(c.dev)
-                };
+                let comm = (c.has_comm != 0).then_some(&c.comm);
+                let (id, dev) = self.new_call(c.pid, c.fd, c.dev, comm, c.ts_enter, out);
                 self.emit_ioctl(
                     IoctlRecord {
                         id,

@@ -110,8 +110,12 @@ impl Bus {
             .unwrap_or_else(|e| e.into_inner())
             .event(ev);
     }
-    /// Current caller.
+    /// Current caller, for stamping events: the default when no events are recorded
+    /// (they would be dropped by [`Bus::emit`]), without taking the lock.
     pub fn ctx(&self) -> CallCtx {
+        if !self.recording {
+            return CallCtx::default();
+        }
         *self.ctx.lock().unwrap_or_else(|e| e.into_inner())
     }
     /// Adds an annotation at the current time.
@@ -208,12 +212,7 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
             VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED,
         )
     };
-    // The caller is only needed to stamp events (a lock otherwise saved per message).
-    let c = if bus.recording {
-        bus.ctx()
-    } else {
-        CallCtx::default()
-    };
+    let c = bus.ctx();
     let channel_id = (ch.adapter_luid != 0).then_some(ch.adapter_luid);
     if bus.recording {
         bus.emit(Event::Vmbus(VmbusEvent {
@@ -318,12 +317,7 @@ pub unsafe extern "C" fn dxgvmb_send_async_msg(
     let req = unsafe { std::slice::from_raw_parts(command as *const u8, cmd_size as usize) };
     // SAFETY: as above.
     unsafe { vmbus_sendpacket(channel, command, cmd_size, 0, VM_PKT_DATA_INBAND as u32, 0) };
-    // The caller is only needed to stamp events (a lock otherwise saved per message).
-    let c = if bus.recording {
-        bus.ctx()
-    } else {
-        CallCtx::default()
-    };
+    let c = bus.ctx();
     if bus.recording {
         bus.emit(Event::Vmbus(VmbusEvent {
             ts: bus.clock.now(),

@@ -112,8 +112,9 @@ fn entry_by_nr(nr: u32) -> Option<&'static crate::schema::IoctlDesc> {
     let idx = INDEX.get_or_init(|| {
         let mut idx = [u16::MAX; 256];
         for (i, e) in IOCTLS.iter().enumerate() {
-            let slot = &mut idx[(e.nr as usize) & 0xff];
-            if *slot == u16::MAX && (e.nr as usize) < 256 {
+            if let Some(slot) = idx.get_mut(e.nr as usize)
+                && *slot == u16::MAX
+            {
                 *slot = i as u16;
             }
         }

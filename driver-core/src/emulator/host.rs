@@ -1074,17 +1074,9 @@ impl FakeHost {
                 let c = ReserveGpuVaCmd::from_bytes(b);
                 let a = c.args;
                 // A size that rounds past the top of the address space gets no range.
-                let size = a.size.checked_next_multiple_of(0x10000);
-                let va = size.and_then(|size| {
-                    let va = self.va_alloc(
-                        process,
-                        a.base_address,
-                        a.minimum_address,
-                        a.maximum_address,
-                        size,
-                    )?;
-                    self.va.entry(process).or_default().insert(va, (size, None));
-                    Some(va)
+                let va = a.size.checked_next_multiple_of(0x10000).and_then(|size| {
+                    let (base, min, max) = (a.base_address, a.minimum_address, a.maximum_address);
+                    self.va_alloc(process, base, min, max, size, None)
                 });
                 ReserveGpuVaReturn {
                     virtual_address: va.unwrap_or(0),
@@ -1453,11 +1445,19 @@ impl FakeHost {
         next
     }
 
-    /// A free range of `size` bytes at `base`, or else the first one at or above `min`
-    /// (and the last allocation) ending at or below `max` (0: no limit). A range that
-    /// would run past the top of the address space is never free: the ioctl's numbers
-    /// come from the guest unchecked.
-    fn va_alloc(&mut self, process: u32, base: u64, min: u64, max: u64, size: u64) -> Option<u64> {
+    /// Takes a free range of `size` bytes at `base`, or else the first one at or above
+    /// `min` (and the last allocation) ending at or below `max` (0: no limit), for
+    /// `allocation` (`None`: a reservation). A range that would run past the top of the
+    /// address space is never free: the ioctl's numbers come from the guest unchecked.
+    fn va_alloc(
+        &mut self,
+        process: u32,
+        base: u64,
+        min: u64,
+        max: u64,
+        size: u64,
+        allocation: Option<u32>,
+    ) -> Option<u64> {
         let space = self.va.entry(process).or_default();
         let overlaps = |s: &BTreeMap<u64, (u64, Option<u32>)>, a: u64, end: u64| {
             s.range(..end)
@@ -1466,7 +1466,11 @@ impl FakeHost {
         };
         if base != 0 {
             let end = base.checked_add(size)?;
-            return (!overlaps(space, base, end)).then_some(base);
+            if overlaps(space, base, end) {
+                return None;
+            }
+            space.insert(base, (size, allocation));
+            return Some(base);
         }
         let mut a = self.next_va.max(min);
         loop {
@@ -1476,6 +1480,7 @@ impl FakeHost {
                 return None;
             }
             if !overlaps(space, a, end) {
+                space.insert(a, (size, allocation));
                 self.next_va = end;
                 return Some(a);
             }
@@ -1517,13 +1522,9 @@ impl FakeHost {
             let Some(rounded) = size.checked_next_multiple_of(0x10000) else {
                 return fail(st::INVALID_PARAMETER);
             };
-            let min = a.minimum_address;
-            match self.va_alloc(process, 0, min, a.maximum_address, rounded) {
-                Some(v) => {
-                    let space = self.va.entry(process).or_default();
-                    space.insert(v, (rounded, Some(a.allocation)));
-                    v
-                }
+            let (min, max) = (a.minimum_address, a.maximum_address);
+            match self.va_alloc(process, 0, min, max, rounded, Some(a.allocation)) {
+                Some(v) => v,
                 None => return fail(st::NO_MEMORY),
             }
         };

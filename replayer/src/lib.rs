@@ -128,41 +128,13 @@ impl Drop for Recycled {
 /// `r` decoded owned, into `spare`'s storage when both are ioctls (its buffer vector,
 /// paths and byte vectors reused): the same record [`traces::RecordRef::to_owned`] gives.
 fn decode_into(r: traces::RecordRef<'_>, spare: Option<traces::Record>) -> traces::Record {
-    let (traces::RecordRef::Ioctl(io), Some(traces::Record::Ioctl(mut out))) = (r, spare) else {
-        return r.to_owned();
-    };
-    let mut bufs = std::mem::take(&mut out.buffers);
-    let mut n = 0;
-    for b in io.buffers.iter() {
-        match bufs.get_mut(n) {
-            Some(o) => {
-                o.addr = b.addr;
-                o.role = b.role;
-                o.path.clear();
-                o.path.push_str(b.path);
-                o.len = b.len;
-                o.flags = b.flags;
-                o.data.clear();
-                o.data.extend_from_slice(b.data);
-            }
-            None => bufs.push(b.to_owned()),
+    match (r, spare) {
+        (traces::RecordRef::Ioctl(io), Some(traces::Record::Ioctl(mut out))) => {
+            io.clone_into(&mut out);
+            traces::Record::Ioctl(out)
         }
-        n += 1;
+        _ => r.to_owned(),
     }
-    bufs.truncate(n);
-    traces::Record::Ioctl(traces::IoctlRecord {
-        id: io.id,
-        ts_enter: io.ts_enter,
-        ts_exit: io.ts_exit,
-        pid: io.pid,
-        tid: io.tid,
-        fd: io.fd,
-        dev: io.dev,
-        cmd: io.cmd,
-        arg: io.arg,
-        ret: io.ret,
-        buffers: bufs,
-    })
 }
 
 type Batch = Vec<Result<Recycled, traces::TraceError>>;

@@ -638,3 +638,33 @@ fn block_with_bytes_after_its_records_is_an_error_naming_the_frame() {
         "{e}"
     );
 }
+
+/// `clone_into` gives exactly `to_owned`'s record whatever the target held before: more
+/// buffers, fewer, longer paths and data (the replayer decodes into recycled records).
+#[test]
+fn clone_into_a_used_record_equals_to_owned() {
+    let mut big = match ioctl(9, 300) {
+        Record::Ioctl(r) => r,
+        _ => unreachable!(),
+    };
+    for k in 0..3 {
+        let mut b = big.buffers[0].clone();
+        b.path = format!("a.long.path[{k}]");
+        big.buffers.push(b);
+    }
+    let small = match ioctl(4, 5) {
+        Record::Ioctl(r) => r,
+        _ => unreachable!(),
+    };
+    for (src, spare) in [
+        (&small, big.clone()),
+        (&big, small.clone()),
+        (&big, big.clone()),
+    ] {
+        let view = IoctlRef::from(src);
+        let mut out = spare;
+        view.clone_into(&mut out);
+        assert_eq!(&out, src);
+        assert_eq!(out, view.to_owned());
+    }
+}

@@ -85,18 +85,33 @@ pub struct IoctlRef<'a> {
 impl<'a> IoctlRef<'a> {
     /// An owned copy.
     pub fn to_owned(&self) -> IoctlRecord {
-        IoctlRecord {
-            id: self.id,
-            ts_enter: self.ts_enter,
-            ts_exit: self.ts_exit,
-            pid: self.pid,
-            tid: self.tid,
-            fd: self.fd,
-            dev: self.dev,
-            cmd: self.cmd,
-            arg: self.arg,
-            ret: self.ret,
-            buffers: self.buffers.iter().map(|b| b.to_owned()).collect(),
+        let mut r = IoctlRecord::default();
+        self.clone_into(&mut r);
+        r
+    }
+
+    /// Makes `out` an owned copy ([`IoctlRef::to_owned`]'s record), reusing the storage
+    /// of `out`'s buffers (their vector, paths and bytes): no allocation once `out` has
+    /// held a record of the same shape.
+    pub fn clone_into(&self, out: &mut IoctlRecord) {
+        out.id = self.id;
+        out.ts_enter = self.ts_enter;
+        out.ts_exit = self.ts_exit;
+        out.pid = self.pid;
+        out.tid = self.tid;
+        out.fd = self.fd;
+        out.dev = self.dev;
+        out.cmd = self.cmd;
+        out.arg = self.arg;
+        out.ret = self.ret;
+        let n = self.buffers.len();
+        out.buffers.truncate(n);
+        out.buffers.reserve_exact(n - out.buffers.len());
+        for (i, b) in self.buffers.iter().enumerate() {
+            match out.buffers.get_mut(i) {
+                Some(o) => b.clone_into(o),
+                None => out.buffers.push(b.to_owned()),
+            }
         }
     }
 }
@@ -134,14 +149,21 @@ pub struct BufferRef<'a> {
 impl BufferRef<'_> {
     /// An owned copy.
     pub fn to_owned(&self) -> Buffer {
-        Buffer {
-            addr: self.addr,
-            role: self.role,
-            path: self.path.to_owned(),
-            len: self.len,
-            flags: self.flags,
-            data: self.data.to_vec(),
-        }
+        let mut b = Buffer::default();
+        self.clone_into(&mut b);
+        b
+    }
+
+    /// Makes `out` an owned copy, reusing its path's and bytes' storage.
+    pub fn clone_into(&self, out: &mut Buffer) {
+        out.addr = self.addr;
+        out.role = self.role;
+        out.path.clear();
+        out.path.push_str(self.path);
+        out.len = self.len;
+        out.flags = self.flags;
+        out.data.clear();
+        out.data.extend_from_slice(self.data);
     }
 }
 

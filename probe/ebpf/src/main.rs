@@ -1103,10 +1103,14 @@ pub fn raw_sys_exit(ctx: RawTracePointContext) -> u32 {
     };
     let nr = nr as u32;
     let r = if nr == cfg(&NR_IOCTL) {
-        // An array slot was looked at above (idle: not a captured call).
+        // An array slot was looked at above (idle: not a captured call); only threads
+        // beyond the array have a hashed slot to look up.
+        if tid < cfg(&THREAD_SLOTS) {
+            return 0;
+        }
         match INFLIGHT.get_ptr_mut(&tid) {
-            Some(p) if tid >= cfg(&THREAD_SLOTS) => exit_ioctl(p, pid_tgid, ret),
-            _ => return 0,
+            Some(p) => exit_ioctl(p, pid_tgid, ret),
+            None => return 0,
         }
     } else if nr == cfg(&NR_OPENAT) {
         on_exit_openat(ret)
@@ -1292,6 +1296,18 @@ fn put<T>(dst: *mut T, v: T) {
     unsafe { core::ptr::write_volatile(dst, v) }
 }
 
+/// Fills a record's `comm` with the thread's name when the reader needs it (see
+/// [`comm_needed`]), zeroes it otherwise; true if filled (the record's `has_comm`).
+#[inline(always)]
+fn put_comm(comm: *mut [u8; 16], tid: u32) -> bool {
+    let words = comm as *mut u64;
+    put(words, 0);
+    // SAFETY: `comm` is 16 bytes of a reserved or staged record.
+    put(unsafe { words.add(1) }, 0);
+    // SAFETY: the helper writes at most 16 bytes there.
+    comm_needed(tid) && unsafe { generated::bpf_get_current_comm(comm as *mut c_void, 16) } == 0
+}
+
 /// Whether calls with request code `cmd` need the descriptor table (see [`CMD_FULL`]).
 #[inline(always)]
 fn cmd_full(cmd: u32) -> bool {
@@ -1396,7 +1412,8 @@ fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
             i += 1;
         }
     }
-    let Some(slot) = inflight_slot(tid) else {
+    // Threads with an array slot already have it in `mine`.
+    let Some(slot) = mine.or_else(|| inflight_slot(tid)) else {
         return Ok(0);
     };
     // SAFETY: this thread's slot; only this thread writes it while it is in a call.
@@ -1451,10 +1468,7 @@ fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
         // struct_len, struct_flags, has_comm, inline and the pad: one word.
         put((&raw mut (*e).struct_len) as *mut u64, 0);
         put(&raw mut (*e).inline, inline as u8);
-        let comm = (&raw mut (*e).comm) as *mut u64;
-        put(comm, 0);
-        put(comm.add(1), 0);
-        if comm_needed(tid) && generated::bpf_get_current_comm(comm as *mut c_void, 16) == 0 {
+        if put_comm(&raw mut (*e).comm, tid) {
             put(&raw mut (*e).has_comm, 1);
         }
         let hdr = core::mem::size_of::<EnterEvent>();
@@ -1524,10 +1538,7 @@ fn emit_call(slot: *const Inflight, tid: u32, ts_exit: u64, ret: i64) {
         put(&raw mut (*e).cmd, (*slot).cmd);
         put(&raw mut (*e).has_comm, 0);
         put(&raw mut (*e)._pad, 0);
-        let comm = (&raw mut (*e).comm) as *mut u64;
-        put(comm, 0);
-        put(comm.add(1), 0);
-        if comm_needed(tid) && generated::bpf_get_current_comm(comm as *mut c_void, 16) == 0 {
+        if put_comm(&raw mut (*e).comm, tid) {
             put(&raw mut (*e).has_comm, 1);
         }
     }

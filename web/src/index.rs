@@ -14,13 +14,13 @@
 //! summaries.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 
 use driver_core::ntstatus::{ReturnValue, classify_return};
 use driver_core::schema::VmbusCmd;
 use serde::{Deserialize, Serialize};
-use traces::{Header, Reader, Record, VmbusDir};
+use traces::{
+    BUF_TRUNCATED, BUF_UNREADABLE, Block, Header, Reader, Record, RecordKind, RecordRef, VmbusDir,
+};
 
 /// Which events a lane holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -455,15 +455,36 @@ struct RawReply {
     bytes: u32,
 }
 
-fn decode_chunk(recs: Vec<Record>) -> Chunk {
+/// Decodes one frame's records in place (borrowed, nothing copied) into a [`Chunk`]. A
+/// frame that cannot be read, or holds a record that cannot be decoded, gives its
+/// problem instead: the part decoded before it is discarded, as a damaged frame is one
+/// [`Gap`].
+fn decode_chunk(block: traces::Result<Block<'_>>) -> Result<Chunk, String> {
+    let block = block.map_err(|e| e.to_string())?;
     let mut c = Chunk::default();
     // replies in the same frame as their request are folded in right here
     let mut open: HashMap<(Option<u64>, u64), usize> = HashMap::new();
-    for r in recs {
-        *c.kinds.entry(r.kind_name()).or_default() += 1;
+    block
+        .for_each(|r| c.add(r, &mut open))
+        .map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+impl Chunk {
+    fn add(&mut self, r: RecordRef<'_>, open: &mut HashMap<(Option<u64>, u64), usize>) {
+        let c = self;
+        *c.kinds
+            .entry(r.kind().map(RecordKind::name).unwrap_or("unknown"))
+            .or_default() += 1;
         match r {
-            Record::Ioctl(x) => {
-                if x.buffers.iter().any(|b| b.truncated() || b.unreadable()) {
+            RecordRef::Ioctl(x) => {
+                let mut bytes = 0u64;
+                let mut incomplete = false;
+                for b in x.buffers.iter() {
+                    bytes += b.data.len() as u64;
+                    incomplete |= b.flags & (BUF_TRUNCATED | BUF_UNREADABLE) != 0;
+                }
+                if incomplete {
                     c.incomplete += 1;
                 }
                 let dur = x.ts_exit.saturating_sub(x.ts_enter).min(u32::MAX as u64) as u32;
@@ -474,11 +495,11 @@ fn decode_chunk(recs: Vec<Record>) -> Chunk {
                     tid: x.tid,
                     cmd: x.cmd,
                     ret: x.ret,
-                    bytes: x.payload_bytes().min(u32::MAX as u64) as u32,
+                    bytes: bytes.min(u32::MAX as u64) as u32,
                     id: x.id,
                 });
             }
-            Record::Vmbus(m) => {
+            RecordRef::Vmbus(m) => {
                 let bytes = m.len.min(u32::MAX as u64) as u32;
                 match m.dir {
                     VmbusDir::HostReply => {
@@ -523,7 +544,7 @@ fn decode_chunk(recs: Vec<Record>) -> Chunk {
                                 } else {
                                     driver_core::VmbusDirection::GuestToHost
                                 },
-                                &m.bytes,
+                                m.bytes,
                             ),
                             flags,
                             ioctl: m.ioctl_id.unwrap_or(u64::MAX),
@@ -534,19 +555,18 @@ fn decode_chunk(recs: Vec<Record>) -> Chunk {
                     }
                 }
             }
-            Record::Process(p) => c.procs.push((p.pid, p.comm)),
-            Record::Dropped(d) => {
+            RecordRef::Other(Record::Process(p)) => c.procs.push((p.pid, p.comm.clone())),
+            RecordRef::Other(Record::Dropped(d)) => {
                 c.drops.push(DropMark {
                     ts: d.ts,
                     count: d.count,
-                    reason: d.reason,
+                    reason: d.reason.clone(),
                 });
             }
-            Record::Unknown { .. } => c.unknown += 1,
-            _ => {}
+            RecordRef::Other(Record::Unknown { .. }) => c.unknown += 1,
+            RecordRef::Other(_) => {}
         }
     }
-    c
 }
 
 /// Sorts a lane's columns by timestamp (threads of one lane can interleave out of order
@@ -631,9 +651,6 @@ impl TraceIndex {
     pub fn build(reader: &Reader, threads: usize) -> TraceIndex {
         let t_start = std::time::Instant::now();
         let frames = reader.frames();
-        let next = AtomicUsize::new(0);
-        let (tx, rx) = mpsc::sync_channel::<(usize, Result<Chunk, String>)>(threads * 4);
-
         let mut codes: Vec<CodeInfo> = Vec::new();
         let mut code_ix: HashMap<u32, u16> = HashMap::new();
         let mut cmds: Vec<CmdInfo> = Vec::new();
@@ -649,120 +666,96 @@ impl TraceIndex {
         let mut incomplete = 0;
         let mut total = 0u64;
 
-        std::thread::scope(|s| {
-            let mut workers = Vec::new();
-            for _ in 0..threads.clamp(1, frames.len().max(1)) {
-                let tx = tx.clone();
-                let next = &next;
-                workers.push(s.spawn(move || {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= frames.len() {
-                            break;
-                        }
-                        let r = reader
-                            .read_frame(&frames[i])
-                            .map(decode_chunk)
-                            .map_err(|e| e.to_string());
-                        if tx.send((i, r)).is_err() {
-                            break;
-                        }
-                    }
-                }));
-            }
-            drop(tx);
-            // Appending in frame order keeps each lane's columns sorted in the common
-            // case, so no sort pass is needed afterwards.
-            let mut pending: BTreeMap<usize, Result<Chunk, String>> = BTreeMap::new();
-            let mut want = 0usize;
-            for (i, r) in rx {
-                pending.insert(i, r);
-                while let Some(r) = pending.remove(&want) {
-                    let fi = want;
-                    want += 1;
-                    let c = match r {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let f = &frames[fi];
-                            gaps.push(Gap {
-                                offset: f.offset,
-                                ts: Some((f.ts_min, f.ts_max)),
-                                problem: e,
-                            });
-                            continue;
-                        }
-                    };
-                    for (k, v) in c.kinds {
-                        *kinds.entry(k.to_string()).or_default() += v;
-                        total += v;
-                    }
-                    if c.unknown > 0 {
-                        *kinds.entry("unknown".into()).or_default() += 0;
-                    }
-                    incomplete += c.incomplete;
-                    procs.extend(c.procs);
-                    drops.extend(c.drops);
-                    for x in c.io {
-                        let code = *code_ix.entry(x.cmd).or_insert_with(|| {
-                            codes.push(CodeInfo {
-                                code: x.cmd,
-                                name: driver_core::lookup_code(x.cmd)
-                                    .map(|d| d.name.to_string())
-                                    .unwrap_or_else(|| format!("{:#010x}", x.cmd)),
-                            });
-                            (codes.len() - 1).min(u16::MAX as usize) as u16
+        // Frames are decoded in parallel and merged here in frame order: appending in
+        // that order keeps each lane's columns sorted in the common case, so no sort pass
+        // is needed afterwards.
+        let merged: Result<(), std::convert::Infallible> = reader.map_blocks_in_order(
+            threads,
+            |_, b| decode_chunk(b),
+            |fi, r| {
+                let c = match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let f = &frames[fi];
+                        gaps.push(Gap {
+                            offset: f.offset,
+                            ts: Some((f.ts_min, f.ts_max)),
+                            problem: e,
                         });
-                        let kind = LaneKind::Ioctl {
-                            pid: x.pid,
-                            tid: x.tid,
-                        };
-                        let li = *lane_ix.entry(kind).or_insert_with(|| {
-                            lanes.push((kind, LaneData::Io(IoCols::default())));
-                            lanes.len() - 1
-                        });
-                        let LaneData::Io(cols) = &mut lanes[li].1 else {
-                            unreachable!("ioctl lane kinds hold ioctl data")
-                        };
-                        cols.ts.push(x.ts);
-                        cols.dur.push(x.dur);
-                        cols.code.push(code);
-                        cols.ret.push(x.ret);
-                        cols.bytes.push(x.bytes);
-                        cols.id.push(x.id);
+                        return Ok(());
                     }
-                    for x in c.vm {
-                        let cmd = *cmd_ix.entry(x.cmd).or_insert_with(|| {
-                            cmds.push(CmdInfo {
-                                name: x
-                                    .cmd
-                                    .map(driver_core::decode::vmbus_cmd_label)
-                                    .unwrap_or_else(|| "UNKNOWN".into()),
-                            });
-                            (cmds.len() - 1).min(u16::MAX as usize) as u16
-                        });
-                        let kind = LaneKind::Vmbus { channel: x.channel };
-                        let li = *lane_ix.entry(kind).or_insert_with(|| {
-                            lanes.push((kind, LaneData::Vm(VmCols::default())));
-                            lanes.len() - 1
-                        });
-                        let LaneData::Vm(cols) = &mut lanes[li].1 else {
-                            unreachable!("vmbus lane kinds hold vmbus data")
-                        };
-                        if !x.paired {
-                            unpaired_req.insert((x.channel, x.request_id), (li, cols.ts.len()));
-                        }
-                        cols.ts.push(x.ts);
-                        cols.dur.push(x.dur);
-                        cols.cmd.push(cmd);
-                        cols.flags.push(x.flags);
-                        cols.ioctl.push(x.ioctl);
-                        cols.bytes.push(x.bytes);
-                    }
-                    orphan_replies.extend(c.replies);
+                };
+                for (k, v) in c.kinds {
+                    *kinds.entry(k.to_string()).or_default() += v;
+                    total += v;
                 }
-            }
-            traces::join_scoped(workers);
-        });
+                if c.unknown > 0 {
+                    *kinds.entry("unknown".into()).or_default() += 0;
+                }
+                incomplete += c.incomplete;
+                procs.extend(c.procs);
+                drops.extend(c.drops);
+                for x in c.io {
+                    let code = *code_ix.entry(x.cmd).or_insert_with(|| {
+                        codes.push(CodeInfo {
+                            code: x.cmd,
+                            name: driver_core::lookup_code(x.cmd)
+                                .map(|d| d.name.to_string())
+                                .unwrap_or_else(|| format!("{:#010x}", x.cmd)),
+                        });
+                        (codes.len() - 1).min(u16::MAX as usize) as u16
+                    });
+                    let kind = LaneKind::Ioctl {
+                        pid: x.pid,
+                        tid: x.tid,
+                    };
+                    let li = *lane_ix.entry(kind).or_insert_with(|| {
+                        lanes.push((kind, LaneData::Io(IoCols::default())));
+                        lanes.len() - 1
+                    });
+                    let LaneData::Io(cols) = &mut lanes[li].1 else {
+                        unreachable!("ioctl lane kinds hold ioctl data")
+                    };
+                    cols.ts.push(x.ts);
+                    cols.dur.push(x.dur);
+                    cols.code.push(code);
+                    cols.ret.push(x.ret);
+                    cols.bytes.push(x.bytes);
+                    cols.id.push(x.id);
+                }
+                for x in c.vm {
+                    let cmd = *cmd_ix.entry(x.cmd).or_insert_with(|| {
+                        cmds.push(CmdInfo {
+                            name: x
+                                .cmd
+                                .map(driver_core::decode::vmbus_cmd_label)
+                                .unwrap_or_else(|| "UNKNOWN".into()),
+                        });
+                        (cmds.len() - 1).min(u16::MAX as usize) as u16
+                    });
+                    let kind = LaneKind::Vmbus { channel: x.channel };
+                    let li = *lane_ix.entry(kind).or_insert_with(|| {
+                        lanes.push((kind, LaneData::Vm(VmCols::default())));
+                        lanes.len() - 1
+                    });
+                    let LaneData::Vm(cols) = &mut lanes[li].1 else {
+                        unreachable!("vmbus lane kinds hold vmbus data")
+                    };
+                    if !x.paired {
+                        unpaired_req.insert((x.channel, x.request_id), (li, cols.ts.len()));
+                    }
+                    cols.ts.push(x.ts);
+                    cols.dur.push(x.dur);
+                    cols.cmd.push(cmd);
+                    cols.flags.push(x.flags);
+                    cols.ioctl.push(x.ioctl);
+                    cols.bytes.push(x.bytes);
+                }
+                orphan_replies.extend(c.replies);
+                Ok(())
+            },
+        );
+        let Ok(()) = merged;
 
         // Replies that crossed a frame boundary.
         for r in orphan_replies {

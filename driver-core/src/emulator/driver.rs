@@ -288,7 +288,12 @@ impl Driver {
         }
     }
 
+    /// Sets the caller stamped on events. Only [`Bus::ctx`] reads it, and only when
+    /// events are recorded: otherwise the lock is not taken.
     fn set_ctx(&self, c: CallCtx) {
+        if !self.bus.recording {
+            return;
+        }
         *self.bus.ctx.lock().unwrap_or_else(|e| e.into_inner()) = c;
     }
 

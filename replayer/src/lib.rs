@@ -41,6 +41,7 @@ mod mem;
 mod plan;
 pub mod recorded_host;
 pub mod replay;
+mod ticks;
 pub mod trim;
 
 pub use error::ReplayError;

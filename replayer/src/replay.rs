@@ -151,7 +151,9 @@ pub struct Report {
     pub elapsed: Duration,
     /// Sum of the recorded ioctl durations (exit − entry) of the calls issued.
     pub recorded_ioctl_ns: u64,
-    /// Sum of the replayed ioctl durations (time inside `Backend::ioctl`).
+    /// Sum of the replayed ioctl durations (time inside `Backend::ioctl`), filled in by
+    /// [`Replayer::finish`] (timed with the TSC where the kernel trusts it, see
+    /// `ticks.rs`).
     pub replayed_ioctl_ns: u64,
     /// Remarks (implicit opens, skipped records…).
     pub notes: Vec<String>,
@@ -243,6 +245,9 @@ pub struct Replayer<B: Backend> {
     fd_refs: IntMap<u64, u32>,
     pace0: Option<(u64, Instant)>,
     started: Instant,
+    /// Clock of the time inside the backend; `ioctl_ticks` sums its intervals.
+    ticks: crate::ticks::Ticks,
+    ioctl_ticks: u64,
     done: bool,
     cur_id: u64,
     /// Pids of the traced processes (ioctl and fd records): they map to the backend's pid.
@@ -286,6 +291,8 @@ impl<B: Backend> Replayer<B> {
             fd_refs: IntMap::default(),
             pace0: None,
             started: Instant::now(),
+            ticks: crate::ticks::Ticks::new(),
+            ioctl_ticks: 0,
             done: false,
             cur_id: 0,
             traced_pids: Default::default(),
@@ -521,6 +528,7 @@ impl<B: Backend> Replayer<B> {
     /// Closes every fd the replay still holds and returns the report.
     pub fn finish(mut self) -> Report {
         self.report.elapsed = self.started.elapsed();
+        self.report.replayed_ioctl_ns = self.ticks.ns(self.ioctl_ticks);
         self.cur_name = Cow::Borrowed("close at the end of the replay");
         // A dup and its original map to one fd: close it once.
         let mut fds: Vec<u64> = self
@@ -957,13 +965,13 @@ impl<B: Backend> Replayer<B> {
         self.live_ranges
             .extend(regions.iter().map(|r| (r.addr(), r.len())));
         self.live_ranges.extend_from_slice(&self.memory_ranges);
-        let t0 = Instant::now();
+        let t0 = self.ticks.now();
         // SAFETY: the scratch buffer holds the argument struct and every heap buffer its
         // pointer fields were patched to, sized per the table; `regions` the pinned ones;
         // all outlive the call, and so do the long-lived regions in `self.memory` (the
         // `live` ranges).
         let ret = unsafe { self.backend.ioctl_live(fd, rec.cmd, arg, &self.live_ranges) };
-        self.report.replayed_ioctl_ns += t0.elapsed().as_nanos() as u64;
+        self.ioctl_ticks += self.ticks.now().wrapping_sub(t0);
         self.report.recorded_ioctl_ns += rec.ts_exit.saturating_sub(rec.ts_enter);
         self.report.calls += 1;
 

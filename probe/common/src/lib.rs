@@ -52,6 +52,8 @@ pub const EV_VMBUS: u32 = 5;
 
 /// [`EventHeader::kind`]: a [`CallEvent`] follows (a whole call, entry and exit).
 pub const EV_CALL: u32 = 6;
+/// [`EventHeader::kind`]: a [`CallBatch`] follows, cut to its `count` calls.
+pub const EV_CALLS: u32 = 7;
 
 /// Buffer role: the ioctl argument struct read at entry.
 pub const ROLE_STRUCT_IN: u8 = 0;
@@ -136,8 +138,14 @@ pub const CNT_READ_FAIL: u32 = 2;
 pub const CNT_WALK_FAIL: u32 = 3;
 /// Index in `COUNTERS`: VMBus messages seen.
 pub const CNT_VMBUS: u32 = 4;
+/// Index in `COUNTERS`: flush requests of the loader ([`FLUSH_FD`]) served.
+pub const CNT_FLUSHES: u32 = 5;
 /// Number of `COUNTERS` slots.
-pub const CNT_SLOTS: u32 = 5;
+pub const CNT_SLOTS: u32 = 6;
+
+/// `close(FLUSH_FD)` by the loader's process asks the kernel side to submit the batch of
+/// calls of the CPU it runs on (an invalid descriptor: the close itself fails, EBADF).
+pub const FLUSH_FD: i32 = -0x7e57;
 
 /// First field of every ring-buffer record.
 #[repr(C)]
@@ -255,6 +263,29 @@ pub struct CallEvent {
     pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<CallEvent>() == 104);
+
+/// Calls a [`CallBatch`] holds.
+pub const BATCH_LEN: usize = 16;
+
+/// Several [`CallEvent`]s in one ring record (see the module docs): a CPU gathers the
+/// calls that carry no bytes here and submits them together, `count` of them, each with
+/// its own header (`kind` [`EV_CALL`]; the CPU is the batch's).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallBatch {
+    /// `EV_CALLS`; the CPU whose batch this is.
+    pub hdr: EventHeader,
+    /// Calls in `calls`.
+    pub count: u32,
+    /// Calls the batch takes before it is submitted: 0 (every call is submitted at once)
+    /// until the loader's first flush request on this CPU, then [`BATCH_LEN`].
+    pub cap: u8,
+    /// Pad.
+    pub _pad: [u8; 3],
+    /// The calls, in the order they returned on this CPU.
+    pub calls: [CallEvent; BATCH_LEN],
+}
+const _: () = assert!(core::mem::size_of::<CallBatch>() == 16 + 104 * BATCH_LEN);
 
 /// [`Inflight::active`]: no call in flight.
 pub const CALL_IDLE: u8 = 0;
@@ -545,6 +576,8 @@ mod pod {
     unsafe impl aya::Pod for super::PidFd {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Inflight {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CallBatch {}
 }
 
 #[cfg(test)]

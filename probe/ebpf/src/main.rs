@@ -107,6 +107,9 @@ static COMBINE: u32 = 0;
 /// (see [`CMD_BITMAP_WORDS`]); all set until the loader writes the real table.
 #[unsafe(no_mangle)]
 static CMD_FULL: [u64; CMD_BITMAP_WORDS] = [u64::MAX; CMD_BITMAP_WORDS];
+/// The loader's process: its `close(FLUSH_FD)` flushes the CPU's batch of calls.
+#[unsafe(no_mangle)]
+static LOADER_TGID: u32 = 0;
 /// Entries of [`THREADS`] (set by the loader with the map's size).
 #[unsafe(no_mangle)]
 static THREAD_SLOTS: u32 = 0;
@@ -186,6 +189,9 @@ static EXIT_SCRATCH: PerCpuArray<[u8; EXIT_SLOT]> = PerCpuArray::with_max_entrie
 /// the last look (slot 1); see `wake_flags`.
 #[map]
 static WAKE_TICK: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+/// This CPU's batch of calls that carry no bytes (see [`batch_call`]).
+#[map]
+static BATCH: PerCpuArray<CallBatch> = PerCpuArray::with_max_entries(1, 0);
 /// Thread of this CPU's previous captured call (see `comm_needed`).
 #[map]
 static LAST_TID: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
@@ -781,6 +787,7 @@ extern "C" fn chunk_cb(index: u64, ctx: *mut c_void) -> i64 {
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn dxt_copy_buf(id: u64, addr: u64, len: u64, meta: u64) -> u32 {
+    flush_pending();
     let max_len = (meta >> 32) as u32;
     let limit = if max_len == 0 || max_len > MAX_BUF_LEN {
         MAX_BUF_LEN
@@ -1445,6 +1452,7 @@ fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
         put(&raw mut (*slot).fd_size, fd_size);
         put(&raw mut (*slot).active, CALL_SPLIT);
     }
+    flush_pending();
     let Some(rec) = ENTER_SCRATCH.get_ptr_mut(0) else {
         // SAFETY: this thread's slot.
         unsafe { put(&raw mut (*slot).active, CALL_IDLE) };
@@ -1512,19 +1520,91 @@ fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
     Ok(0)
 }
 
-/// Writes the [`CallEvent`] of the [`CALL_WHOLE`] call in `slot` (`ts_exit` 0: it never
-/// returned). Counted as a lost call when the ring is full.
+// ---- batches of calls ----
+//
+// A call that carries no bytes is written into its CPU's `BATCH` at exit instead of a ring
+// record of its own: one reserve/commit (a spinlock taken with interrupts off, two helper
+// calls, the ring's producer position bounced between the CPUs) per batch instead of per
+// call. A batch goes to the ring when it is full, when its first call is older than
+// `BATCH_AGE_NS` at the next call, before any other record of the CPU (so that one CPU's
+// records stay in the order they were made), when the loader asks (`close(FLUSH_FD)` from
+// the loader's process on that CPU, every few tens of ms: a quiet CPU's batch does not
+// wait), and at the stop the loader reads what is left.
+//
+// Who writes a CPU's batch: the syscall programs (raw `sys_enter` / `sys_exit`, or the
+// `syscalls:*` tracepoints) and `sched_process_exit` (and, flushing only, the VMBus
+// uprobes and kprobes). The syscall and sched programs run in the context of the task
+// that makes the syscall or exits, with preemption off (the syscall tracepoints are
+// faultable since 6.13, but BPF programs on them still run with preemption disabled), and
+// nothing they do makes a syscall or exits a task, so they never run inside one another
+// on a CPU: no two of them touch a batch at once, and the per-program recursion guard is
+// not what ensures it (it only stops a program nesting in itself). The uprobes run in
+// process context at a user instruction, never inside those. The kernel VMBus kprobes
+// could fire in interrupt context inside a syscall program, but where they are attached
+// (dxgkrnl present) calls are not combined (`COMBINE` 0): no call is batched, every batch
+// stays empty and their flush finds nothing to do. NMI-context programs of other tools do
+// not see our maps.
+
+/// Submits this CPU's batch `b` (if it holds any call) as one record; a batch the ring
+/// has no room for counts every call in it as lost.
 #[inline(always)]
-fn emit_call(slot: *const Inflight, tid: u32, ts_exit: u64, ret: i64) {
-    let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
+fn submit_batch(b: *mut CallBatch) {
+    // SAFETY: this CPU's batch (see the section comment on who writes it).
+    unsafe {
+        let n = (*b).count as usize & (BATCH_LEN * 2 - 1);
+        if n == 0 || n > BATCH_LEN {
+            put(&raw mut (*b).count, 0);
+            return;
+        }
+        put(&raw mut (*b).hdr.kind, EV_CALLS);
+        put(&raw mut (*b).hdr.cpu, cpu());
+        let len =
+            core::mem::size_of::<CallBatch>() - (BATCH_LEN - n) * core::mem::size_of::<CallEvent>();
+        let bytes = core::slice::from_raw_parts(b as *const u8, len);
+        if EVENTS
+            .output::<[u8]>(bytes, wake_flags(len as u64))
+            .is_err()
+        {
+            bump(&DROPS, DROP_CALL, n as u64);
+        }
+        put(&raw mut (*b).count, 0);
+    }
+}
+
+/// Submits this CPU's batch before another record, so that the records of one CPU stay in
+/// the order they were made.
+#[inline(always)]
+fn flush_pending() {
+    if let Some(b) = BATCH.get_ptr_mut(0)
+        // SAFETY: this CPU's batch.
+        && unsafe { (*b).count } != 0
+    {
+        submit_batch(b);
+    }
+}
+
+/// Oldest a batched call may get before its batch is submitted, in ns (checked when the
+/// CPU batches another call; the loader's flushes bound it otherwise).
+const BATCH_AGE_NS: u64 = 100_000_000;
+
+/// Writes the [`CallEvent`] of the [`CALL_WHOLE`] call in `slot` (`ts_exit` 0: it never
+/// returned, and the batch goes at once) into this CPU's batch. Calls the ring has no
+/// room for are counted as lost.
+#[inline(always)]
+fn batch_call(slot: *const Inflight, tid: u32, ts_exit: u64, ret: i64) {
+    let Some(b) = BATCH.get_ptr_mut(0) else {
         bump(&DROPS, DROP_CALL, 1);
         return;
     };
-    let e = entry.as_mut_ptr();
-    // SAFETY: `e` is a reserved, writable CallEvent; `slot` is this thread's slot.
+    // SAFETY: this CPU's batch; `slot` is this thread's slot.
     unsafe {
+        let mut n = (*b).count as usize & (BATCH_LEN * 2 - 1);
+        if n >= BATCH_LEN {
+            submit_batch(b);
+            n = 0;
+        }
+        let e = (&raw mut (*b).calls as *mut CallEvent).add(n);
         put(&raw mut (*e).hdr.kind, EV_CALL);
-        put(&raw mut (*e).hdr.cpu, cpu());
         put(&raw mut (*e).call_id, (*slot).call_id);
         put(&raw mut (*e).ts_enter, (*slot).ts);
         put(&raw mut (*e).ts_exit, ts_exit);
@@ -1537,12 +1617,30 @@ fn emit_call(slot: *const Inflight, tid: u32, ts_exit: u64, ret: i64) {
         put(&raw mut (*e).fd, (*slot).fd);
         put(&raw mut (*e).cmd, (*slot).cmd);
         put(&raw mut (*e).has_comm, 0);
-        put(&raw mut (*e)._pad, 0);
         if put_comm(&raw mut (*e).comm, tid) {
             put(&raw mut (*e).has_comm, 1);
         }
+        put(&raw mut (*b).count, n as u32 + 1);
+        let first = (*b).calls[0].ts_exit;
+        if ts_exit == 0 || n + 1 >= (*b).cap as usize || ts_exit.wrapping_sub(first) > BATCH_AGE_NS
+        {
+            submit_batch(b);
+        }
     }
-    entry.submit(wake_flags(core::mem::size_of::<CallEvent>() as u64));
+}
+
+/// `close(FLUSH_FD)` from the loader's process ([`LOADER_TGID`]): this CPU's batch to the
+/// ring, and from then on this CPU batches (`cap`); counted in `CNT_FLUSHES`.
+#[inline(always)]
+fn flush_request() {
+    if let Some(b) = BATCH.get_ptr_mut(0) {
+        submit_batch(b);
+        if cfg(&COMBINE) != 0 {
+            // SAFETY: this CPU's batch.
+            put(unsafe { &raw mut (*b).cap }, BATCH_LEN as u8);
+        }
+    }
+    bump(&COUNTERS, CNT_FLUSHES, 1);
 }
 
 #[inline(always)]
@@ -1568,9 +1666,10 @@ fn exit_ioctl(p: *mut Inflight, pid_tgid: u64, ret: i64) -> Result<u32, i64> {
     put(unsafe { &raw mut (*p).active }, CALL_IDLE);
     let ts = ktime();
     if active == CALL_WHOLE {
-        emit_call(p, tid, ts, ret);
+        batch_call(p, tid, ts, ret);
         return Ok(0);
     }
+    flush_pending();
     // SAFETY: as above.
     let (call_id, arg, cmd, mut lost, fd_off, dirs, fd_kind, fd_size) = unsafe {
         (
@@ -1686,6 +1785,7 @@ struct FdArgs {
 
 #[inline(always)]
 fn emit_fd(a: &FdArgs) {
+    flush_pending();
     let Some(mut entry) = EVENTS.reserve::<FdEventRaw>(0) else {
         bump(&DROPS, DROP_FD, 1);
         return;
@@ -1816,6 +1916,10 @@ fn forget_fd(tgid: u32, tid: u32, fd: i32, ret: i64) -> Result<(), i64> {
 fn on_enter_close(fd: i32) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    if fd == FLUSH_FD && tgid == cfg(&LOADER_TGID) {
+        flush_request();
+        return Ok(0);
+    }
     if !pid_ok(tgid) {
         return Ok(0);
     }
@@ -1994,7 +2098,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if let Some(p) = existing_slot(tid) {
         // SAFETY: this thread's slot.
         if unsafe { (*p).active } == CALL_WHOLE {
-            emit_call(p, tid, 0, 0);
+            batch_call(p, tid, 0, 0);
         }
         put(unsafe { &raw mut (*p).active }, CALL_IDLE);
     }
@@ -2293,6 +2397,7 @@ fn vmb_packet(ctx: &RetProbeContext, kernel: bool) -> Result<u32, i64> {
 /// Submits `v` with its header, id-independent fields stamped here.
 #[inline(always)]
 fn emit_vmbus(v: &VmbusEvent) {
+    flush_pending();
     let Some(mut entry) = EVENTS.reserve::<VmbusEvent>(0) else {
         bump(&DROPS, DROP_VMBUS, 1);
         return;

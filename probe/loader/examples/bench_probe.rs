@@ -263,6 +263,7 @@ fn measure(exe: &Path, n: u64, row: &Row<'_>) -> anyhow::Result<()> {
         let mut plain = f64::INFINITY;
         for _ in 0..reps() {
             plain = plain.min(child_ns(Command::new(exe).args(loop_args(n))));
+            p.flush_batches();
             p.drain(&mut |_| events += 1);
         }
         println!(
@@ -275,6 +276,7 @@ fn measure(exe: &Path, n: u64, row: &Row<'_>) -> anyhow::Result<()> {
         let ns = child_ns(Command::new(exe).args(loop_args(n)));
         let per_prog = prog_stats(&p.kernel_ids().0);
         let _ = std::fs::write(stats, was.trim());
+        p.flush_batches();
         p.drain(&mut |_| events += 1);
         let dropped: u64 = p.drop_counts().iter().flatten().sum();
         drop(p);
@@ -413,6 +415,7 @@ fn main() -> anyhow::Result<()> {
                         .build()?;
                     let ns = child_ns(Command::new(&exe).args(&loop_args));
                     let mut events = 0u64;
+                    p.flush_batches();
                     p.drain(&mut |_| events += 1);
                     let dropped: u64 = p.drop_counts().iter().flatten().sum();
                     println!(

@@ -3,6 +3,17 @@
 //! Chunks of a call arrive between its entry and exit events (they come from the same
 //! thread, and the ring buffer keeps reservation order), so a call is complete when its
 //! exit arrives. Calls still open when the capture ends are flushed with `ts_exit` 0.
+//!
+//! Calls that carry no bytes come late: the kernel side gathers them per CPU and submits
+//! them in batches (see `flush_batches` in probe-ebpf), so a batch can reach the ring
+//! after records made later on other CPUs (a thread that moved to another CPU and closed
+//! the descriptor, say). Finished records therefore wait in one queue per CPU (each in
+//! the order its CPU made them) and are written merged by time, up to a mark before
+//! which every batch is known to be in ([`Assembler::release`]); and a batched call on a
+//! derived descriptor finds its device in the descriptor's history at the call's time,
+//! not as the descriptor is when the batch arrives.
+
+use std::collections::VecDeque;
 
 use driver_core::inthash::{IntMap, IntSet};
 
@@ -40,8 +51,15 @@ pub struct Assembler {
     vmbus: IntMap<u64, PendingVmbus>,
     /// Thread → id of the ioctl it is in (links VMBus messages to ioctls).
     in_call: IntMap<u32, u64>,
-    /// (pid, fd) of derived descriptors → device of the descriptor that created them.
-    derived_dev: IntMap<(u32, i32), u64>,
+    /// (pid, fd) of derived descriptors → device of the descriptor that created them, and
+    /// since when (the fd event's time).
+    derived_dev: IntMap<(u32, i32), (u64, u64)>,
+    /// The earlier derived descriptors of a (pid, fd): (device, since, until), for batched
+    /// calls that arrive after their close or reuse; kept until every call before `until`
+    /// is in (see [`Assembler::release`]).
+    derived_before: IntMap<(u32, i32), Vec<(u64, u64, u64)>>,
+    /// Finished records waiting for [`Assembler::release`].
+    queue: Reorder,
     seen_pids: IntSet<u32>,
     next_id: u64,
     last_drops: Vec<Vec<u64>>,
@@ -148,6 +166,8 @@ impl Assembler {
             vmbus: IntMap::default(),
             in_call: IntMap::default(),
             derived_dev: IntMap::default(),
+            derived_before: IntMap::default(),
+            queue: Reorder::default(),
             seen_pids: IntSet::default(),
             next_id: 1,
             last_drops: Vec::new(),
@@ -184,14 +204,71 @@ impl Assembler {
         let id = self.next_id;
         self.next_id += 1;
         let dev = if kernel_dev == 0 {
-            self.derived_dev.get(&(pid, fd)).copied().unwrap_or(0)
+            self.derived_device(pid, fd, ts)
         } else {
             kernel_dev_to_user(kernel_dev)
         };
         (id, dev)
     }
 
-    /// Feeds one event; completed records go to `out`.
+    /// Device of derived descriptor `fd` of `pid` as it was at `ts` (0: not known).
+    fn derived_device(&self, pid: u32, fd: i32, ts: u64) -> u64 {
+        let now = self.derived_dev.get(&(pid, fd)).copied();
+        if let Some((dev, since)) = now
+            && since <= ts
+        {
+            return dev;
+        }
+        self.derived_before
+            .get(&(pid, fd))
+            .and_then(|h| {
+                h.iter()
+                    .rev()
+                    .find(|&&(_, since, until)| since <= ts && ts < until)
+            })
+            .map_or_else(|| now.map_or(0, |(dev, _)| dev), |&(dev, _, _)| dev)
+    }
+
+    /// (pid, fd) names a new derived descriptor (`dev`) from `ts` on, or none (`None`).
+    fn set_derived(&mut self, key: (u32, i32), dev: Option<u64>, ts: u64) {
+        if let Some((old, since)) = self.derived_dev.remove(&key) {
+            self.derived_before
+                .entry(key)
+                .or_default()
+                .push((old, since, ts));
+        }
+        if let Some(dev) = dev {
+            self.derived_dev.insert(key, (dev, ts));
+        }
+    }
+
+    /// A finished record, made on `cpu` at `ts`, into the time-ordered queue.
+    fn finished(&mut self, cpu: u32, ts: u64, rec: Record) {
+        self.queue.push(cpu, ts, rec);
+    }
+
+    /// Writes the finished records made before `mark` (`CLOCK_MONOTONIC` ns), merged in
+    /// time order: every batched call that returned before `mark` must have been pushed
+    /// (see [`crate::Probe::flush_batches`]). Records made later wait, unless more than
+    /// [`MAX_HELD`] do (then the oldest go). `u64::MAX` writes them all.
+    pub fn release(&mut self, mark: u64, out: &mut impl FnMut(Record)) {
+        self.queue.release(mark, out);
+        if !self.derived_before.is_empty() {
+            // Calls made before the mark are all in: an older history is not needed.
+            self.derived_before.retain(|_, h| {
+                h.retain(|&(_, _, until)| until >= mark);
+                !h.is_empty()
+            });
+        }
+    }
+
+    /// Records waiting for [`Assembler::release`].
+    pub fn held(&self) -> usize {
+        self.queue.held
+    }
+
+    /// Feeds one event; completed records are queued for [`Assembler::release`] (process
+    /// records, which only describe a pid, go to `out` at once).
     pub fn push(&mut self, ev: RawEvent<'_>, out: &mut impl FnMut(Record)) {
         match ev {
             RawEvent::Enter(e, inline) => {
@@ -237,7 +314,14 @@ impl Assembler {
             RawEvent::Call(c) => {
                 let comm = (c.has_comm != 0).then_some(&c.comm);
                 let (id, dev) = self.new_call(c.pid, c.fd, c.dev, comm, c.ts_enter, out);
+                let ts = if c.ts_exit != 0 {
+                    c.ts_exit
+                } else {
+                    c.ts_enter
+                };
                 self.emit_ioctl(
+                    c.hdr.cpu,
+                    ts,
                     IoctlRecord {
                         id,
                         ts_enter: c.ts_enter,
@@ -251,7 +335,6 @@ impl Assembler {
                         ret: c.ret,
                         buffers: Vec::new(),
                     },
-                    out,
                 );
             }
             RawEvent::Buf(b, data) => {
@@ -330,7 +413,7 @@ impl Assembler {
                 if self.in_call.get(&p.rec.tid) == Some(&p.rec.id) {
                     self.in_call.remove(&p.rec.tid);
                 }
-                self.emit_ioctl(p.rec, out);
+                self.emit_ioctl(x.hdr.cpu, x.ts, p.rec);
             }
             RawEvent::Fd(f) => {
                 self.process(f.pid, "", f.ts, out);
@@ -347,29 +430,24 @@ impl Assembler {
                         // has none of its own; a device or FUSE file is named by the
                         // kernel side). The trace says what was copied in `path`.
                         let parent = if f.dev == 0 {
-                            self.derived_dev
-                                .get(&(f.pid, f.old_fd))
-                                .copied()
-                                .unwrap_or(0)
+                            self.derived_device(f.pid, f.old_fd, f.ts)
                         } else {
                             dev
                         };
-                        self.derived_dev.insert((f.pid, f.fd), parent);
+                        self.set_derived((f.pid, f.fd), Some(parent), f.ts);
                         path = format!("dup:{}", f.old_fd);
                         dev = 0;
                     }
                     FdOp::Derived => {
                         // The creating call's device: the parent fd's device.
                         let parent = self.calls.get(&f.call_id).map(|p| p.rec.dev).unwrap_or(0);
-                        self.derived_dev.insert((f.pid, f.fd), parent);
+                        self.set_derived((f.pid, f.fd), Some(parent), f.ts);
                         dev = 0;
                     }
-                    FdOp::Close => {
-                        self.derived_dev.remove(&(f.pid, f.fd));
-                    }
+                    FdOp::Close => self.set_derived((f.pid, f.fd), None, f.ts),
                     FdOp::Open => {}
                 }
-                out(Record::Fd(FdEvent {
+                let rec = Record::Fd(FdEvent {
                     ts: f.ts,
                     pid: f.pid,
                     tid: f.tid,
@@ -380,7 +458,8 @@ impl Assembler {
                     ino: f.ino,
                     flags: f.flags,
                     ret: f.ret,
-                }));
+                });
+                self.finished(f.hdr.cpu, f.ts, rec);
             }
             RawEvent::Vmbus(v) => {
                 self.process(v.pid, "", v.ts, out);
@@ -419,15 +498,15 @@ impl Assembler {
                 }
                 self.vmbus_msgs += 1;
                 self.bytes += msg.bytes.len() as u64;
-                out(Record::Vmbus(msg));
+                self.finished(v.hdr.cpu, v.ts, Record::Vmbus(msg));
             }
         }
     }
 
-    fn emit_ioctl(&mut self, rec: IoctlRecord, out: &mut impl FnMut(Record)) {
+    fn emit_ioctl(&mut self, cpu: u32, ts: u64, rec: IoctlRecord) {
         self.ioctls += 1;
         self.bytes += rec.payload_bytes();
-        out(Record::Ioctl(rec));
+        self.finished(cpu, ts, Record::Ioctl(rec));
     }
 
     /// Writes a [`Dropped`] record for every per-CPU counter that grew since the last call.
@@ -457,17 +536,20 @@ impl Assembler {
     /// Flushes calls that never saw their exit (capture ended first, or the exit record
     /// was dropped) and writes the final statistics.
     pub fn finish(&mut self, counters: &[u64], ts: u64, out: &mut impl FnMut(Record)) {
+        self.release(u64::MAX, out);
         let mut open: Vec<_> = self.calls.drain().map(|(_, p)| p.rec).collect();
         open.sort_by_key(|r| r.id);
         for rec in open {
-            self.emit_ioctl(rec, out);
+            self.emit_ioctl(0, 0, rec);
         }
+        self.release(u64::MAX, out);
         let names = [
             "kernel_calls",
             "kernel_bytes",
             "read_failures",
             "walk_failures",
             "kernel_vmbus",
+            "batch_flushes",
         ];
         let mut c: Vec<(String, u64)> = names
             .iter()
@@ -479,6 +561,51 @@ impl Assembler {
         c.push(("payload_bytes".into(), self.bytes));
         c.push(("dropped".into(), self.dropped));
         out(Record::Stats(CaptureStats { ts, counters: c }));
+    }
+}
+
+/// Most finished records held for ordering; beyond, the oldest are written anyway.
+pub const MAX_HELD: usize = 1 << 21;
+
+/// Finished records per CPU that made them, each queue in its CPU's order (the order of
+/// its ring records), merged by time on release.
+#[derive(Default)]
+struct Reorder {
+    queues: Vec<VecDeque<(u64, Record)>>,
+    held: usize,
+}
+
+impl Reorder {
+    fn push(&mut self, cpu: u32, ts: u64, rec: Record) {
+        let cpu = cpu as usize;
+        if cpu >= self.queues.len() {
+            self.queues.resize_with(cpu + 1, VecDeque::new);
+        }
+        self.queues[cpu].push_back((ts, rec));
+        self.held += 1;
+    }
+
+    /// Writes, oldest first, the records made before `mark` (and the oldest beyond
+    /// [`MAX_HELD`]). A queue's head is the oldest record of its CPU, so the oldest
+    /// record held is the oldest of the heads.
+    fn release(&mut self, mark: u64, out: &mut impl FnMut(Record)) {
+        while self.held > 0 {
+            let Some((q, ts)) = self
+                .queues
+                .iter()
+                .enumerate()
+                .filter_map(|(i, q)| q.front().map(|(ts, _)| (i, *ts)))
+                .min_by_key(|&(_, ts)| ts)
+            else {
+                break;
+            };
+            if ts >= mark && self.held <= MAX_HELD {
+                break;
+            }
+            let (_, rec) = self.queues[q].pop_front().expect("a head");
+            self.held -= 1;
+            out(rec);
+        }
     }
 }
 
@@ -523,6 +650,133 @@ fn process_info(pid: u32, comm: &str, ts: u64) -> ProcessInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const KVM: u64 = (10 << 20) | 232;
+    const OTHER: u64 = (10 << 20) | 60;
+
+    fn enter(cpu: u32, call_id: u64, fd: i32, dev: u64, ts: u64) -> RawEvent<'static> {
+        RawEvent::Enter(
+            EnterEvent {
+                hdr: EventHeader {
+                    kind: EV_ENTER,
+                    cpu,
+                },
+                call_id,
+                ts,
+                pid: 7,
+                tid: 7,
+                fd,
+                cmd: 0xae01,
+                dev,
+                ..EnterEvent::default()
+            },
+            &[],
+        )
+    }
+
+    fn exit(cpu: u32, call_id: u64, ts: u64, ret: i64) -> RawEvent<'static> {
+        RawEvent::Exit(
+            ExitEvent {
+                hdr: EventHeader { kind: EV_EXIT, cpu },
+                call_id,
+                ts,
+                ret,
+                ..ExitEvent::default()
+            },
+            &[],
+        )
+    }
+
+    fn fd_event(cpu: u32, op: u32, fd: i32, call_id: u64, ts: u64) -> RawEvent<'static> {
+        RawEvent::Fd(Box::new(FdEventRaw {
+            hdr: EventHeader { kind: EV_FD, cpu },
+            ts,
+            pid: 7,
+            tid: 7,
+            fd,
+            op,
+            dev: 0,
+            ino: 0,
+            flags: 0,
+            old_fd: -1,
+            ret: 0,
+            call_id,
+            path: [0; PATH_LEN],
+        }))
+    }
+
+    fn batched(cpu: u32, call_id: u64, fd: i32, ts_enter: u64, ts_exit: u64) -> RawEvent<'static> {
+        RawEvent::Call(CallEvent {
+            hdr: EventHeader { kind: EV_CALL, cpu },
+            call_id,
+            ts_enter,
+            ts_exit,
+            pid: 7,
+            tid: 7,
+            fd,
+            cmd: 0xae03,
+            ..CallEvent::default()
+        })
+    }
+
+    /// What a batch that reaches the ring late looks like: a thread makes a call on a
+    /// derived descriptor on CPU 0 (batched there), moves to CPU 1, closes the descriptor
+    /// and gets the same number back for a descriptor of another device; CPU 0's batch
+    /// arrives after all that. The trace has the call where it happened, before the
+    /// close, with the device the descriptor had then.
+    #[test]
+    fn late_batched_call_is_written_in_time_order_with_its_device_then() {
+        let mut a = Assembler::new([]);
+        let mut recs = Vec::new();
+        let mut out = |r: Record| recs.push(r);
+        // fd 5 derived from a call on /dev/kvm (fd 3), made on CPU 1.
+        a.push(enter(1, 1, 3, KVM, 10), &mut out);
+        a.push(fd_event(1, FD_OP_DERIVED, 5, 1, 20), &mut out);
+        a.push(exit(1, 1, 19, 5), &mut out);
+        // The thread moves to CPU 1: close, and fd 5 again from a call on another device.
+        a.push(fd_event(1, FD_OP_CLOSE, 5, 0, 200), &mut out);
+        a.push(enter(1, 2, 4, OTHER, 205), &mut out);
+        a.push(fd_event(1, FD_OP_DERIVED, 5, 2, 207), &mut out);
+        a.push(exit(1, 2, 206, 5), &mut out);
+        // A call on the second fd 5, batched on CPU 1 (and submitted before CPU 1's next
+        // record), then that fd closed too; only then CPU 0's batch arrives, with the call
+        // on the first fd 5, made at 100.
+        a.push(batched(1, 4, 5, 220, 230), &mut out);
+        a.push(fd_event(1, FD_OP_CLOSE, 5, 0, 240), &mut out);
+        a.push(batched(0, 3, 5, 100, 110), &mut out);
+        // And one more CPU 1 record, made after the mark.
+        a.push(fd_event(1, FD_OP_OPEN, 6, 0, 300), &mut out);
+        // Records before the mark are written, later ones wait.
+        a.release(250, &mut out);
+        let order = |recs: &[Record]| -> Vec<(&'static str, u64, u64)> {
+            recs.iter()
+                .filter_map(|r| match r {
+                    Record::Ioctl(i) => Some(("ioctl", i.ts_enter, i.dev)),
+                    Record::Fd(f) => Some(("fd", f.ts, f.fd as u64)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let kvm = kernel_dev_to_user(KVM);
+        let other = kernel_dev_to_user(OTHER);
+        assert_eq!(
+            order(&recs),
+            // A descriptor a call returns is reported before the call (as its CPU
+            // made the records); CPU 0's call goes between CPU 1's records of its time.
+            [
+                ("fd", 20, 5),
+                ("ioctl", 10, kvm),
+                ("ioctl", 100, kvm),
+                ("fd", 200, 5),
+                ("fd", 207, 5),
+                ("ioctl", 205, other),
+                ("ioctl", 220, other),
+                ("fd", 240, 5),
+            ]
+        );
+        a.finish(&[], 400, &mut |r| recs.push(r));
+        assert_eq!(order(&recs)[8..], [("fd", 300, 6)]);
+    }
 
     #[test]
     fn dev_round_trip() {

@@ -171,7 +171,36 @@ fn tail<T>(b: &[u8], len: usize) -> &[u8] {
 }
 
 impl<'a> RawEvent<'a> {
-    /// Parses one ring-buffer record.
+    /// Hands `f` the events of one ring-buffer record (a batch of calls holds several;
+    /// any other record one); returns how many.
+    pub fn each(b: &'a [u8], f: &mut impl FnMut(RawEvent<'a>)) -> usize {
+        let Some(hdr) = read_pod::<EventHeader>(b) else {
+            return 0;
+        };
+        if hdr.kind != EV_CALLS {
+            return RawEvent::parse(b).map(f).map_or(0, |()| 1);
+        }
+        let Some(count) = read_pod::<u32>(&b[size_of::<EventHeader>()..]) else {
+            return 0;
+        };
+        let first = std::mem::offset_of!(CallBatch, calls);
+        let mut n = 0;
+        for i in 0..(count as usize).min(BATCH_LEN) {
+            let at = first + i * size_of::<CallEvent>();
+            let Some(mut c) = b.get(at..).and_then(read_pod::<CallEvent>) else {
+                break;
+            };
+            c.hdr = EventHeader {
+                kind: EV_CALL,
+                cpu: hdr.cpu,
+            };
+            f(RawEvent::Call(c));
+            n += 1;
+        }
+        n
+    }
+
+    /// Parses one ring-buffer record (not a batch: see [`RawEvent::each`]).
     pub fn parse(b: &'a [u8]) -> Option<RawEvent<'a>> {
         let hdr: EventHeader = read_pod(b)?;
         Some(match hdr.kind {
@@ -238,6 +267,7 @@ pub struct Probe {
     ring: RingBuf<MapData>,
     inflight: BpfHashMap<MapData, u32, Inflight>,
     threads: aya::maps::Array<MapData, Inflight>,
+    batch: PerCpuArray<MapData, CallBatch>,
     pids: BpfHashMap<MapData, u32, u8>,
     drops: PerCpuArray<MapData, u64>,
     counters: PerCpuArray<MapData, u64>,
@@ -246,6 +276,12 @@ pub struct Probe {
     vmbus: (bool, String),
     dropped_descs: usize,
     hooks: SyscallHooks,
+    /// Calls that carry no bytes are written as one record at exit (see probe-common).
+    combine: bool,
+    /// They are also batched per CPU (see [`Probe::flush_batches`]).
+    batching: bool,
+    /// Online CPUs (those `flush_batches` runs on).
+    cpus: Vec<u32>,
 }
 
 impl std::fmt::Debug for Probe {
@@ -555,6 +591,7 @@ impl Probe {
         ]
         .map(|n| n as u32);
 
+        let loader_tgid = std::process::id();
         let mut loader = EbpfLoader::new();
         loader
             .override_global("NR_IOCTL", &nr[0], true)
@@ -569,6 +606,7 @@ impl Probe {
             .override_global("OFF_REGS_ARGS", &regs_args, true)
             .override_global("OFF_REGS_ORIG_AX", &regs_orig_ax, true)
             .override_global("RING_SIZE", &rb, true)
+            .override_global("LOADER_TGID", &loader_tgid, true)
             .override_global("COMBINE", &combine, true)
             .override_global("THREAD_SLOTS", &thread_slots, true)
             .override_global("CMD_FULL", &cmd_full[..], true)
@@ -677,12 +715,15 @@ impl Probe {
         let ring: RingBuf<MapData> = take(&mut ebpf, "EVENTS")?;
         let inflight = take(&mut ebpf, "INFLIGHT")?;
         let threads = take(&mut ebpf, "THREADS")?;
+        let batch = take(&mut ebpf, "BATCH")?;
         let drops = take(&mut ebpf, "DROPS")?;
         let counters = take(&mut ebpf, "COUNTERS")?;
-        Ok(Probe {
+        let cpus = aya::util::online_cpus().unwrap_or_default();
+        let mut p = Probe {
             ring,
             inflight,
             threads,
+            batch,
             pids,
             drops,
             counters,
@@ -691,7 +732,40 @@ impl Probe {
             vmbus,
             dropped_descs,
             hooks,
-        })
+            combine: combine != 0,
+            batching: false,
+            cpus,
+        };
+        // The first flush lets every CPU batch; it worked where the kernel side counted
+        // it (the programs see this process's pid).
+        if p.combine && p.flush_batches().is_some() {
+            let served = per_cpu(&p.counters, CNT_SLOTS)[CNT_FLUSHES as usize].clone();
+            p.batching = p
+                .cpus
+                .iter()
+                .all(|&c| served.get(c as usize).is_some_and(|&n| n > 0));
+        }
+        if p.combine && !p.batching {
+            tracing::info!("cannot flush every CPU's batch: one ring record per call");
+        }
+        Ok(p)
+    }
+
+    /// Has every online CPU submit the calls it has batched (see the kernel side's
+    /// batches). Returns the `CLOCK_MONOTONIC` time taken before: every batched call that
+    /// returned before it is in the ring buffer now. `None` if this thread could not run
+    /// on every CPU. The first call also lets each CPU batch.
+    pub fn flush_batches(&mut self) -> Option<u64> {
+        let t0 = traces::header::monotonic_ns();
+        if !self.combine {
+            return Some(t0);
+        }
+        flush_on_each_cpu(&self.cpus).then_some(t0)
+    }
+
+    /// Whether calls are batched per CPU.
+    pub fn batching(&self) -> bool {
+        self.batching
     }
 
     /// Loads the object and attaches only a program that does nothing to the syscall
@@ -886,14 +960,12 @@ impl Probe {
         Ok(n)
     }
 
-    /// Hands every pending event to `f` without waiting.
+    /// Hands every pending event to `f` without waiting. Calls that carry no bytes wait in
+    /// their CPU's batch until it fills or [`Probe::flush_batches`] runs.
     pub fn drain(&mut self, f: &mut impl FnMut(RawEvent<'_>)) -> usize {
         let mut n = 0;
         while let Some(item) = self.ring.next() {
-            if let Some(ev) = RawEvent::parse(&item) {
-                f(ev);
-            }
-            n += 1;
+            n += RawEvent::each(&item, f);
         }
         n
     }
@@ -912,6 +984,25 @@ impl Probe {
             }
         }
         let mut n = self.drain(f);
+        // The calls each CPU had batched and not yet submitted, oldest first.
+        let mut batched: Vec<CallEvent> = Vec::new();
+        if let Ok(per_cpu) = self.batch.get(&0, 0) {
+            for (cpu, b) in per_cpu.iter().enumerate() {
+                for c in &b.calls[..(b.count as usize).min(BATCH_LEN)] {
+                    let mut c = *c;
+                    c.hdr = EventHeader {
+                        kind: EV_CALL,
+                        cpu: cpu as u32,
+                    };
+                    batched.push(c);
+                }
+            }
+        }
+        batched.sort_by_key(|c| c.ts_exit);
+        for c in batched {
+            f(RawEvent::Call(c));
+            n += 1;
+        }
         let mut open: Vec<(u32, Inflight)> = self
             .inflight
             .iter()
@@ -976,6 +1067,40 @@ impl Probe {
         }
         (progs, maps.into_iter().collect())
     }
+}
+
+/// Makes the kernel side flush the batch of each of `cpus`: the calling thread moves to
+/// each CPU in turn and closes [`FLUSH_FD`] there (the `close` entry program, which sees
+/// our process's pid, flushes that CPU's batch), then gets its CPU mask back. True if it
+/// could run on every CPU. (A program run by `BPF_PROG_TEST_RUN` on each CPU would need
+/// no migration, but this machine's 6.18 kernel returns from that command without
+/// running the program.)
+fn flush_on_each_cpu(cpus: &[u32]) -> bool {
+    // SAFETY: a zeroed cpu_set_t is a valid (empty) set; the calls fill or read it.
+    let mut orig: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = size_of::<libc::cpu_set_t>();
+    // SAFETY: as above; 0 is the calling thread.
+    if unsafe { libc::sched_getaffinity(0, size, &mut orig) } != 0 {
+        return false;
+    }
+    let mut ok = true;
+    for &cpu in cpus {
+        // SAFETY: as above; CPU_SET ignores numbers beyond the set.
+        let moved = unsafe {
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut one);
+            libc::sched_setaffinity(0, size, &one) == 0
+        };
+        if !moved {
+            ok = false;
+            break;
+        }
+        // SAFETY: closing a descriptor number that is never open (negative): EBADF.
+        unsafe { libc::close(FLUSH_FD) };
+    }
+    // SAFETY: restoring the mask read above.
+    unsafe { libc::sched_setaffinity(0, size, &orig) };
+    ok
 }
 
 /// Detaches and unloads `p` whatever its type (not loaded: nothing to do).

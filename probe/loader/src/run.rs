@@ -70,6 +70,10 @@ pub struct RecordSummary {
     pub exit_code: Option<i32>,
 }
 
+/// How often the recorder has every CPU submit its batch of calls (see
+/// [`Probe::flush_batches`]): records wait about this long to be written in time order.
+const BATCH_FLUSH_EVERY: Duration = Duration::from_millis(50);
+
 /// Runs a capture until `stop` resolves (or the started command exits).
 pub async fn record(
     opts: RecordOptions,
@@ -112,6 +116,14 @@ fn header(opts: &RecordOptions, probe: &Probe) -> Header {
     h.command = opts.command.clone();
     h.extra
         .push(("syscall_hooks".into(), probe.hooks().name().into()));
+    // Calls per ring record for calls that carry no bytes (1: no batching); a crash of
+    // the recorder can lose up to this many such calls per CPU.
+    let batch = if probe.batching() {
+        probe_common::BATCH_LEN
+    } else {
+        1
+    };
+    h.extra.push(("call_batch".into(), batch.to_string()));
     if let Some(p) = opts.pid {
         h.extra.push(("pid".into(), p.to_string()));
     }
@@ -163,13 +175,25 @@ pub fn record_blocking(
     let mut err: Option<ProbeError> = None;
     let mut exit_code = None;
     let mut pending: Vec<Record> = Vec::new();
+    let mut last_flush = Instant::now();
     loop {
         let finished = stop.load(Ordering::SeqCst) || exit_code.is_some();
+        // Every CPU's batch of calls into the ring, then the ring drained: the records
+        // made before the flush can be written in time order (see Assembler::release).
+        let mark = if last_flush.elapsed() >= BATCH_FLUSH_EVERY {
+            last_flush = Instant::now();
+            probe.flush_batches()
+        } else {
+            None
+        };
         // The kernel side wakes us only when the ring is an eighth full (see
         // wake_flags in probe/ebpf), so this timeout bounds the latency of quiet periods.
         probe.poll(Duration::from_millis(if finished { 0 } else { 50 }), |ev| {
             asm.push(ev, &mut |r| pending.push(r))
         })?;
+        if let Some(mark) = mark {
+            asm.release(mark, &mut |r| pending.push(r));
+        }
         for r in pending.drain(..) {
             if let Err(e) = writer.push(&r) {
                 err.get_or_insert(e.into());

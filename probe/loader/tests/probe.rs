@@ -650,6 +650,100 @@ fn captured_lines(text: &str) -> Vec<(i32, u64, i64)> {
         .collect()
 }
 
+/// Pins the calling thread to `cpu`; false if it cannot run there (one CPU).
+fn pin(cpu: usize) -> bool {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays within it for cpu < 1024.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+/// Calls that carry no bytes on a VM fd on CPU 0 (where they wait in the CPU's batch),
+/// then on CPU 1 the VM fd closed, a new VM (most likely the same number) and a call on
+/// it: the close and the new VM reach the ring before CPU 0's batch. Logs
+/// `captured FD ARG RET` per call and `closed FD`.
+#[test]
+fn child_migrate() {
+    let Some(out) = child_out() else { return };
+    let mut log = String::new();
+    let kvm = std::fs::File::open("/dev/kvm").expect("open /dev/kvm");
+    pin(0);
+    let vm = ioctl(kvm.as_raw_fd(), KVM_CREATE_VM, 0) as i32;
+    assert!(vm >= 0);
+    for arg in [1u64, 2, 3] {
+        log.push_str(&format!("captured {vm} {arg} {}\n", check_ext(vm, arg)));
+    }
+    let moved = pin(1);
+    // SAFETY: closing a descriptor this function owns.
+    unsafe { libc::close(vm) };
+    log.push_str(&format!("closed {vm}\n"));
+    let vm2 = ioctl(kvm.as_raw_fd(), KVM_CREATE_VM, 0) as i32;
+    assert!(vm2 >= 0);
+    log.push_str(&format!("captured {vm2} 4 {}\n", check_ext(vm2, 4)));
+    log.push_str(&format!("moved {moved}\n"));
+    std::fs::write(out, log).unwrap();
+}
+
+/// A thread's calls batched on one CPU come before what it did next on another CPU, with
+/// the device their descriptor had then (the batch reaches the ring after the close).
+#[test]
+fn batched_calls_keep_their_place_when_the_thread_moves_to_another_cpu() {
+    need_root();
+    if !is_root() || child_out().is_some() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (text, header, recs, summary) = record_kvm_child("child_migrate");
+    assert_eq!(summary.dropped, 0);
+    assert_eq!(
+        header
+            .extra
+            .iter()
+            .find(|(k, _)| k == "call_batch")
+            .map(|(_, v)| v.as_str()),
+        Some(probe_common_batch().as_str()),
+        "calls are batched"
+    );
+    let want = captured_lines(&text);
+    let closed: i32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("closed "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The child's records in trace order: its checks and the close of the first VM fd.
+    let mut seen = Vec::new();
+    for r in &recs {
+        match r {
+            Record::Ioctl(i) if i.cmd == KVM_CHECK_EXTENSION => {
+                seen.push(format!("captured {} {} {}", i.fd, i.arg, i.ret));
+                assert_eq!(i.dev, header.devices[0].dev, "device of {i:?} in {recs:#?}");
+            }
+            Record::Fd(f) if f.op == FdOp::Close && f.fd == closed => {
+                seen.push(format!("closed {}", f.fd));
+            }
+            _ => {}
+        }
+    }
+    let mut expect: Vec<String> = want[..3]
+        .iter()
+        .map(|(fd, arg, ret)| format!("captured {fd} {arg} {ret}"))
+        .collect();
+    expect.push(format!("closed {closed}"));
+    let (fd, arg, ret) = want[3];
+    expect.push(format!("captured {fd} {arg} {ret}"));
+    // (the second VM fd is closed when the child exits)
+    seen.truncate(expect.len());
+    assert_eq!(seen, expect, "trace order against the child's:\n{text}");
+}
+
+/// Calls per batch as the trace header states it when batching is on.
+fn probe_common_batch() -> String {
+    probe_common::BATCH_LEN.to_string()
+}
+
 #[test]
 fn dup_copies_of_watched_fds_are_captured() {
     need_root();
@@ -750,7 +844,9 @@ fn exited_threads_free_their_inflight_slots() {
             .join()
             .unwrap();
         }
-        // A call without bytes comes as one record (entry and exit); others as two.
+        // A call without bytes comes as one record (entry and exit), in its CPU's batch
+        // until flushed; others as two.
+        p.flush_batches().expect("every CPU's batch submitted");
         let (mut enters, mut exits) = (HashMap::new(), 0);
         p.drain(&mut |ev| match ev {
             probe::RawEvent::Enter(e, _) if e.cmd == KVM_CHECK_EXTENSION && e.arg >= ARG0 => {

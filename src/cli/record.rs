@@ -14,6 +14,11 @@ use super::util::bytes;
 /// process tree. Descriptors that watched ioctls return (KVM_CREATE_VM, dxg sync files…)
 /// are followed too. Stops on Ctrl-C / SIGTERM (or when CMD exits), flushes, detaches
 /// and exits 0. Needs root (CAP_BPF + CAP_PERFMON); run `dxtrace doctor` first.
+///
+/// If the recorder is killed (kill -9, crash), the trace keeps every frame sealed before
+/// (a frame is sealed at least every second): it loses about the last second of events,
+/// and also, per CPU, up to 16 calls that carry no bytes that the kernel side was still
+/// gathering into one ring record (it submits them within 50 ms when the recorder runs).
 #[derive(Debug, clap::Args)]
 pub struct RecordArgs {
     /// Device node or FUSE file to watch (repeatable). Default: /dev/dxg.

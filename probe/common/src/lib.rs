@@ -19,6 +19,15 @@
 //! kept in the thread's [`Inflight`] slot until then. A call still in flight when the
 //! capture stops is read from that slot by the loader; one whose thread dies without
 //! returning is written as a [`CallEvent`] with `ts_exit` 0 when the thread exits.
+//!
+//! Those [`CallEvent`]s are gathered per CPU into a [`CallBatch`] and reach the ring
+//! [`BATCH_LEN`] at a time ([`EV_CALLS`]): when the batch is full, when its first call is
+//! 100 ms old at the next call, before any other record of that CPU (one CPU's records
+//! keep the order they were made in), when the loader's process closes [`FLUSH_FD`] on
+//! that CPU (it does so on every CPU every 50 ms), or, at the stop, the loader reads what
+//! is left in the map. A batch therefore reaches the ring after records other CPUs made
+//! later; the loader puts them back in time order. Batching is off where calls are not
+//! combined.
 #![no_std]
 
 /// Largest number of data bytes in one [`BufEvent`].

@@ -26,6 +26,9 @@ use traces::{
 use crate::desc::CmdDescriptor;
 use crate::load::RawEvent;
 
+/// A derived descriptor's (device, since, until).
+type Span = (u64, u64, u64);
+
 struct Pending {
     rec: IoctlRecord,
     /// (role, desc, elem) → index in `rec.buffers`; a short list (a call has a handful of
@@ -57,7 +60,7 @@ pub struct Assembler {
     /// The earlier derived descriptors of a (pid, fd): (device, since, until), for batched
     /// calls that arrive after their close or reuse; kept until every call before `until`
     /// is in (see [`Assembler::release`]).
-    derived_before: IntMap<(u32, i32), Vec<(u64, u64, u64)>>,
+    derived_before: IntMap<(u32, i32), Vec<Span>>,
     /// Finished records waiting for [`Assembler::release`].
     queue: Reorder,
     seen_pids: IntSet<u32>,
@@ -565,7 +568,7 @@ impl Assembler {
 }
 
 /// Most finished records held for ordering; beyond, the oldest are written anyway.
-pub const MAX_HELD: usize = 1 << 21;
+pub const MAX_HELD: usize = 1 << 18;
 
 /// Finished records per CPU that made them, each queue in its CPU's order (the order of
 /// its ring records), merged by time on release.

@@ -739,22 +739,20 @@ impl Probe {
         // The first flush lets every CPU batch; it worked where the kernel side counted
         // it (the programs see this process's pid).
         if p.combine && p.flush_batches().is_some() {
-            let served = per_cpu(&p.counters, CNT_SLOTS)[CNT_FLUSHES as usize].clone();
-            p.batching = p
-                .cpus
-                .iter()
-                .all(|&c| served.get(c as usize).is_some_and(|&n| n > 0));
+            let served = &per_cpu(&p.counters, CNT_SLOTS)[CNT_FLUSHES as usize];
+            p.batching = served.iter().any(|&n| n > 0);
         }
         if p.combine && !p.batching {
-            tracing::info!("cannot flush every CPU's batch: one ring record per call");
+            tracing::info!("no CPU's batch could be flushed: one ring record per call");
         }
         Ok(p)
     }
 
     /// Has every online CPU submit the calls it has batched (see the kernel side's
     /// batches). Returns the `CLOCK_MONOTONIC` time taken before: every batched call that
-    /// returned before it is in the ring buffer now. `None` if this thread could not run
-    /// on every CPU. The first call also lets each CPU batch.
+    /// returned before it is in the ring buffer now. The first call also lets each CPU
+    /// batch (those this thread can run on: the others never do). `None` if this thread's
+    /// CPU mask could not be read or restored.
     pub fn flush_batches(&mut self) -> Option<u64> {
         let t0 = traces::header::monotonic_ns();
         if !self.combine {
@@ -1071,8 +1069,8 @@ impl Probe {
 
 /// Makes the kernel side flush the batch of each of `cpus`: the calling thread moves to
 /// each CPU in turn and closes [`FLUSH_FD`] there (the `close` entry program, which sees
-/// our process's pid, flushes that CPU's batch), then gets its CPU mask back. True if it
-/// could run on every CPU. (A program run by `BPF_PROG_TEST_RUN` on each CPU would need
+/// our process's pid, flushes that CPU's batch), then gets its CPU mask back. False if
+/// the thread's mask could not be read or restored. (A program run by `BPF_PROG_TEST_RUN` on each CPU would need
 /// no migration, but this machine's 6.18 kernel returns from that command without
 /// running the program.)
 fn flush_on_each_cpu(cpus: &[u32]) -> bool {
@@ -1083,7 +1081,6 @@ fn flush_on_each_cpu(cpus: &[u32]) -> bool {
     if unsafe { libc::sched_getaffinity(0, size, &mut orig) } != 0 {
         return false;
     }
-    let mut ok = true;
     for &cpu in cpus {
         // SAFETY: as above; CPU_SET ignores numbers beyond the set.
         let moved = unsafe {
@@ -1091,16 +1088,15 @@ fn flush_on_each_cpu(cpus: &[u32]) -> bool {
             libc::CPU_SET(cpu as usize, &mut one);
             libc::sched_setaffinity(0, size, &one) == 0
         };
-        if !moved {
-            ok = false;
-            break;
+        // A CPU this thread may not run on (a cpuset) never got a flush request from us,
+        // so it never batches: nothing to flush there.
+        if moved {
+            // SAFETY: closing a descriptor number that is never open (negative): EBADF.
+            unsafe { libc::close(FLUSH_FD) };
         }
-        // SAFETY: closing a descriptor number that is never open (negative): EBADF.
-        unsafe { libc::close(FLUSH_FD) };
     }
     // SAFETY: restoring the mask read above.
-    unsafe { libc::sched_setaffinity(0, size, &orig) };
-    ok
+    unsafe { libc::sched_setaffinity(0, size, &orig) == 0 }
 }
 
 /// Detaches and unloads `p` whatever its type (not loaded: nothing to do).

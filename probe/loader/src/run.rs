@@ -117,7 +117,7 @@ fn header(opts: &RecordOptions, probe: &Probe) -> Header {
     h.extra
         .push(("syscall_hooks".into(), probe.hooks().name().into()));
     // Calls per ring record for calls that carry no bytes (1: no batching); a crash of
-    // the recorder can lose up to this many such calls per CPU.
+    // the recorder can lose up to this many such calls per CPU besides its last second.
     let batch = if probe.batching() {
         probe_common::BATCH_LEN
     } else {

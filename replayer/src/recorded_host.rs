@@ -159,14 +159,11 @@ impl RecordedHost {
     }
 
     /// Delivers host→guest packets recorded before the next guest→host message.
-    fn deliver_pending(&mut self, inbound: &Mutex<VecDeque<Vec<u8>>>) {
+    fn deliver_pending(&mut self, inbound: &mut VecDeque<Vec<u8>>) {
         while let Some(m) = self.seq.get(self.pos) {
             match m.dir {
                 VmbusDir::GuestToHost => break,
-                VmbusDir::HostToGuest => inbound
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_back(m.bytes.clone()),
+                VmbusDir::HostToGuest => inbound.push_back(m.bytes.clone()),
                 // A reply nobody asked for (its request was not matched): skip.
                 VmbusDir::HostReply => {}
             }
@@ -295,7 +292,7 @@ impl Host for RecordedHost {
         msg: &[u8],
         is_async: bool,
         _clock: &Clock,
-        inbound: &Mutex<VecDeque<Vec<u8>>>,
+        inbound: &mut VecDeque<Vec<u8>>,
     ) -> HostOutcome {
         self.deliver_pending(inbound);
         self.n += 1;
@@ -347,10 +344,7 @@ impl Host for RecordedHost {
                 // Packets recorded before the reply were delivered before it.
                 for m in &self.seq[self.pos..i] {
                     if m.dir == VmbusDir::HostToGuest {
-                        inbound
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push_back(m.bytes.clone());
+                        inbound.push_back(m.bytes.clone());
                     }
                 }
                 self.pos = i + 1;
@@ -372,12 +366,12 @@ impl Host for RecordedHost {
             .then(|| self.window.addr() + (phys - IO_SPACE_BASE))
     }
 
-    fn remove_device(&mut self, inbound: &Mutex<VecDeque<Vec<u8>>>) {
+    fn remove_device(&mut self, inbound: &mut VecDeque<Vec<u8>>) {
         // The recorded SETGUESTDATA packets follow in the sequence.
         self.deliver_pending(inbound);
     }
 
-    fn advance(&mut self, _now: u64, inbound: &Mutex<VecDeque<Vec<u8>>>) {
+    fn advance(&mut self, _now: u64, inbound: &mut VecDeque<Vec<u8>>) {
         self.deliver_pending(inbound);
     }
 

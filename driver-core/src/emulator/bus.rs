@@ -5,6 +5,7 @@
 //! signatures and every message goes through them, so an eBPF uprobe on those symbols in
 //! the `dxtrace` binary sees the same arguments a kprobe sees on a WSL2 kernel.
 
+use std::cell::{RefCell, RefMut};
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::sync::Mutex;
@@ -83,18 +84,47 @@ pub struct CallCtx {
     pub ioctl_id: Option<u64>,
 }
 
+/// Bus state reached through the exported functions' raw channel pointers, without a
+/// lock of its own.
+///
+/// A bus belongs to one driver and every path to it runs inside a call into that driver,
+/// with the emulator's driver lock held: [`super::Emulator`] keeps the driver behind a
+/// `Mutex`, and a bus (hence a channel) can only be built in this crate. Accesses are
+/// thereby serialised, so each piece of bus state is a `RefCell` (a plain borrow flag,
+/// which also turns an overlapping borrow into a panic) instead of a mutex: the replay
+/// profile showed ~10 uncontended lock/unlock pairs per ioctl on the bus, each a pair of
+/// atomic read-modify-writes taken while the driver lock was already held.
+pub struct Serial<T>(RefCell<T>);
+
+// SAFETY: see the type's documentation: every access to a `Serial` is made by the thread
+// holding the driver lock of the driver that owns it, so no two threads touch it at once,
+// and the lock's acquire/release orders the accesses of successive holders.
+unsafe impl<T: Send> Sync for Serial<T> {}
+
+impl<T> Serial<T> {
+    /// Wraps `v` (crate-only: only the emulator builds buses).
+    pub(crate) fn new(v: T) -> Serial<T> {
+        Serial(RefCell::new(v))
+    }
+    /// Borrows the state (crate-only, see the type's documentation). Panics if it is
+    /// already borrowed (a re-entrant path).
+    pub(crate) fn borrow_mut(&self) -> RefMut<'_, T> {
+        self.0.borrow_mut()
+    }
+}
+
 /// Everything the exported send functions reach through a channel pointer.
 pub struct Bus {
     /// The host: the fake host GPU, or a replay's recorded replies.
-    pub host: Mutex<Box<dyn Host>>,
+    pub host: Serial<Box<dyn Host>>,
     /// Instrumentation.
     pub sink: Mutex<Box<dyn EventSink>>,
     /// Clock.
     pub clock: Clock,
     /// Host→guest packets not yet processed by the guest.
-    pub inbound: Mutex<VecDeque<Vec<u8>>>,
+    pub inbound: Serial<VecDeque<Vec<u8>>>,
     /// Caller.
-    pub ctx: Mutex<CallCtx>,
+    pub ctx: Serial<CallCtx>,
     /// The sink wants events ([`EventSink::enabled`]); when not, none are built.
     pub recording: bool,
 }
@@ -116,7 +146,7 @@ impl Bus {
         if !self.recording {
             return CallCtx::default();
         }
-        *self.ctx.lock().unwrap_or_else(|e| e.into_inner())
+        *self.ctx.borrow_mut()
     }
     /// Adds an annotation at the current time.
     pub fn annotate(&self, key: &str, text: String) {
@@ -143,9 +173,9 @@ pub struct DxgVmbusChannel {
     pub request_id: AtomicU64,
     /// The packet the iterator returned last (`struct vmpacket_descriptor` + payload,
     /// padded to 8 bytes); valid until the next iterator call, like the kernel's copy.
-    rx: Mutex<Vec<u64>>,
+    rx: Serial<Vec<u64>>,
     /// Host→guest payloads [`dxgvmbuschannel_receive`] took, for the driver to process.
-    pub received: Mutex<VecDeque<Vec<u8>>>,
+    pub received: Serial<VecDeque<Vec<u8>>>,
 }
 
 impl DxgVmbusChannel {
@@ -157,14 +187,15 @@ impl DxgVmbusChannel {
             bus,
             adapter_luid,
             request_id: AtomicU64::new(0),
-            rx: Mutex::new(Vec::new()),
-            received: Mutex::new(VecDeque::new()),
+            rx: Serial::new(Vec::new()),
+            received: Serial::new(VecDeque::new()),
         }
     }
 }
 
 // SAFETY: the raw bus pointer targets an `Arc<Bus>` kept alive by the emulator that owns
-// the channel; all shared state behind it is in mutexes / atomics.
+// the channel; the state behind it is in atomics, a mutex (the sink) and `Serial` cells,
+// which are only accessed under the owning driver's lock (see `Serial`).
 unsafe impl Send for DxgVmbusChannel {}
 // SAFETY: as above.
 unsafe impl Sync for DxgVmbusChannel {}
@@ -180,7 +211,8 @@ pub const SEND_HANG: i32 = -libc::ETIMEDOUT;
 /// -ETIMEDOUT when an injected hang bounds what would be an endless wait.
 ///
 /// # Safety
-/// `channel` must point to a live [`DxgVmbusChannel`]; `command` to `cmd_size` readable
+/// `channel` must point to a live [`DxgVmbusChannel`], used under its
+/// driver's lock ([`Serial`]); `command` to `cmd_size` readable
 /// bytes; `result` to `result_size` writable bytes.
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -228,12 +260,10 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
             bytes: req.to_vec(),
         }));
     }
-    let outcome = bus.host.lock().unwrap_or_else(|e| e.into_inner()).process(
-        req,
-        false,
-        &bus.clock,
-        &bus.inbound,
-    );
+    let outcome =
+        bus.host
+            .borrow_mut()
+            .process(req, false, &bus.clock, &mut bus.inbound.borrow_mut());
     match outcome {
         HostOutcome::Reply(reply) => {
             let ret = if reply.len() < result_size as usize {
@@ -294,7 +324,8 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
 /// refuses adapter channels with -EINVAL.
 ///
 /// # Safety
-/// `channel` must point to a live [`DxgVmbusChannel`] and `command` to `cmd_size`
+/// `channel` must point to a live [`DxgVmbusChannel`], used under its
+/// driver's lock ([`Serial`]) and `command` to `cmd_size`
 /// readable bytes.
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -332,12 +363,10 @@ pub unsafe extern "C" fn dxgvmb_send_async_msg(
             bytes: req.to_vec(),
         }));
     }
-    let _ = bus.host.lock().unwrap_or_else(|e| e.into_inner()).process(
-        req,
-        true,
-        &bus.clock,
-        &bus.inbound,
-    );
+    let _ = bus
+        .host
+        .borrow_mut()
+        .process(req, true, &bus.clock, &mut bus.inbound.borrow_mut());
     0
 }
 
@@ -418,18 +447,14 @@ pub const VM_PKT_DATA_INBAND: u16 = 6;
 /// copy and returns its descriptor, or null when the ring is empty.
 ///
 /// # Safety
-/// `channel` must point to a live [`DxgVmbusChannel`].
+/// `channel` must point to a live [`DxgVmbusChannel`], used under its
+/// driver's lock ([`Serial`]).
 unsafe fn next_packet(channel: *mut c_void) -> *const VmpacketDescriptor {
     // SAFETY: guaranteed by the caller.
     let ch = unsafe { &*(channel as *const DxgVmbusChannel) };
     // SAFETY: the bus outlives its channels.
     let bus = unsafe { &*ch.bus };
-    let Some(p) = bus
-        .inbound
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pop_front()
-    else {
+    let Some(p) = bus.inbound.borrow_mut().pop_front() else {
         return std::ptr::null();
     };
     let hdr = size_of::<VmpacketDescriptor>();
@@ -441,7 +466,7 @@ unsafe fn next_packet(channel: *mut c_void) -> *const VmpacketDescriptor {
         flags: 0,
         trans_id: 0,
     };
-    let mut rx = ch.rx.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rx = ch.rx.borrow_mut();
     rx.clear();
     rx.resize(words, 0);
     let base = rx.as_mut_ptr() as *mut u8;
@@ -458,7 +483,8 @@ unsafe fn next_packet(channel: *mut c_void) -> *const VmpacketDescriptor {
 /// first pending packet of the channel's inbound ring, or null.
 ///
 /// # Safety
-/// `channel` must point to a live [`DxgVmbusChannel`].
+/// `channel` must point to a live [`DxgVmbusChannel`], used under its
+/// driver's lock ([`Serial`]).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub unsafe extern "C" fn hv_pkt_iter_first(channel: *mut c_void) -> *const VmpacketDescriptor {
@@ -470,7 +496,8 @@ pub unsafe extern "C" fn hv_pkt_iter_first(channel: *mut c_void) -> *const Vmpac
 /// struct vmpacket_descriptor *pkt)`: the packet after `pkt`, or null.
 ///
 /// # Safety
-/// `channel` must point to a live [`DxgVmbusChannel`].
+/// `channel` must point to a live [`DxgVmbusChannel`], used under its
+/// driver's lock ([`Serial`]).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub unsafe extern "C" fn __hv_pkt_iter_next(
@@ -487,7 +514,8 @@ pub unsafe extern "C" fn __hv_pkt_iter_next(
 /// uretprobes on the iterator see what kernel hooks on the same functions see.
 ///
 /// # Safety
-/// `ctx` must point to a live [`DxgVmbusChannel`].
+/// `ctx` must point to a live [`DxgVmbusChannel`], used under its
+/// driver's lock ([`Serial`]).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub unsafe extern "C" fn dxgvmbuschannel_receive(ctx: *mut c_void) {
@@ -506,10 +534,7 @@ pub unsafe extern "C" fn dxgvmbuschannel_receive(ctx: *mut c_void) {
                 len,
             ))
         };
-        ch.received
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(payload);
+        ch.received.borrow_mut().push_back(payload);
         // SAFETY: as above.
         desc = unsafe { __hv_pkt_iter_next(ctx, desc) };
     }

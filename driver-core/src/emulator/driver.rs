@@ -294,7 +294,7 @@ impl Driver {
         if !self.bus.recording {
             return;
         }
-        *self.bus.ctx.lock().unwrap_or_else(|e| e.into_inner()) = c;
+        *self.bus.ctx.borrow_mut() = c;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -411,12 +411,7 @@ impl Driver {
 
     /// Host notes and host→guest packets (`dxgvmbuschannel_receive` on the global channel).
     fn after_send(&mut self) {
-        let notes = self
-            .bus
-            .host
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take_notes();
+        let notes = self.bus.host.borrow_mut().take_notes();
         for (k, t) in notes {
             self.bus.annotate(&k, t);
         }
@@ -424,13 +419,7 @@ impl Driver {
         // SAFETY: the global channel lives as long as the driver.
         unsafe { dxgvmbuschannel_receive(global as *mut c_void) };
         loop {
-            let Some(p) = self
-                .global
-                .received
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front()
-            else {
+            let Some(p) = self.global.received.borrow_mut().pop_front() else {
                 break;
             };
             if self.bus.recording {
@@ -759,9 +748,8 @@ impl Driver {
             });
             let b = self.bus.clone();
             b.host
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove_device(&b.inbound);
+                .borrow_mut()
+                .remove_device(&mut b.inbound.borrow_mut());
             self.after_send();
         }
         ret
@@ -809,12 +797,7 @@ impl Driver {
     }
 
     fn map_io(&self, phys: u64) -> u64 {
-        self.bus
-            .host
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map_io(phys)
-            .unwrap_or(0)
+        self.bus.host.borrow_mut().map_io(phys).unwrap_or(0)
     }
 
     fn not_emulated(&self, name: &str) -> R {
@@ -2129,18 +2112,13 @@ impl Driver {
                 return Ok(0);
             }
             let bus = self.bus.clone();
-            let next = bus
-                .host
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .next_completion();
+            let next = bus.host.borrow_mut().next_completion();
             match next {
                 Some(tn) => {
                     bus.clock.advance_to(tn);
                     bus.host
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .advance(tn, &bus.inbound);
+                        .borrow_mut()
+                        .advance(tn, &mut bus.inbound.borrow_mut());
                 }
                 None => {
                     bus.clock.advance(self.hang_bound_ns);

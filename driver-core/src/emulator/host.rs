@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::inthash::IntMap;
-use std::sync::Mutex;
 
 use super::bus::Clock;
 use super::fault::Fault;
@@ -131,7 +130,7 @@ pub trait Host: Send {
         msg: &[u8],
         is_async: bool,
         clock: &Clock,
-        inbound: &Mutex<VecDeque<Vec<u8>>>,
+        inbound: &mut VecDeque<Vec<u8>>,
     ) -> HostOutcome;
     /// Annotations for the timeline (faults the host applied), drained after each send.
     fn take_notes(&mut self) -> Vec<(String, String)> {
@@ -140,9 +139,9 @@ pub trait Host: Send {
     /// CPU address of IO-space address `phys` (fence pages, LOCK2 data), if mapped.
     fn map_io(&mut self, phys: u64) -> Option<u64>;
     /// The device-removed fault fired after the configured ioctl count (TDR).
-    fn remove_device(&mut self, inbound: &Mutex<VecDeque<Vec<u8>>>);
+    fn remove_device(&mut self, inbound: &mut VecDeque<Vec<u8>>);
     /// Virtual time reached `now`: complete what is due (GPU work, signals).
-    fn advance(&mut self, now: u64, inbound: &Mutex<VecDeque<Vec<u8>>>);
+    fn advance(&mut self, now: u64, inbound: &mut VecDeque<Vec<u8>>);
     /// When the next pending completion is due, if any (a CPU wait jumps there).
     fn next_completion(&self) -> Option<u64>;
 }
@@ -153,7 +152,7 @@ impl Host for FakeHost {
         msg: &[u8],
         is_async: bool,
         clock: &Clock,
-        inbound: &Mutex<VecDeque<Vec<u8>>>,
+        inbound: &mut VecDeque<Vec<u8>>,
     ) -> HostOutcome {
         FakeHost::process(self, msg, is_async, clock, inbound)
     }
@@ -163,10 +162,10 @@ impl Host for FakeHost {
     fn map_io(&mut self, phys: u64) -> Option<u64> {
         FakeHost::map_io(self, phys)
     }
-    fn remove_device(&mut self, inbound: &Mutex<VecDeque<Vec<u8>>>) {
+    fn remove_device(&mut self, inbound: &mut VecDeque<Vec<u8>>) {
         FakeHost::remove_device(self, inbound)
     }
-    fn advance(&mut self, now: u64, inbound: &Mutex<VecDeque<Vec<u8>>>) {
+    fn advance(&mut self, now: u64, inbound: &mut VecDeque<Vec<u8>>) {
         FakeHost::advance(self, now, inbound)
     }
     fn next_completion(&self) -> Option<u64> {
@@ -238,7 +237,7 @@ struct IoWindow {
 }
 
 // SAFETY: the window is plain memory owned by the host; all access goes through the
-// host's `&mut self` (the host lives behind a Mutex).
+// host's `&mut self` (the host is borrowed exclusively for each call).
 unsafe impl Send for IoWindow {}
 
 impl IoWindow {
@@ -478,7 +477,7 @@ impl FakeHost {
     }
 
     /// Applies fence updates whose GPU work has completed by `now` and signals waiters.
-    pub fn advance(&mut self, now: u64, inbound: &Mutex<VecDeque<Vec<u8>>>) {
+    pub fn advance(&mut self, now: u64, inbound: &mut VecDeque<Vec<u8>>) {
         if self.pending.iter().any(|p| p.0 <= now) {
             let mut due = std::mem::take(&mut self.due);
             self.pending.retain(|p| {
@@ -499,7 +498,7 @@ impl FakeHost {
         self.check_waiters(inbound);
     }
 
-    fn check_waiters(&mut self, inbound: &Mutex<VecDeque<Vec<u8>>>) {
+    fn check_waiters(&mut self, inbound: &mut VecDeque<Vec<u8>>) {
         // Waiters whose fences all reached their values are signalled in registration
         // order (signalling never changes `waiters`).
         let mut i = 0;
@@ -528,7 +527,7 @@ impl FakeHost {
         !self.waiters.is_empty()
     }
 
-    fn send_signal(&mut self, event: u64, process_id: u64, inbound: &Mutex<VecDeque<Vec<u8>>>) {
+    fn send_signal(&mut self, event: u64, process_id: u64, inbound: &mut VecDeque<Vec<u8>>) {
         self.signals_sent += 1;
         let n = self.signals_sent;
         let lose = self
@@ -551,20 +550,19 @@ impl FakeHost {
         m.hdr.command_type = 0;
         m.event = event;
         m.process_id = process_id;
-        let mut q = inbound.lock().unwrap_or_else(|e| e.into_inner());
-        q.push_back(m.as_bytes().pooled());
+        inbound.push_back(m.as_bytes().pooled());
         if dup {
             self.notes.push((
                 "fault".into(),
                 format!("dup-signal: SIGNALGUESTEVENT #{n} for host event {event} sent twice"),
             ));
-            q.push_back(m.as_bytes().pooled());
+            inbound.push_back(m.as_bytes().pooled());
         }
     }
 
     /// Marks the device removed (TDR) and tells the guest with SETGUESTDATA for every
     /// device's `error_code` pointer.
-    pub fn remove_device(&mut self, inbound: &Mutex<VecDeque<Vec<u8>>>) {
+    pub fn remove_device(&mut self, inbound: &mut VecDeque<Vec<u8>>) {
         if self.removed {
             return;
         }
@@ -583,10 +581,7 @@ impl FakeHost {
             m.guest_pointer = p;
             m.data64 = 1;
             m.bits = 1; // dereference=1, data_type=DWORD(0)
-            inbound
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back(m.as_bytes().pooled());
+            inbound.push_back(m.as_bytes().pooled());
         }
     }
 
@@ -635,7 +630,7 @@ impl FakeHost {
         msg: &[u8],
         is_async: bool,
         clock: &Clock,
-        inbound: &Mutex<VecDeque<Vec<u8>>>,
+        inbound: &mut VecDeque<Vec<u8>>,
     ) -> HostOutcome {
         let body = if self.interface_version >= 40 && u32_at(msg, 0) == 16 {
             &msg[16..]
@@ -747,7 +742,7 @@ impl FakeHost {
         process: u32,
         adapter: usize,
         clock: &Clock,
-        _inbound: &Mutex<VecDeque<Vec<u8>>>,
+        _inbound: &mut VecDeque<Vec<u8>>,
     ) -> Vec<u8> {
         let now = clock.now();
         if cmd.channel == VmbusChannel::Global {

@@ -250,11 +250,11 @@ impl Emulator {
         });
         let bus = Arc::new(bus::Bus {
             recording: sink.enabled(),
-            host: Mutex::new(host),
+            host: bus::Serial::new(host),
             sink: Mutex::new(sink),
             clock: Clock::new(cfg.deterministic),
-            inbound: Mutex::new(VecDeque::new()),
-            ctx: Mutex::new(bus::CallCtx::default()),
+            inbound: bus::Serial::new(VecDeque::new()),
+            ctx: bus::Serial::new(bus::CallCtx::default()),
         });
         let mut d = driver::Driver::new(
             bus,

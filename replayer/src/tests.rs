@@ -704,6 +704,29 @@ fn emulator_backend() -> driver_core::emulator::EmulatorBackend {
     EmulatorBackend::new(Emulator::new(cfg, Box::new(NullSink)))
 }
 
+/// `replayed_ioctl_ns` (the time inside the backend, summed in TSC ticks where the
+/// kernel uses the TSC and converted at `finish`) is filled in and lies within the
+/// replay's wall time: it fails if `finish` leaves it out or the conversion is off.
+#[test]
+fn time_inside_the_backend_is_reported_within_the_replay_time() {
+    let records = frame_loop_records(3);
+    let mut r = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
+    r.run(records.iter().map(Ok), &mut |_| {}).expect("replay");
+    let rep = r.finish();
+    assert!(rep.divergences.is_empty(), "{:?}", rep.divergences.first());
+    assert!(rep.calls > 100);
+    assert!(
+        rep.replayed_ioctl_ns > 0,
+        "no time inside the backend reported"
+    );
+    assert!(
+        rep.replayed_ioctl_ns <= rep.elapsed.as_nanos() as u64,
+        "{} ns inside the backend, {:?} in all",
+        rep.replayed_ioctl_ns,
+        rep.elapsed
+    );
+}
+
 fn sample_records() -> Vec<(String, Vec<Record>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../traces/samples");
     let mut out = Vec::new();

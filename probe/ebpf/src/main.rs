@@ -1535,10 +1535,14 @@ fn on_enter_ioctl(fd: i32, cmd: u32, arg: u64) -> Result<u32, i64> {
 // `syscalls:*` tracepoints) and `sched_process_exit` (and, flushing only, the VMBus
 // uprobes and kprobes). The syscall and sched programs run in the context of the task
 // that makes the syscall or exits, with preemption off (the syscall tracepoints are
-// faultable since 6.13, but BPF programs on them still run with preemption disabled), and
-// nothing they do makes a syscall or exits a task, so they never run inside one another
-// on a CPU: no two of them touch a batch at once, and the per-program recursion guard is
-// not what ensures it (it only stops a program nesting in itself). The uprobes run in
+// faultable since 6.13, but `__BPF_DECLARE_TRACE_SYSCALL` still disables preemption
+// around the BPF programs on them), and nothing they do makes a syscall or exits a task,
+// so they never run inside one another on a CPU: no two of them touch a batch at once,
+// and the per-program recursion guard is not what ensures it (it only stops a program
+// nesting in itself). A kernel that ran these programs preemptibly (migration off only)
+// would let another task's program on the same CPU interleave: the batches, like the
+// per-CPU staging maps (`ENTER_SCRATCH`, `EXIT_SCRATCH`, `SCRATCH`), would then need a
+// per-CPU guard. The uprobes run in
 // process context at a user instruction, never inside those. The kernel VMBus kprobes
 // could fire in interrupt context inside a syscall program, but where they are attached
 // (dxgkrnl present) calls are not combined (`COMBINE` 0): no call is batched, every batch

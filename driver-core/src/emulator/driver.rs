@@ -20,7 +20,7 @@ use crate::dxg::types::*;
 use crate::dxg::vmbus::*;
 use crate::layout::Pod;
 use crate::ntstatus::ntstatus_to_errno;
-use crate::schema::{IoctlClass, walk_pointers};
+use crate::schema::{IoctlClass, IoctlDesc, walk_pointers};
 
 /// Opaque "kernel address" of `dxgglobal->device_state_counter` sent in CREATEDEVICE and
 /// echoed by the host in SETGUESTDATA.
@@ -98,12 +98,116 @@ pub struct Driver {
     /// per open (it dominated in-process replays of short scenarios).
     comm_cache: HashMap<u32, String>,
     pub(crate) request_patch: Option<RequestPatch>,
+    /// The message being sent (reused from send to send; see [`Driver::send_into`]).
+    msg: Vec<u8>,
 }
+
+/// A message buffer larger than this is not kept for the next send.
+const MAX_KEPT_MSG: usize = 64 << 10;
 
 /// Alters a guest→host message after the driver logic built it (the whole packet, ext
 /// header included), before it is sent. For tests that check a driver-in-the-loop replay
 /// notices a change in the driver's request building.
 pub type RequestPatch = Box<dyn FnMut(crate::schema::VmbusCmd, &mut Vec<u8>) + Send>;
+
+/// Request numbers of the dxg ioctls the driver logic handles, from the table at compile
+/// time (a name missing from the table fails the build).
+mod nr {
+    use crate::dxg::table::IOCTLS;
+
+    const fn same(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    const fn of(name: &str) -> u32 {
+        let mut i = 0;
+        while i < IOCTLS.len() {
+            if same(IOCTLS[i].name, name) {
+                return IOCTLS[i].nr;
+            }
+            i += 1;
+        }
+        panic!("not in the dxg table")
+    }
+
+    macro_rules! nrs {
+        ($($n:ident),* $(,)?) => {
+            $(pub(super) const $n: u32 = of(stringify!($n));)*
+        };
+    }
+
+    nrs!(
+        LX_DXOPENADAPTERFROMLUID,
+        LX_DXENUMADAPTERS2,
+        LX_DXENUMADAPTERS3,
+        LX_DXCLOSEADAPTER,
+        LX_DXQUERYADAPTERINFO,
+        LX_ISFEATUREENABLED,
+        LX_DXCREATEDEVICE,
+        LX_DXDESTROYDEVICE,
+        LX_DXCREATECONTEXTVIRTUAL,
+        LX_DXDESTROYCONTEXT,
+        LX_DXCREATEHWQUEUE,
+        LX_DXDESTROYHWQUEUE,
+        LX_DXCREATEPAGINGQUEUE,
+        LX_DXDESTROYPAGINGQUEUE,
+        LX_DXCREATESYNCHRONIZATIONOBJECT,
+        LX_DXDESTROYSYNCHRONIZATIONOBJECT,
+        LX_DXCREATEALLOCATION,
+        LX_DXDESTROYALLOCATION2,
+        LX_DXMAKERESIDENT,
+        LX_DXEVICT,
+        LX_DXRESERVEGPUVIRTUALADDRESS,
+        LX_DXMAPGPUVIRTUALADDRESS,
+        LX_DXFREEGPUVIRTUALADDRESS,
+        LX_DXUPDATEGPUVIRTUALADDRESS,
+        LX_DXLOCK2,
+        LX_DXUNLOCK2,
+        LX_DXESCAPE,
+        LX_DXGETDEVICESTATE,
+        LX_DXMARKDEVICEASERROR,
+        LX_DXQUERYVIDEOMEMORYINFO,
+        LX_DXCHANGEVIDEOMEMORYRESERVATION,
+        LX_DXQUERYCLOCKCALIBRATION,
+        LX_DXQUERYSTATISTICS,
+        LX_DXFLUSHHEAPTRANSITIONS,
+        LX_DXINVALIDATECACHE,
+        LX_DXGETCONTEXTINPROCESSSCHEDULINGPRIORITY,
+        LX_DXGETCONTEXTSCHEDULINGPRIORITY,
+        LX_DXSETCONTEXTINPROCESSSCHEDULINGPRIORITY,
+        LX_DXSETCONTEXTSCHEDULINGPRIORITY,
+        LX_DXSETALLOCATIONPRIORITY,
+        LX_DXGETALLOCATIONPRIORITY,
+        LX_DXOFFERALLOCATIONS,
+        LX_DXRECLAIMALLOCATIONS2,
+        LX_DXQUERYALLOCATIONRESIDENCY,
+        LX_DXUPDATEALLOCPROPERTY,
+        LX_DXSUBMITCOMMAND,
+        LX_DXSUBMITCOMMANDTOHWQUEUE,
+        LX_DXSIGNALSYNCHRONIZATIONOBJECT,
+        LX_DXSIGNALSYNCHRONIZATIONOBJECTFROMCPU,
+        LX_DXSIGNALSYNCHRONIZATIONOBJECTFROMGPU,
+        LX_DXSIGNALSYNCHRONIZATIONOBJECTFROMGPU2,
+        LX_DXSUBMITSIGNALSYNCOBJECTSTOHWQUEUE,
+        LX_DXWAITFORSYNCHRONIZATIONOBJECT,
+        LX_DXWAITFORSYNCHRONIZATIONOBJECTFROMGPU,
+        LX_DXSUBMITWAITFORSYNCOBJECTSTOHWQUEUE,
+        LX_DXWAITFORSYNCHRONIZATIONOBJECTFROMCPU,
+        LX_DXENUMPROCESSES,
+        LX_DXSHAREOBJECTWITHHOST,
+    );
+}
 
 /// The first table entry with request number `nr` (a lookup table instead of a scan of
 /// the table per ioctl).
@@ -246,6 +350,7 @@ impl Driver {
             comm_override: None,
             comm_cache: HashMap::new(),
             request_patch: None,
+            msg: Vec::new(),
         };
         d.bring_up(async_msg);
         d
@@ -308,6 +413,38 @@ impl Driver {
         may_async: bool,
         adapter_level: bool,
     ) -> Result<Buf, i64> {
+        let is_async = may_async && self.async_msg;
+        let mut res = if is_async {
+            Buf::default()
+        } else {
+            Buf::zeroed(result_size)
+        };
+        self.send_into(
+            tgid,
+            target,
+            cmd,
+            &[body],
+            &mut res,
+            may_async,
+            adapter_level,
+        )?;
+        Ok(res)
+    }
+
+    /// Builds the message (ext header, header, then `body`'s parts one after another) in
+    /// the driver's reused message buffer and sends it; a sync reply fills `res` (its
+    /// length is the result size). An async send leaves `res` alone.
+    #[allow(clippy::too_many_arguments)]
+    fn send_into(
+        &mut self,
+        tgid: Option<u32>,
+        target: Target,
+        cmd: u32,
+        body: &[&[u8]],
+        res: &mut [u8],
+        may_async: bool,
+        adapter_level: bool,
+    ) -> Result<(), i64> {
         let process = if adapter_level {
             0
         } else {
@@ -316,7 +453,10 @@ impl Driver {
                 .unwrap_or(0)
         };
         let is_async = may_async && self.async_msg;
-        let mut msg = Buf::new();
+        // The driver's own buffer (every send runs under the driver lock, one at a time):
+        // no pool round trip per message.
+        let mut msg = std::mem::take(&mut self.msg);
+        msg.clear();
         if self.version >= 40 {
             let mut e = ExtHeader::zeroed();
             e.command_offset = 16;
@@ -348,7 +488,9 @@ impl Driver {
                 msg.extend_from_slice(h.as_bytes());
             }
         }
-        msg.extend_from_slice(body);
+        for part in body {
+            msg.extend_from_slice(part);
+        }
         if let Some(patch) = &mut self.request_patch {
             let channel = match target {
                 Target::Global => crate::schema::VmbusChannel::Global,
@@ -369,44 +511,48 @@ impl Driver {
         };
         let r = if is_async {
             // SAFETY: channel and buffer are live for the call.
-            let r = unsafe {
+            unsafe {
                 dxgvmb_send_async_msg(ch as *mut c_void, msg.as_ptr().cast(), msg.len() as u32)
-            };
-            self.after_send();
-            return if r < 0 {
-                Err(r as i64)
-            } else {
-                Ok(Buf::default())
-            };
+            }
         } else {
-            let mut res = Buf::zeroed(result_size);
             // SAFETY: channel, command and result buffers are live and sized as passed.
-            let r = unsafe {
+            unsafe {
                 dxgvmb_send_sync_msg(
                     ch as *mut c_void,
                     msg.as_ptr().cast(),
                     msg.len() as u32,
                     res.as_mut_ptr().cast(),
-                    result_size as u32,
+                    res.len() as u32,
                 )
-            };
-            (r, res)
+            }
         };
+        if msg.capacity() <= MAX_KEPT_MSG {
+            self.msg = msg;
+        }
         self.after_send();
-        if r.0 < 0 { Err(r.0 as i64) } else { Ok(r.1) }
+        if r < 0 { Err(r as i64) } else { Ok(()) }
     }
 
     fn send_st(&mut self, tgid: u32, a: usize, cmd: u32, body: &[u8], may_async: bool) -> R {
-        let r = self.send(
+        self.send_st_v(tgid, a, cmd, &[body], may_async)
+    }
+
+    /// [`Driver::send_st`] with the body in parts (sent one after another, not joined
+    /// first); the status lands on the stack.
+    fn send_st_v(&mut self, tgid: u32, a: usize, cmd: u32, body: &[&[u8]], may_async: bool) -> R {
+        let mut st = [0u8; 4];
+        let is_async = may_async && self.async_msg;
+        self.send_into(
             Some(tgid),
             Target::Adapter(a),
             cmd,
             body,
-            4,
+            &mut st,
             may_async,
             false,
         )?;
-        Ok(st_ret(&r))
+        // An async send has no reply: status 0, as the empty reply gave before.
+        Ok(if is_async { 0 } else { st_ret(&st) })
     }
 
     /// Host notes and host→guest packets (`dxgvmbuschannel_receive` on the global channel).
@@ -658,7 +804,7 @@ impl Driver {
             c.device = d;
             c.alloc_count = loose.len() as u32;
             let hs: Vec<u8> = loose.iter().flat_map(|h| h.to_le_bytes()).collect();
-            let _ = self.send_st(tgid, a, 5, &cat(&[&c.as_bytes()[24..40], &hs]), false);
+            let _ = self.send_st_v(tgid, a, 5, &[&c.as_bytes()[24..40], &hs], false);
         }
         let mut c = DestroyDeviceCmd::zeroed();
         c.device = d;
@@ -718,7 +864,7 @@ impl Driver {
             (None, _) => enotty,
             (_, None) => -(libc::EBADF as i64),
             (Some(_), Some(t)) if *t != tgid => enotty,
-            (Some(e), Some(_)) => match self.handle(e.name, tgid, arg, mem) {
+            (Some(e), Some(_)) => match self.handle(e, tgid, arg, mem) {
                 Ok(v) | Err(v) => v,
             },
         };
@@ -808,9 +954,12 @@ impl Driver {
         Err(-(libc::EOPNOTSUPP as i64))
     }
 
-    fn handle(&mut self, name: &str, t: u32, arg: u64, mem: &mut dyn UserMemory) -> R {
-        match name {
-            "LX_DXOPENADAPTERFROMLUID" => {
+    /// Runs ioctl `e` (dispatched on its request number: a string match on the name
+    /// compared names one after another on every call).
+    fn handle(&mut self, e: &'static IoctlDesc, t: u32, arg: u64, mem: &mut dyn UserMemory) -> R {
+        let name = e.name;
+        match e.nr {
+            nr::LX_DXOPENADAPTERFROMLUID => {
                 let mut s: OpenAdapterFromLuid = rd(mem, arg)?;
                 let luid = s.adapter_luid[0] as u64 | (s.adapter_luid[1] as u64) << 32;
                 let a = self
@@ -822,7 +971,7 @@ impl Driver {
                 wr(mem, arg, s.as_bytes())?;
                 Ok(0)
             }
-            "LX_DXENUMADAPTERS2" => {
+            nr::LX_DXENUMADAPTERS2 => {
                 let mut s: EnumAdapters2 = rd(mem, arg)?;
                 let total = self.adapters.len() as u32;
                 if s.adapters == 0 {
@@ -841,7 +990,7 @@ impl Driver {
                 wr(mem, arg, s.as_bytes())?;
                 Ok(0)
             }
-            "LX_DXENUMADAPTERS3" => {
+            nr::LX_DXENUMADAPTERS3 => {
                 let mut s: EnumAdapters3 = rd(mem, arg)?;
                 if s.adapter_count > 0xFFFF {
                     return Err(EINVAL);
@@ -868,7 +1017,7 @@ impl Driver {
                 wr(mem, arg, s.as_bytes())?;
                 Ok(0)
             }
-            "LX_DXCLOSEADAPTER" => {
+            nr::LX_DXCLOSEADAPTER => {
                 let s: CloseAdapter = rd(mem, arg)?;
                 let a = self.local_adapter(t, s.adapter_handle)?;
                 let p = self.procs.get_mut(&t).expect("process");
@@ -897,7 +1046,7 @@ impl Driver {
                 }
                 Ok(0)
             }
-            "LX_DXQUERYADAPTERINFO" => {
+            nr::LX_DXQUERYADAPTERINFO => {
                 let s: QueryAdapterInfo = rd(mem, arg)?;
                 let a = self.local_adapter(t, s.adapter)?;
                 let n = s.private_data_size as usize;
@@ -932,7 +1081,7 @@ impl Driver {
                 wr(mem, s.private_data, &out)?;
                 Ok(ret)
             }
-            "LX_ISFEATUREENABLED" => {
+            nr::LX_ISFEATUREENABLED => {
                 let mut s: IsFeatureEnabled = rd(mem, arg)?;
                 let a = self.local_adapter(t, s.adapter)?;
                 let r = self.send(
@@ -951,7 +1100,7 @@ impl Driver {
                 }
                 Ok(ret)
             }
-            "LX_DXCREATEDEVICE" => {
+            nr::LX_DXCREATEDEVICE => {
                 let mut s: CreateDevice = rd(mem, arg)?;
                 let a = self.local_adapter(t, s.adapter)?;
                 let mut c = CreateDeviceCmd::zeroed();
@@ -974,13 +1123,13 @@ impl Driver {
                 }
                 Ok(0)
             }
-            "LX_DXDESTROYDEVICE" => {
+            nr::LX_DXDESTROYDEVICE => {
                 let s: DestroyDevice = rd(mem, arg)?;
                 self.obj(t, s.device, K::Device)?;
                 self.destroy_device(t, s.device);
                 Ok(0)
             }
-            "LX_DXCREATECONTEXTVIRTUAL" => {
+            nr::LX_DXCREATECONTEXTVIRTUAL => {
                 let mut s: CreateContextVirtual = rd(mem, arg)?;
                 let d = self.obj(t, s.device, K::Device)?;
                 let n = s.priv_drv_data_size as usize;
@@ -1015,7 +1164,7 @@ impl Driver {
                 wr(mem, arg, s.as_bytes())?;
                 Ok(0)
             }
-            "LX_DXDESTROYCONTEXT" => {
+            nr::LX_DXDESTROYCONTEXT => {
                 let s: DestroyContext = rd(mem, arg)?;
                 let o = self.obj(t, s.context, K::Context)?;
                 let r = self.send_st(
@@ -1036,7 +1185,7 @@ impl Driver {
                     .remove(&s.context);
                 Ok(r)
             }
-            "LX_DXCREATEHWQUEUE" => {
+            nr::LX_DXCREATEHWQUEUE => {
                 let mut s: CreateHwQueue = rd(mem, arg)?;
                 let o = self.obj(t, s.context, K::Context)?;
                 let n = s.priv_drv_data_size as usize;
@@ -1078,7 +1227,7 @@ impl Driver {
                 wr(mem, arg, s.as_bytes())?;
                 Ok(ret)
             }
-            "LX_DXDESTROYHWQUEUE" => {
+            nr::LX_DXDESTROYHWQUEUE => {
                 let s: DestroyHwQueue = rd(mem, arg)?;
                 let o = self.obj(t, s.queue, K::HwQueue)?;
                 let r = self.send_st(
@@ -1099,7 +1248,7 @@ impl Driver {
                     .remove(&s.queue);
                 Ok(r)
             }
-            "LX_DXCREATEPAGINGQUEUE" => {
+            nr::LX_DXCREATEPAGINGQUEUE => {
                 let mut s: CreatePagingQueue = rd(mem, arg)?;
                 let d = self.obj(t, s.device, K::Device)?;
                 let r = self.send(
@@ -1124,7 +1273,7 @@ impl Driver {
                 wr(mem, arg, s.as_bytes())?;
                 Ok(0)
             }
-            "LX_DXDESTROYPAGINGQUEUE" => {
+            nr::LX_DXDESTROYPAGINGQUEUE => {
                 let s: DestroyPagingQueue = rd(mem, arg)?;
                 let o = self.obj(t, s.paging_queue, K::PagingQueue)?;
                 self.send(
@@ -1147,7 +1296,7 @@ impl Driver {
                     .remove(&s.paging_queue);
                 Ok(0)
             }
-            "LX_DXCREATESYNCHRONIZATIONOBJECT" => {
+            nr::LX_DXCREATESYNCHRONIZATIONOBJECT => {
                 let mut s: CreateSyncObject2 = rd(mem, arg)?;
                 let d = self.obj(t, s.device, K::Device)?;
                 if s.info.type_ == 4 {
@@ -1186,7 +1335,7 @@ impl Driver {
                 wr(mem, arg, s.as_bytes())?;
                 Ok(0)
             }
-            "LX_DXDESTROYSYNCHRONIZATIONOBJECT" => {
+            nr::LX_DXDESTROYSYNCHRONIZATIONOBJECT => {
                 let s: DestroySyncObject = rd(mem, arg)?;
                 self.obj(t, s.sync_object, K::SyncObject)?;
                 let r = self.send(
@@ -1209,8 +1358,8 @@ impl Driver {
                     .remove(&s.sync_object);
                 Ok(st_ret(&r))
             }
-            "LX_DXCREATEALLOCATION" => self.create_allocation(t, arg, mem),
-            "LX_DXDESTROYALLOCATION2" => {
+            nr::LX_DXCREATEALLOCATION => self.create_allocation(t, arg, mem),
+            nr::LX_DXDESTROYALLOCATION2 => {
                 let s: DestroyAllocation2 = rd(mem, arg)?;
                 let d = self.obj(t, s.device, K::Device)?;
                 if (s.alloc_count == 0) == (s.resource == 0) || s.alloc_count > 1024 {
@@ -1232,15 +1381,14 @@ impl Driver {
                 c.alloc_count = s.alloc_count;
                 c.flags = s.flags;
                 let hb: Vec<u8> = hs.iter().flat_map(|h| h.to_le_bytes()).collect();
-                let r =
-                    self.send_st(t, d.adapter, 5, &cat(&[&c.as_bytes()[24..40], &hb]), false)?;
+                let r = self.send_st_v(t, d.adapter, 5, &[&c.as_bytes()[24..40], &hb], false)?;
                 let p = self.procs.get_mut(&t).expect("process");
                 for h in freed {
                     p.objs.remove(&h);
                 }
                 Ok(r)
             }
-            "LX_DXMAKERESIDENT" => {
+            nr::LX_DXMAKERESIDENT => {
                 let mut s: MakeResident = rd(mem, arg)?;
                 let o = self.obj(t, s.paging_queue, K::PagingQueue)?;
                 if s.alloc_count == 0 || s.alloc_count > 10240 {
@@ -1269,7 +1417,7 @@ impl Driver {
                 }
                 Ok(ret)
             }
-            "LX_DXEVICT" => {
+            nr::LX_DXEVICT => {
                 let mut s: Evict = rd(mem, arg)?;
                 let d = self.obj(t, s.device, K::Device)?;
                 if s.alloc_count == 0 || s.alloc_count > 10240 {
@@ -1293,7 +1441,7 @@ impl Driver {
                 wr(mem, arg, s.as_bytes())?;
                 Ok(0)
             }
-            "LX_DXRESERVEGPUVIRTUALADDRESS" => {
+            nr::LX_DXRESERVEGPUVIRTUALADDRESS => {
                 let mut s: ReserveGpuVa = rd(mem, arg)?;
                 let a = match self.local_adapter(t, s.adapter) {
                     Ok(a) => a,
@@ -1315,7 +1463,7 @@ impl Driver {
                 wr(mem, arg, s.as_bytes())?;
                 Ok(0)
             }
-            "LX_DXMAPGPUVIRTUALADDRESS" => {
+            nr::LX_DXMAPGPUVIRTUALADDRESS => {
                 let mut s: MapGpuVa = rd(mem, arg)?;
                 let o = self.obj(t, s.paging_queue, K::PagingQueue)?;
                 self.obj(t, s.allocation, K::Allocation)?;
@@ -1339,12 +1487,12 @@ impl Driver {
                 }
                 Ok(ret)
             }
-            "LX_DXFREEGPUVIRTUALADDRESS" => {
+            nr::LX_DXFREEGPUVIRTUALADDRESS => {
                 let s: FreeGpuVa = rd(mem, arg)?;
                 let a = self.local_adapter(t, s.adapter)?;
                 self.send_st(t, a, 16, s.as_bytes(), false)
             }
-            "LX_DXUPDATEGPUVIRTUALADDRESS" => {
+            nr::LX_DXUPDATEGPUVIRTUALADDRESS => {
                 let s: UpdateGpuVa = rd(mem, arg)?;
                 let d = self.obj(t, s.device, K::Device)?;
                 if s.num_operations == 0 || s.num_operations > 2048 {
@@ -1358,15 +1506,9 @@ impl Driver {
                 c.fence_object = s.fence_object;
                 c.num_operations = s.num_operations;
                 c.flags = s.flags;
-                self.send_st(
-                    t,
-                    d.adapter,
-                    19,
-                    &cat(&[&c.as_bytes()[24..56], &ops]),
-                    false,
-                )
+                self.send_st_v(t, d.adapter, 19, &[&c.as_bytes()[24..56], &ops], false)
             }
-            "LX_DXLOCK2" => {
+            nr::LX_DXLOCK2 => {
                 let mut s: Lock2 = rd(mem, arg)?;
                 let d = self.obj(t, s.device, K::Device)?;
                 let o = self.obj(t, s.allocation, K::Allocation)?;
@@ -1402,7 +1544,7 @@ impl Driver {
                 wr(mem, arg, s.as_bytes())?;
                 Ok(ret)
             }
-            "LX_DXUNLOCK2" => {
+            nr::LX_DXUNLOCK2 => {
                 let s: Unlock2 = rd(mem, arg)?;
                 let d = self.obj(t, s.device, K::Device)?;
                 let o = self.obj(t, s.allocation, K::Allocation)?;
@@ -1417,7 +1559,7 @@ impl Driver {
                 c.args = s;
                 self.send_st(t, d.adapter, 24, &c.as_bytes()[24..], false)
             }
-            "LX_DXESCAPE" => {
+            nr::LX_DXESCAPE => {
                 let s: Escape = rd(mem, arg)?;
                 let a = self.local_adapter(t, s.adapter)?;
                 let n = s.priv_drv_data_size as usize;
@@ -1449,7 +1591,7 @@ impl Driver {
                 wr(mem, s.priv_drv_data, &r)?;
                 Ok(0)
             }
-            "LX_DXGETDEVICESTATE" => {
+            nr::LX_DXGETDEVICESTATE => {
                 let mut s: GetDeviceState = rd(mem, arg)?;
                 let o = self.obj(t, s.device, K::Device)?;
                 if s.state_type == 1 && o.exec_counter == self.device_state_counter {
@@ -1488,7 +1630,7 @@ impl Driver {
                 wr(mem, arg, rr.args.as_bytes())?;
                 Ok(ret)
             }
-            "LX_DXMARKDEVICEASERROR" => {
+            nr::LX_DXMARKDEVICEASERROR => {
                 let s: MarkDeviceAsError = rd(mem, arg)?;
                 let o = self.obj(t, s.device, K::Device)?;
                 self.procs
@@ -1500,7 +1642,7 @@ impl Driver {
                     .exec_state = 2;
                 self.send_st(t, o.adapter, 29, s.as_bytes(), false)
             }
-            "LX_DXQUERYVIDEOMEMORYINFO" => {
+            nr::LX_DXQUERYVIDEOMEMORYINFO => {
                 let mut s: QueryVideoMemoryInfo = rd(mem, arg)?;
                 if s.process != 0 {
                     return Err(EINVAL);
@@ -1527,7 +1669,7 @@ impl Driver {
                 wr(mem, arg, s.as_bytes())?;
                 Ok(0)
             }
-            "LX_DXCHANGEVIDEOMEMORYRESERVATION" => {
+            nr::LX_DXCHANGEVIDEOMEMORYRESERVATION => {
                 let s: ChangeVidMemReservation = rd(mem, arg)?;
                 if s.process != 0 {
                     return Err(EINVAL);
@@ -1535,7 +1677,7 @@ impl Driver {
                 let a = self.local_adapter(t, s.adapter)?;
                 self.send_st(t, a, 49, s.as_bytes(), false)
             }
-            "LX_DXQUERYCLOCKCALIBRATION" => {
+            nr::LX_DXQUERYCLOCKCALIBRATION => {
                 let mut s: QueryClockCalibration = rd(mem, arg)?;
                 let a = self.local_adapter(t, s.adapter)?;
                 let mut c = QueryClockCalibrationCmd::zeroed();
@@ -1556,7 +1698,7 @@ impl Driver {
                 wr(mem, arg, s.as_bytes())?;
                 Ok(ntstatus_to_errno(rr.status as u32) as i64)
             }
-            "LX_DXQUERYSTATISTICS" => {
+            nr::LX_DXQUERYSTATISTICS => {
                 let mut s: QueryStatistics = rd(mem, arg)?;
                 let luid = s.adapter_luid[0] as u64 | (s.adapter_luid[1] as u64) << 32;
                 let a = self
@@ -1585,7 +1727,7 @@ impl Driver {
                 }
                 Ok(ret)
             }
-            "LX_DXFLUSHHEAPTRANSITIONS" => {
+            nr::LX_DXFLUSHHEAPTRANSITIONS => {
                 let mut s: FlushHeapTransitions = rd(mem, arg)?;
                 let a = self.local_adapter(t, s.adapter)?;
                 let r = self.send_st(t, a, 37, &[], false)?;
@@ -1594,7 +1736,7 @@ impl Driver {
                 wr(mem, arg, s.as_bytes())?;
                 Ok(r)
             }
-            "LX_DXINVALIDATECACHE" => {
+            nr::LX_DXINVALIDATECACHE => {
                 let s: InvalidateCache = rd(mem, arg)?;
                 let d = self.obj(t, s.device, K::Device)?;
                 let mut c = InvalidateCacheCmd::zeroed();
@@ -1604,7 +1746,8 @@ impl Driver {
                 c.length = s.length;
                 self.send_st(t, d.adapter, 67, &c.as_bytes()[24..], false)
             }
-            "LX_DXGETCONTEXTINPROCESSSCHEDULINGPRIORITY" | "LX_DXGETCONTEXTSCHEDULINGPRIORITY" => {
+            nr::LX_DXGETCONTEXTINPROCESSSCHEDULINGPRIORITY
+            | nr::LX_DXGETCONTEXTSCHEDULINGPRIORITY => {
                 let mut s: GetContextSchedulingPriority = rd(mem, arg)?;
                 let o = self.obj(t, s.context, K::Context)?;
                 let mut c = GetContextSchedulingPriorityCmd::zeroed();
@@ -1626,7 +1769,8 @@ impl Driver {
                 }
                 Ok(ret)
             }
-            "LX_DXSETCONTEXTINPROCESSSCHEDULINGPRIORITY" | "LX_DXSETCONTEXTSCHEDULINGPRIORITY" => {
+            nr::LX_DXSETCONTEXTINPROCESSSCHEDULINGPRIORITY
+            | nr::LX_DXSETCONTEXTSCHEDULINGPRIORITY => {
                 let s: SetContextSchedulingPriority = rd(mem, arg)?;
                 let o = self.obj(t, s.context, K::Context)?;
                 let mut c = SetContextSchedulingPriority2Cmd::zeroed();
@@ -1635,7 +1779,7 @@ impl Driver {
                 c.in_process = name.contains("INPROCESS") as u8;
                 self.send_st(t, o.adapter, 33, &c.as_bytes()[24..], false)
             }
-            "LX_DXSETALLOCATIONPRIORITY" | "LX_DXGETALLOCATIONPRIORITY" => {
+            nr::LX_DXSETALLOCATIONPRIORITY | nr::LX_DXGETALLOCATIONPRIORITY => {
                 let s: SetAllocationPriority = rd(mem, arg)?;
                 let d = self.obj(t, s.device, K::Device)?;
                 let n = if s.resource != 0 {
@@ -1657,13 +1801,7 @@ impl Driver {
                 c.allocation_count = s.allocation_count;
                 if name == "LX_DXSETALLOCATIONPRIORITY" {
                     let pr = rdv(mem, s.priorities, 4 * n)?;
-                    self.send_st(
-                        t,
-                        d.adapter,
-                        59,
-                        &cat(&[&c.as_bytes()[24..40], &hs, &pr]),
-                        false,
-                    )
+                    self.send_st_v(t, d.adapter, 59, &[&c.as_bytes()[24..40], &hs, &pr], false)
                 } else {
                     // dxgvmb_send_get_allocation_priority sends msg.size + res_size: the
                     // result area travels as zeros.
@@ -1685,7 +1823,7 @@ impl Driver {
                     Ok(ret)
                 }
             }
-            "LX_DXOFFERALLOCATIONS" => {
+            nr::LX_DXOFFERALLOCATIONS => {
                 let s: OfferAllocations = rd(mem, arg)?;
                 let d = self.obj(t, s.device, K::Device)?;
                 let n = s.allocation_count as usize;
@@ -1707,9 +1845,9 @@ impl Driver {
                 c.priority = s.priority as u32;
                 c.flags = s.flags;
                 c.resources = (s.resources != 0) as u8;
-                self.send_st(t, d.adapter, 57, &cat(&[&c.as_bytes()[24..44], &hs]), false)
+                self.send_st_v(t, d.adapter, 57, &[&c.as_bytes()[24..44], &hs], false)
             }
-            "LX_DXRECLAIMALLOCATIONS2" => {
+            nr::LX_DXRECLAIMALLOCATIONS2 => {
                 let mut s: ReclaimAllocations2 = rd(mem, arg)?;
                 let o = self.obj(t, s.paging_queue, K::PagingQueue)?;
                 let n = s.allocation_count as usize;
@@ -1750,7 +1888,7 @@ impl Driver {
                 }
                 Ok(ret)
             }
-            "LX_DXQUERYALLOCATIONRESIDENCY" => {
+            nr::LX_DXQUERYALLOCATIONRESIDENCY => {
                 let s: QueryAllocationResidency = rd(mem, arg)?;
                 let d = self.obj(t, s.device, K::Device)?;
                 if (s.allocation_count == 0) == (s.resource == 0) {
@@ -1781,7 +1919,7 @@ impl Driver {
                 }
                 Ok(ret)
             }
-            "LX_DXUPDATEALLOCPROPERTY" => {
+            nr::LX_DXUPDATEALLOCPROPERTY => {
                 let mut s: UpdateAllocProperty = rd(mem, arg)?;
                 let o = self.obj(t, s.paging_queue, K::PagingQueue)?;
                 let r = self.send(
@@ -1800,7 +1938,7 @@ impl Driver {
                 }
                 Ok(ntstatus_to_errno(stv) as i64)
             }
-            "LX_DXSUBMITCOMMAND" => {
+            nr::LX_DXSUBMITCOMMAND => {
                 let s: SubmitCommand = rd(mem, arg)?;
                 let n = s.broadcast_context_count as usize;
                 if n == 0
@@ -1818,9 +1956,9 @@ impl Driver {
                     4 * s.num_history_buffers as usize,
                 )?;
                 let pd = rdv(mem, s.priv_drv_data, s.priv_drv_data_size as usize)?;
-                self.send_st(t, o.adapter, 20, &cat(&[s.as_bytes(), &hist, &pd]), true)
+                self.send_st_v(t, o.adapter, 20, &[s.as_bytes(), &hist, &pd], true)
             }
-            "LX_DXSUBMITCOMMANDTOHWQUEUE" => {
+            nr::LX_DXSUBMITCOMMANDTOHWQUEUE => {
                 let s: SubmitCommandToHwQueue = rd(mem, arg)?;
                 let o = self.obj(t, s.hwqueue, K::HwQueue)?;
                 if s.num_primaries > 131072 || s.priv_drv_data_size > 131072 {
@@ -1828,9 +1966,9 @@ impl Driver {
                 }
                 let prim = rdv(mem, s.written_primaries, 4 * s.num_primaries as usize)?;
                 let pd = rdv(mem, s.priv_drv_data, s.priv_drv_data_size as usize)?;
-                self.send_st(t, o.adapter, 52, &cat(&[s.as_bytes(), &prim, &pd]), true)
+                self.send_st_v(t, o.adapter, 52, &[s.as_bytes(), &prim, &pd], true)
             }
-            "LX_DXSIGNALSYNCHRONIZATIONOBJECT" => {
+            nr::LX_DXSIGNALSYNCHRONIZATIONOBJECT => {
                 let s: SignalSyncObject2 = rd(mem, arg)?;
                 let n = s.object_count as usize;
                 if n == 0 || n > 32 || s.context_count > 64 {
@@ -1853,7 +1991,7 @@ impl Driver {
                     &[],
                 )
             }
-            "LX_DXSIGNALSYNCHRONIZATIONOBJECTFROMCPU" => {
+            nr::LX_DXSIGNALSYNCHRONIZATIONOBJECTFROMCPU => {
                 let s: SignalSyncObjectFromCpu = rd(mem, arg)?;
                 let d = self.obj(t, s.device, K::Device)?;
                 let n = s.object_count as usize;
@@ -1864,7 +2002,7 @@ impl Driver {
                 let f = rdv(mem, s.fence_values, 8 * n)?;
                 self.signal_msg(t, d.adapter, s.flags, 0, s.device as u64, &objs, &[], &f)
             }
-            "LX_DXSIGNALSYNCHRONIZATIONOBJECTFROMGPU" => {
+            nr::LX_DXSIGNALSYNCHRONIZATIONOBJECTFROMGPU => {
                 let s: SignalSyncObjectFromGpu = rd(mem, arg)?;
                 let o = self.obj(t, s.context, K::Context)?;
                 let n = s.object_count as usize;
@@ -1875,7 +2013,7 @@ impl Driver {
                 let f = rdv(mem, s.monitored_fence_values, 8 * n)?;
                 self.signal_msg(t, o.adapter, 0, 0, 0, &objs, &[s.context], &f)
             }
-            "LX_DXSIGNALSYNCHRONIZATIONOBJECTFROMGPU2" => {
+            nr::LX_DXSIGNALSYNCHRONIZATIONOBJECTFROMGPU2 => {
                 let s: SignalSyncObjectFromGpu2 = rd(mem, arg)?;
                 let n = s.object_count as usize;
                 let nc = s.context_count as usize;
@@ -1888,7 +2026,7 @@ impl Driver {
                 let f = rdv(mem, s.monitored_fence_values, 8 * n)?;
                 self.signal_msg(t, o.adapter, s.flags, 0, 0, &objs, &ctxs, &f)
             }
-            "LX_DXSUBMITSIGNALSYNCOBJECTSTOHWQUEUE" => {
+            nr::LX_DXSUBMITSIGNALSYNCOBJECTSTOHWQUEUE => {
                 let s: SubmitSignalSyncObjectsToHwQueue = rd(mem, arg)?;
                 let nq = s.hwqueue_count as usize;
                 let n = s.object_count as usize;
@@ -1901,7 +2039,7 @@ impl Driver {
                 let f = rdv(mem, s.fence_values, 8 * n)?;
                 self.signal_msg(t, o.adapter, s.flags, 0, 0, &objs, &qs, &f)
             }
-            "LX_DXWAITFORSYNCHRONIZATIONOBJECT" => {
+            nr::LX_DXWAITFORSYNCHRONIZATIONOBJECT => {
                 let s: WaitSyncObject2 = rd(mem, arg)?;
                 let n = s.object_count as usize;
                 if n == 0 || n > 32 {
@@ -1911,7 +2049,7 @@ impl Driver {
                 let f: Vec<u8> = (0..n).flat_map(|_| s.fence_value.to_le_bytes()).collect();
                 self.wait_gpu_msg(t, o.adapter, s.context, &s.object_array[..n], &f, true)
             }
-            "LX_DXWAITFORSYNCHRONIZATIONOBJECTFROMGPU" => {
+            nr::LX_DXWAITFORSYNCHRONIZATIONOBJECTFROMGPU => {
                 let s: WaitSyncObjectFromGpu = rd(mem, arg)?;
                 let n = s.object_count as usize;
                 if n == 0 || n > 131072 {
@@ -1931,7 +2069,7 @@ impl Driver {
                 };
                 self.wait_gpu_msg(t, o.adapter, s.context, &objs, &f, false)
             }
-            "LX_DXSUBMITWAITFORSYNCOBJECTSTOHWQUEUE" => {
+            nr::LX_DXSUBMITWAITFORSYNCOBJECTSTOHWQUEUE => {
                 let s: SubmitWaitForSyncObjectsToHwQueue = rd(mem, arg)?;
                 let n = s.object_count as usize;
                 if n == 0 || n > 32 {
@@ -1942,7 +2080,7 @@ impl Driver {
                 let f = rdv(mem, s.fence_values, 8 * n)?;
                 self.wait_gpu_msg(t, o.adapter, s.hwqueue, &objs, &f, false)
             }
-            "LX_DXWAITFORSYNCHRONIZATIONOBJECTFROMCPU" => {
+            nr::LX_DXWAITFORSYNCHRONIZATIONOBJECTFROMCPU => {
                 let s: WaitSyncObjectFromCpu = rd(mem, arg)?;
                 let d = self.obj(t, s.device, K::Device)?;
                 let n = s.object_count as usize;
@@ -1959,20 +2097,15 @@ impl Driver {
                 c.object_count = n as u32;
                 c.flags = s.flags;
                 c.guest_event_pointer = ev;
-                let r = self.send_st(
-                    t,
-                    d.adapter,
-                    22,
-                    &cat(&[&c.as_bytes()[24..56], &objs, &f]),
-                    false,
-                )?;
+                let r =
+                    self.send_st_v(t, d.adapter, 22, &[&c.as_bytes()[24..56], &objs, &f], false)?;
                 if r < 0 || s.async_event != 0 {
                     // async_event: the eventfd would be signalled later; the ioctl returns now.
                     return Ok(r);
                 }
                 self.block_on_event(ev)
             }
-            "LX_DXENUMPROCESSES" => {
+            nr::LX_DXENUMPROCESSES => {
                 let mut s: EnumProcesses = rd(mem, arg)?;
                 let luid = s.adapter_luid[0] as u64 | (s.adapter_luid[1] as u64) << 32;
                 let a = self
@@ -1999,7 +2132,7 @@ impl Driver {
                 wr(mem, arg, s.as_bytes())?;
                 Ok(0)
             }
-            "LX_DXSHAREOBJECTWITHHOST" => {
+            nr::LX_DXSHAREOBJECTWITHHOST => {
                 let mut s: ShareObjectWithHost = rd(mem, arg)?;
                 self.obj(t, s.device_handle, K::Device)?;
                 let mut c = ShareObjectWithHostCmd::zeroed();
@@ -2022,7 +2155,7 @@ impl Driver {
                 }
                 Ok(ret)
             }
-            other => self.not_emulated(other),
+            _ => self.not_emulated(name),
         }
     }
 
@@ -2226,7 +2359,7 @@ impl Driver {
                 dc.resource = resource;
                 dc.alloc_count = made.len() as u32;
                 let hb: Vec<u8> = made.iter().flat_map(|h| h.to_le_bytes()).collect();
-                let _ = self.send_st(t, d.adapter, 5, &cat(&[&dc.as_bytes()[24..40], &hb]), false);
+                let _ = self.send_st_v(t, d.adapter, 5, &[&dc.as_bytes()[24..40], &hb], false);
             }
             return Err(-(libc::ENOMEM as i64));
         }

@@ -241,6 +241,56 @@ fn rdv(mem: &dyn UserMemory, addr: u64, len: usize) -> Result<Buf, i64> {
     mem.read(addr, &mut v).map_err(|_| EFAULT)?;
     Ok(v)
 }
+/// Up to [`UBytes::INLINE`] user bytes (the handle and fence-value arrays of the common
+/// few-object calls) on the stack, longer reads in a pooled buffer (no pool round trip for
+/// the small ones).
+enum UBytes {
+    Inline([u8; UBytes::INLINE], usize),
+    Pooled(Buf),
+}
+
+impl UBytes {
+    const INLINE: usize = 64;
+}
+
+impl std::ops::Deref for UBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            UBytes::Inline(a, n) => &a[..*n],
+            UBytes::Pooled(b) => b,
+        }
+    }
+}
+
+/// [`rdv`] into a [`UBytes`].
+fn rds(mem: &dyn UserMemory, addr: u64, len: usize) -> Result<UBytes, i64> {
+    if len > UBytes::INLINE {
+        return rdv(mem, addr, len).map(UBytes::Pooled);
+    }
+    let mut a = [0u8; UBytes::INLINE];
+    if len > 0 {
+        mem.read(addr, &mut a[..len]).map_err(|_| EFAULT)?;
+    }
+    Ok(UBytes::Inline(a, len))
+}
+/// The `n` handles of `hs` as little-endian bytes (a message's handle array).
+fn le_bytes<'a>(hs: impl Iterator<Item = &'a u32>, n: usize) -> UBytes {
+    let put = |b: &mut [u8]| {
+        for (d, h) in b.chunks_exact_mut(4).zip(hs) {
+            d.copy_from_slice(&h.to_le_bytes());
+        }
+    };
+    if 4 * n <= UBytes::INLINE {
+        let mut a = [0u8; UBytes::INLINE];
+        put(&mut a[..4 * n]);
+        UBytes::Inline(a, 4 * n)
+    } else {
+        let mut b = Buf::zeroed(4 * n);
+        put(&mut b);
+        UBytes::Pooled(b)
+    }
+}
 fn wr(mem: &mut dyn UserMemory, addr: u64, data: &[u8]) -> Result<(), i64> {
     mem.write(addr, data).map_err(|_| EFAULT)
 }
@@ -1950,12 +2000,12 @@ impl Driver {
                     return Err(EINVAL);
                 }
                 let o = self.obj(t, s.broadcast_context[0], K::Context)?;
-                let hist = rdv(
+                let hist = rds(
                     mem,
                     s.history_buffer_array,
                     4 * s.num_history_buffers as usize,
                 )?;
-                let pd = rdv(mem, s.priv_drv_data, s.priv_drv_data_size as usize)?;
+                let pd = rds(mem, s.priv_drv_data, s.priv_drv_data_size as usize)?;
                 self.send_st_v(t, o.adapter, 20, &[s.as_bytes(), &hist, &pd], true)
             }
             nr::LX_DXSUBMITCOMMANDTOHWQUEUE => {
@@ -1964,8 +2014,8 @@ impl Driver {
                 if s.num_primaries > 131072 || s.priv_drv_data_size > 131072 {
                     return Err(EINVAL);
                 }
-                let prim = rdv(mem, s.written_primaries, 4 * s.num_primaries as usize)?;
-                let pd = rdv(mem, s.priv_drv_data, s.priv_drv_data_size as usize)?;
+                let prim = rds(mem, s.written_primaries, 4 * s.num_primaries as usize)?;
+                let pd = rds(mem, s.priv_drv_data, s.priv_drv_data_size as usize)?;
                 self.send_st_v(t, o.adapter, 52, &[s.as_bytes(), &prim, &pd], true)
             }
             nr::LX_DXSIGNALSYNCHRONIZATIONOBJECT => {
@@ -1998,8 +2048,8 @@ impl Driver {
                 if n == 0 || n > 32 {
                     return Err(EINVAL);
                 }
-                let objs = u32s(&rdv(mem, s.objects, 4 * n)?);
-                let f = rdv(mem, s.fence_values, 8 * n)?;
+                let objs = u32s(&rds(mem, s.objects, 4 * n)?);
+                let f = rds(mem, s.fence_values, 8 * n)?;
                 self.signal_msg(t, d.adapter, s.flags, 0, s.device as u64, &objs, &[], &f)
             }
             nr::LX_DXSIGNALSYNCHRONIZATIONOBJECTFROMGPU => {
@@ -2009,8 +2059,8 @@ impl Driver {
                 if n == 0 || n > 131072 {
                     return Err(EINVAL);
                 }
-                let objs = u32s(&rdv(mem, s.objects, 4 * n)?);
-                let f = rdv(mem, s.monitored_fence_values, 8 * n)?;
+                let objs = u32s(&rds(mem, s.objects, 4 * n)?);
+                let f = rds(mem, s.monitored_fence_values, 8 * n)?;
                 self.signal_msg(t, o.adapter, 0, 0, 0, &objs, &[s.context], &f)
             }
             nr::LX_DXSIGNALSYNCHRONIZATIONOBJECTFROMGPU2 => {
@@ -2020,10 +2070,10 @@ impl Driver {
                 if n > 131072 || nc == 0 || nc > 64 || (n == 0 && s.flags & 2 == 0) {
                     return Err(EINVAL);
                 }
-                let ctxs = u32s(&rdv(mem, s.contexts, 4 * nc)?);
+                let ctxs = u32s(&rds(mem, s.contexts, 4 * nc)?);
                 let o = self.obj(t, ctxs[0], K::Context)?;
-                let objs = u32s(&rdv(mem, s.objects, 4 * n)?);
-                let f = rdv(mem, s.monitored_fence_values, 8 * n)?;
+                let objs = u32s(&rds(mem, s.objects, 4 * n)?);
+                let f = rds(mem, s.monitored_fence_values, 8 * n)?;
                 self.signal_msg(t, o.adapter, s.flags, 0, 0, &objs, &ctxs, &f)
             }
             nr::LX_DXSUBMITSIGNALSYNCOBJECTSTOHWQUEUE => {
@@ -2033,10 +2083,10 @@ impl Driver {
                 if nq == 0 || nq > 64 || n == 0 || n > 32 {
                     return Err(EINVAL);
                 }
-                let qs = u32s(&rdv(mem, s.hwqueues, 4 * nq)?);
+                let qs = u32s(&rds(mem, s.hwqueues, 4 * nq)?);
                 let o = self.obj(t, qs[0], K::HwQueue)?;
-                let objs = u32s(&rdv(mem, s.objects, 4 * n)?);
-                let f = rdv(mem, s.fence_values, 8 * n)?;
+                let objs = u32s(&rds(mem, s.objects, 4 * n)?);
+                let f = rds(mem, s.fence_values, 8 * n)?;
                 self.signal_msg(t, o.adapter, s.flags, 0, 0, &objs, &qs, &f)
             }
             nr::LX_DXWAITFORSYNCHRONIZATIONOBJECT => {
@@ -2056,7 +2106,7 @@ impl Driver {
                     return Err(EINVAL);
                 }
                 let o = self.obj(t, s.context, K::Context)?;
-                let objs = u32s(&rdv(mem, s.objects, 4 * n)?);
+                let objs = u32s(&rds(mem, s.objects, 4 * n)?);
                 let monitored = self.obj(t, objs[0], K::SyncObject).is_ok();
                 let f = if monitored {
                     rdv(mem, s.monitored_fence_values, 8 * n)?
@@ -2076,8 +2126,8 @@ impl Driver {
                     return Err(EINVAL);
                 }
                 let o = self.obj(t, s.hwqueue, K::HwQueue)?;
-                let objs = u32s(&rdv(mem, s.objects, 4 * n)?);
-                let f = rdv(mem, s.fence_values, 8 * n)?;
+                let objs = u32s(&rds(mem, s.objects, 4 * n)?);
+                let f = rds(mem, s.fence_values, 8 * n)?;
                 self.wait_gpu_msg(t, o.adapter, s.hwqueue, &objs, &f, false)
             }
             nr::LX_DXWAITFORSYNCHRONIZATIONOBJECTFROMCPU => {
@@ -2087,8 +2137,8 @@ impl Driver {
                 if n == 0 || n > 131072 {
                     return Err(EINVAL);
                 }
-                let objs = rdv(mem, s.objects, 4 * n)?;
-                let f = rdv(mem, s.fence_values, 8 * n)?;
+                let objs = rds(mem, s.objects, 4 * n)?;
+                let f = rds(mem, s.fence_values, 8 * n)?;
                 self.host_event_id += 1;
                 let ev = self.host_event_id;
                 self.events.insert(ev, (t, false));
@@ -2201,12 +2251,8 @@ impl Driver {
         c.context_count = ctxs.len() as u32;
         c.fence_value = fence_value;
         c.cpu_event_handle = union_;
-        let mut body = Buf::copy(&c.as_bytes()[24..]);
-        for h in objs.iter().chain(ctxs) {
-            body.extend_from_slice(&h.to_le_bytes());
-        }
-        body.extend_from_slice(fences);
-        self.send_st(t, a, 26, &body, true)
+        let hb = le_bytes(objs.iter().chain(ctxs), objs.len() + ctxs.len());
+        self.send_st_v(t, a, 26, &[&c.as_bytes()[24..], &hb, fences], true)
     }
 
     fn wait_gpu_msg(
@@ -2227,12 +2273,8 @@ impl Driver {
         c.context = ctx;
         c.object_count = objs.len() as u32;
         c.legacy_fence_object = legacy as u8;
-        let mut body = Buf::copy(&c.as_bytes()[24..40]);
-        body.extend_from_slice(fences);
-        for h in objs {
-            body.extend_from_slice(&h.to_le_bytes());
-        }
-        self.send_st(t, a, 25, &body, true)
+        let hb = le_bytes(objs.iter(), objs.len());
+        self.send_st_v(t, a, 25, &[&c.as_bytes()[24..40], fences, &hb], true)
     }
 
     /// Blocks until the host signals `ev`: virtual time jumps to each pending GPU

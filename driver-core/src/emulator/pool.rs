@@ -56,10 +56,6 @@ impl Buf {
     pub(crate) fn new() -> Buf {
         Buf(take())
     }
-    /// A copy of `b`.
-    pub(crate) fn copy(b: &[u8]) -> Buf {
-        Buf(copy(b))
-    }
     /// `n` zero bytes.
     pub(crate) fn zeroed(n: usize) -> Buf {
         let mut v = take();
@@ -122,7 +118,7 @@ mod tests {
         let w = take();
         assert!(w.is_empty());
         assert!(w.capacity() >= cap.min(3));
-        let b = Buf::copy(&[9; 5]);
+        let b = Buf::from(copy(&[9; 5]));
         assert_eq!(&b[..], &[9; 5]);
         drop(b);
         assert!(take().is_empty());

@@ -20,6 +20,12 @@ use crate::dxg::vmbus::MAX_PACKET_SIZE;
 /// In deterministic mode it starts at a fixed value and only moves when the model says
 /// so, so the same inputs give the same timestamps. Otherwise it follows CLOCK_MONOTONIC
 /// and never goes backwards.
+///
+/// Its users are serialised: every caller runs inside a driver call, under the emulator's
+/// driver lock (the same reasoning as [`Serial`]), so updates are a plain load and store
+/// (a `SeqCst` `fetch_max` is a locked compare-and-swap loop, several per ioctl). Callers
+/// racing without that lock would not corrupt it, but one of two concurrent advances
+/// could be lost.
 #[derive(Debug)]
 pub struct Clock {
     deterministic: bool,
@@ -54,22 +60,28 @@ impl Clock {
     }
     /// Now.
     pub fn now(&self) -> u64 {
+        let cur = self.cur.load(Ordering::Relaxed);
         if self.deterministic {
-            self.cur.load(Ordering::SeqCst)
+            cur
         } else {
             let real = monotonic_ns();
-            self.cur.fetch_max(real, Ordering::SeqCst).max(real)
+            if real > cur {
+                self.cur.store(real, Ordering::Relaxed);
+            }
+            cur.max(real)
         }
     }
     /// Moves the clock `ns` forward; returns the new time.
     pub fn advance(&self, ns: u64) -> u64 {
         let t = self.now() + ns;
-        self.cur.fetch_max(t, Ordering::SeqCst);
+        self.advance_to(t);
         t
     }
     /// Moves the clock to at least `t`.
     pub fn advance_to(&self, t: u64) {
-        self.cur.fetch_max(t, Ordering::SeqCst);
+        if t > self.cur.load(Ordering::Relaxed) {
+            self.cur.store(t, Ordering::Relaxed);
+        }
     }
 }
 

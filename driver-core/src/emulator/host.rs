@@ -498,7 +498,15 @@ impl FakeHost {
         self.check_waiters(inbound);
     }
 
+    #[inline]
     fn check_waiters(&mut self, inbound: &mut VecDeque<Vec<u8>>) {
+        if !self.waiters.is_empty() {
+            self.signal_done_waiters(inbound);
+        }
+    }
+
+    #[inline(never)]
+    fn signal_done_waiters(&mut self, inbound: &mut VecDeque<Vec<u8>>) {
         // Waiters whose fences all reached their values are signalled in registration
         // order (signalling never changes `waiters`).
         let mut i = 0;

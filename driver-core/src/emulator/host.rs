@@ -338,7 +338,10 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
         .unwrap_or(0)
 }
 fn status(s: u32) -> Vec<u8> {
-    s.to_le_bytes().pooled()
+    // A fixed-size append: a 4-byte store rather than a call to memcpy.
+    let mut v = super::pool::take();
+    v.extend_from_slice(&s.to_le_bytes());
+    v
 }
 fn cmd_name(cmd: VmbusCmd) -> &'static str {
     command_name(cmd).unwrap_or("UNKNOWN")

@@ -244,7 +244,10 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
     let bus = unsafe { &*ch.bus };
     // SAFETY: guaranteed by the caller.
     let req = unsafe { std::slice::from_raw_parts(command as *const u8, cmd_size as usize) };
-    let request_id = ch.request_id.fetch_add(1, Ordering::SeqCst) + 1;
+    // The channel is used under its driver's lock (the contract above): a load and a
+    // store, not a locked read-modify-write per message.
+    let request_id = ch.request_id.load(Ordering::Relaxed) + 1;
+    ch.request_id.store(request_id, Ordering::Relaxed);
     // SAFETY: `command` holds `cmd_size` readable bytes (guaranteed by the caller).
     unsafe {
         vmbus_sendpacket(

@@ -135,6 +135,38 @@ impl Plan {
     }
 }
 
+/// Calls `f(w)` for each 8-byte word `w` of `a` and `b` (of equal lengths, multiples of
+/// 8) that is not zero in either, in order: the set slots of a run of handle slots, most
+/// of them empty (SUBMITCOMMAND's 64 `broadcast_context` slots). 32 bytes of both are
+/// OR-ed at a time and only a block with a set byte is looked at word by word.
+pub(crate) fn set_words(a: &[u8], b: &[u8], mut f: impl FnMut(usize)) {
+    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+    let (mut ab, mut bb) = (a.chunks_exact(32), b.chunks_exact(32));
+    let mut w = 0;
+    for (x, y) in ab.by_ref().zip(bb.by_ref()) {
+        let x: &[u8; 32] = x.try_into().expect("32 bytes");
+        let y: &[u8; 32] = y.try_into().expect("32 bytes");
+        if x.iter().zip(y).fold(0u8, |acc, (p, q)| acc | p | q) != 0 {
+            for i in 0..4 {
+                if word(&x[i * 8..i * 8 + 8]) | word(&y[i * 8..i * 8 + 8]) != 0 {
+                    f(w + i);
+                }
+            }
+        }
+        w += 4;
+    }
+    for (x, y) in ab
+        .remainder()
+        .chunks_exact(8)
+        .zip(bb.remainder().chunks_exact(8))
+    {
+        if word(x) | word(y) != 0 {
+            f(w);
+        }
+        w += 1;
+    }
+}
+
 fn flatten(kind: &Kind, off: usize, size: usize, path: String, out: &mut Vec<Leaf>) {
     match kind {
         Kind::Pad => {}
@@ -397,6 +429,32 @@ mod tests {
                 .iter()
                 .any(|l| l.path == "sysmem" && l.class == Class::Pointer)
         );
+    }
+
+    /// `set_words` reports exactly the words set on either side, for every length up to
+    /// 80 bytes and every position of a set byte on each side.
+    #[test]
+    fn set_words_finds_every_set_word() {
+        for words in 0..=10 {
+            let n = words * 8;
+            for at in 0..n {
+                for side in 0..2 {
+                    let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+                    [&mut a, &mut b][side][at] = 1;
+                    if at >= 8 {
+                        [&mut b, &mut a][side][at - 8] = 2;
+                    }
+                    let mut got = Vec::new();
+                    set_words(&a, &b, |w| got.push(w));
+                    let want: Vec<usize> = if at >= 8 {
+                        vec![at / 8 - 1, at / 8]
+                    } else {
+                        vec![at / 8]
+                    };
+                    assert_eq!(got, want, "{n} bytes, byte {at}, side {side}");
+                }
+            }
+        }
     }
 
     #[test]

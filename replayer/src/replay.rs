@@ -214,7 +214,57 @@ struct Live {
     replayed: u64,
     ty: HandleType,
     creator: Option<u64>,
-    parents: Vec<Obj>,
+    parents: Parents,
+}
+
+/// How many lineage parents a [`Parents`] holds without allocating.
+const INLINE_PARENTS: usize = 4;
+
+/// The lineage parents of a live object: the fd its creating call was issued on and the
+/// handles that call used. Nearly always a few (an fd, a device, a context): those are
+/// kept inline, so mapping a created handle allocates nothing (a `Vec` per creation
+/// was ~130 instructions of malloc / free).
+#[derive(Debug, Clone)]
+enum Parents {
+    Inline(u8, [Obj; INLINE_PARENTS]),
+    Heap(Vec<Obj>),
+}
+
+impl Parents {
+    fn of(p: &[Obj]) -> Parents {
+        if p.len() <= INLINE_PARENTS {
+            let mut a = [Obj::Fd(0); INLINE_PARENTS];
+            a[..p.len()].copy_from_slice(p);
+            Parents::Inline(p.len() as u8, a)
+        } else {
+            Parents::Heap(p.to_vec())
+        }
+    }
+
+    fn push(&mut self, o: Obj) {
+        match self {
+            Parents::Inline(n, a) if (*n as usize) < INLINE_PARENTS => {
+                a[*n as usize] = o;
+                *n += 1;
+            }
+            Parents::Inline(n, a) => {
+                let mut v = a[..*n as usize].to_vec();
+                v.push(o);
+                *self = Parents::Heap(v);
+            }
+            Parents::Heap(v) => v.push(o),
+        }
+    }
+}
+
+impl std::ops::Deref for Parents {
+    type Target = [Obj];
+    fn deref(&self) -> &[Obj] {
+        match self {
+            Parents::Inline(n, a) => &a[..*n as usize],
+            Parents::Heap(v) => v,
+        }
+    }
 }
 
 /// The replay state for one trace against one backend. Feed it records in order with
@@ -224,10 +274,9 @@ pub struct Replayer<B: Backend> {
     opts: ReplayOptions,
     plans: PlanCache,
     live: IntMap<Obj, Live>,
-    /// Reverse lineage: for each object, the live objects that list it as a parent (so a
-    /// destroy finds its descendants without scanning `live`). Exactly the live entries'
-    /// `parents`, inverted; an object with no live child has no entry.
-    children: IntMap<Obj, IntSet<Obj>>,
+    /// Reverse lineage: for each object, the objects that listed it as a parent when
+    /// they were mapped (so a destroy finds its descendants without scanning `live`).
+    children: IntMap<Obj, Kids>,
     memory: IntMap<Obj, Vec<Region>>,
     /// `(address, length)` of every region in `memory`, rebuilt when it changes.
     memory_ranges: Vec<(u64, usize)>,
@@ -259,6 +308,19 @@ pub struct Replayer<B: Backend> {
     cur_name: Cow<'static, str>,
     /// Leaves [`Replayer::compare`] visits (reused).
     visit: Vec<usize>,
+}
+
+/// The children of one object (see `Replayer::children`): every object mapped with it as a
+/// parent, in mapping order, some of them maybe gone or remapped since (a child counts
+/// only while it is live and its `Live::parents` list the parent), and how many listings
+/// are current. Kept as a list rather than a hash set: a device or fd whose children
+/// come and go every frame cost a set insert and remove per creation (~190 and ~50
+/// instructions, tombstones making the inserts rehash); stale entries are dropped when
+/// they outnumber the current ones. An entry exists while it has current children.
+#[derive(Debug, Default)]
+struct Kids {
+    list: Vec<Obj>,
+    current: usize,
 }
 
 enum Cmp<'a> {
@@ -697,7 +759,7 @@ impl<B: Backend> Replayer<B> {
                         replayed: fd as u64,
                         ty: HandleType::Any,
                         creator: None,
-                        parents: Vec::new(),
+                        parents: Parents::of(&[]),
                     },
                 );
                 self.report.fd_events += 1;
@@ -785,13 +847,20 @@ impl<B: Backend> Replayer<B> {
         let Some(gone) = self.live.remove(&o) else {
             return;
         };
-        self.unlink(o, &gone.parents);
+        self.unlink(&gone.parents);
         if let Some(m) = self.memory.remove(&o) {
             self.orphans.push((o, m));
             self.memory_dirty = true;
         }
         if cascade && let Some(kids) = self.children.get(&o) {
-            let kids: Vec<Obj> = kids.iter().copied().collect();
+            // Stale entries are skipped by `forget` itself: only live children listing
+            // `o` are current, and a child listed twice is gone after the first.
+            let kids: Vec<Obj> = kids
+                .list
+                .iter()
+                .copied()
+                .filter(|k| self.live.get(k).is_some_and(|l| l.parents.contains(&o)))
+                .collect();
             for k in kids {
                 self.forget(k, true);
             }
@@ -799,36 +868,41 @@ impl<B: Backend> Replayer<B> {
         // A VM's guest memory must outlive the VM fd while vCPU fds created from it are open.
         if !self.orphans.is_empty() {
             let children = &self.children;
-            self.orphans.retain(|(x, _)| children.contains_key(x));
+            self.orphans
+                .retain(|(x, _)| children.get(x).is_some_and(|k| k.current > 0));
         }
         if let Obj::Fd(_) = o {
             self.release_fd(gone.replayed);
         }
     }
 
-    /// Maps `o`, keeping the reverse lineage index (`children`) exact.
+    /// Maps `o`, keeping the reverse lineage index (`children`) current.
     fn set_live(&mut self, o: Obj, l: Live) {
-        for p in &l.parents {
-            self.children.entry(*p).or_default().insert(o);
+        for p in l.parents.iter() {
+            let kids = self.children.entry(*p).or_default();
+            kids.list.push(o);
+            kids.current += 1;
+            if kids.list.len() > 2 * kids.current + 8 {
+                // Compact: keep each current child once (`o` is about to be live).
+                let live = &self.live;
+                let mut seen = IntSet::default();
+                kids.list.retain(|k| {
+                    (*k == o || live.get(k).is_some_and(|l| l.parents.contains(p)))
+                        && seen.insert(*k)
+                });
+            }
         }
         if let Some(old) = self.live.insert(o, l) {
-            let now = &self.live[&o].parents;
-            let stale: Vec<Obj> = old
-                .parents
-                .iter()
-                .filter(|p| !now.contains(p))
-                .copied()
-                .collect();
-            self.unlink(o, &stale);
+            self.unlink(&old.parents);
         }
     }
 
-    /// Removes `o` from the children sets of `parents`.
-    fn unlink(&mut self, o: Obj, parents: &[Obj]) {
+    /// One listing of a child in each of `parents` is no longer current.
+    fn unlink(&mut self, parents: &[Obj]) {
         for p in parents {
-            if let Some(set) = self.children.get_mut(p) {
-                set.remove(&o);
-                if set.is_empty() {
+            if let Some(kids) = self.children.get_mut(p) {
+                kids.current -= 1;
+                if kids.current == 0 {
                     self.children.remove(p);
                 }
             }
@@ -1062,7 +1136,7 @@ impl<B: Backend> Replayer<B> {
                 replayed: fd as u64,
                 ty: HandleType::Any,
                 creator: None,
-                parents: Vec::new(),
+                parents: Parents::of(&[]),
             },
         );
         self.report.notes.push(format!(
@@ -1097,7 +1171,7 @@ impl<B: Backend> Replayer<B> {
                     replayed: ret as u64,
                     ty: t,
                     creator: Some(idx),
-                    parents: plan.parents[..1].to_vec(),
+                    parents: Parents::of(&plan.parents[..1]),
                 },
             );
             self.after_fd_created(idx, e, rec.ret, ret as i32, rec.fd as i64);
@@ -1248,12 +1322,9 @@ impl<B: Backend> Replayer<B> {
                         continue;
                     }
                     let per = 8 / size;
-                    for (w, (a, b)) in rs.chunks_exact(8).zip(ps.chunks_exact(8)).enumerate() {
-                        let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().expect("8 bytes"));
-                        if word(a) | word(b) != 0 {
-                            visit.extend_from_slice(&slots[w * per..(w + 1) * per]);
-                        }
-                    }
+                    crate::plan::set_words(rs, ps, |w| {
+                        visit.extend_from_slice(&slots[w * per..(w + 1) * per])
+                    });
                 }
             }
             for &li in &visit {
@@ -1330,7 +1401,7 @@ impl<B: Backend> Replayer<B> {
                                     replayed: pvv,
                                     ty: t,
                                     creator: Some(idx),
-                                    parents: parents.to_vec(),
+                                    parents: Parents::of(parents),
                                 },
                             );
                         } else if r != pvv {
@@ -1347,7 +1418,7 @@ impl<B: Backend> Replayer<B> {
                                     replayed: ps as u64,
                                     ty: t,
                                     creator: Some(idx),
-                                    parents: parents.to_vec(),
+                                    parents: Parents::of(parents),
                                 },
                             );
                         } else if rs != ps {

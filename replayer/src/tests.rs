@@ -414,6 +414,71 @@ fn destroying_a_handle_forgets_what_was_created_under_it() {
     assert!(rep.divergences.is_empty(), "{:#?}", rep.divergences);
 }
 
+/// Many devices created and destroyed under one adapter (the children list of the
+/// adapter and of the fd is compacted on the way), one recorded device handle reused
+/// after its destroy: the devices still alive are exactly the mapped ones, and closing
+/// the adapter forgets every one of them.
+#[test]
+fn lineage_survives_many_children_coming_and_going() {
+    let mut r = Replayer::new(FakeDxg::default(), ReplayOptions::new(Target::InProcess));
+    for x in dxg_trace(0x4000_0000) {
+        r.step(&x).expect("step");
+    }
+    let create = |id: u64, h: u32| {
+        let mut cd_out = vec![0u8; 64];
+        cd_out[0..4].copy_from_slice(&0x4000_0000u32.to_le_bytes());
+        let cd_in = cd_out.clone();
+        cd_out[12..16].copy_from_slice(&h.to_le_bytes());
+        dxg_call(id, "LX_DXCREATEDEVICE", cd_in, cd_out)
+    };
+    let destroy = |id: u64, h: u32| {
+        dxg_call(
+            id,
+            "LX_DXDESTROYDEVICE",
+            h.to_le_bytes().to_vec(),
+            Vec::new(),
+        )
+    };
+    let mut id = 10;
+    let mut kept = vec![0x8000_0001u32];
+    for i in 2..=60u32 {
+        let h = 0x8000_0000 + i;
+        r.step(&create(id, h)).expect("create");
+        id += 1;
+        if i % 10 == 0 {
+            kept.push(h);
+        } else {
+            r.step(&destroy(id, h)).expect("destroy");
+            id += 1;
+        }
+    }
+    // Recorded handle 0x80000005 again (destroyed above): the replay gives a new one.
+    r.step(&create(id, 0x8000_0005)).expect("create again");
+    id += 1;
+    kept.push(0x8000_0005);
+    for i in 2..=60u32 {
+        let h = 0x8000_0000 + i;
+        assert_eq!(
+            r.mapped_handle(h.into()).is_some(),
+            kept.contains(&h),
+            "{h:#x}"
+        );
+    }
+    assert_eq!(r.mapped_handle(0x8000_0005), Some(0x8000_003d));
+    r.step(&dxg_call(
+        id,
+        "LX_DXCLOSEADAPTER",
+        0x4000_0000u32.to_le_bytes().to_vec(),
+        Vec::new(),
+    ))
+    .expect("close adapter");
+    for h in kept {
+        assert_eq!(r.mapped_handle(h.into()), None, "{h:#x}");
+    }
+    let rep = r.finish();
+    assert!(rep.divergences.is_empty(), "{:#?}", rep.divergences);
+}
+
 #[test]
 fn unmapped_handle_is_an_error_naming_call_and_field() {
     let mut r = Replayer::new(FakeDxg::default(), ReplayOptions::new(Target::InProcess));

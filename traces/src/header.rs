@@ -140,7 +140,8 @@ pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
-fn clock_ns(clock: libc::clockid_t) -> u64 {
+/// Current time of `clock` in ns (0 if it cannot be read).
+pub(crate) fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -764,7 +764,8 @@ impl FakeHost {
                 }
                 1001 => {
                     self.objs.retain(|_, o| o.process != process);
-                    self.waiters.retain(|_| true);
+                    // nobody is left to signal: its CPU waits go with it
+                    self.waiters.retain(|w| w.process_id != process as u64);
                     // The process's fences go with it (in handle order: the free list's
                     // order decides which page the next fence gets).
                     let mut gone: Vec<u32> = self
@@ -1661,5 +1662,55 @@ fn apply_failure(cmd: VmbusCmd, reply: &mut Vec<u8>, s: u32) {
         }
         // No status in the reply: the host answers with zero handles.
         None => reply.fill(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Pod;
+
+    fn host() -> FakeHost {
+        let c = crate::emulator::EmulatorConfig::default();
+        FakeHost::new(HostConfig {
+            adapters: c.adapters.clone(),
+            interface_version: c.interface_version,
+            async_msg: c.async_msg,
+            seed: c.seed,
+            latency: c.latency.clone(),
+            faults: Vec::new(),
+            hang_bound_ns: c.hang_bound_ns,
+        })
+    }
+
+    /// A process's CPU waits that can no longer be signalled go when the process is
+    /// destroyed; other processes' waits stay.
+    #[test]
+    fn destroying_a_process_drops_its_cpu_waits_only() {
+        let mut h = host();
+        let clock = Clock::new(true);
+        let mut inbound = VecDeque::new();
+        h.fences.insert(7, (0, 0));
+        for process in [1u32, 2] {
+            let mut c = WaitSyncObjectFromCpuCmd::zeroed();
+            c.object_count = 1;
+            c.guest_event_pointer = 0x1000 + process as u64;
+            let mut b = c.as_bytes().to_vec();
+            b.extend_from_slice(&7u32.to_le_bytes());
+            b.extend_from_slice(&5u64.to_le_bytes()); // a value the fence never reaches
+            let adapter = VmbusCmd {
+                channel: VmbusChannel::Adapter,
+                value: 22,
+            };
+            h.dispatch(adapter, &b, process, 0, &clock, &mut inbound);
+        }
+        assert_eq!(h.waiters.len(), 2);
+        let destroy = VmbusCmd {
+            channel: VmbusChannel::Global,
+            value: 1001,
+        };
+        h.dispatch(destroy, &[0u8; 64], 1, 0, &clock, &mut inbound);
+        let left: Vec<u64> = h.waiters.iter().map(|w| w.process_id).collect();
+        assert_eq!(left, vec![2]);
     }
 }

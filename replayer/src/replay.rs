@@ -1,6 +1,6 @@
 //! The replay engine: records in, ioctls through a [`Backend`], divergences out.
 
-use std::borrow::{Borrow, Cow};
+use std::borrow::Borrow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -304,8 +304,13 @@ pub struct Replayer<B: Backend> {
     last_pid: Option<u32>,
     vmbus: Option<crate::recorded_host::VmbusCheck>,
     live_ranges: Vec<(u64, usize)>,
-    /// Name of the call in flight (for VMBus differences).
-    cur_name: Cow<'static, str>,
+    /// What is in flight (names VMBus differences and errors; rendered only when one
+    /// needs it, so setting it costs no string work per record).
+    cur: Cur,
+    /// `live_ranges` holds only the scratch buffer (when the last call had one, at index
+    /// 0) and `memory_ranges`: a call without pinned regions only updates the scratch
+    /// entry when `memory` has not changed.
+    ranges_plain: Option<bool>,
     /// Leaves [`Replayer::compare`] visits (reused).
     visit: Vec<usize>,
 }
@@ -321,6 +326,29 @@ pub struct Replayer<B: Backend> {
 struct Kids {
     list: Vec<Obj>,
     current: usize,
+}
+
+/// The record in flight, for naming it in errors and VMBus differences.
+#[derive(Debug, Clone, Copy)]
+enum Cur {
+    Start,
+    Call(Option<&'static IoctlDesc>, u32),
+    Fd(FdOp, i32),
+    End,
+}
+
+impl std::fmt::Display for Cur {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Cur::Start => f.write_str("emulator start"),
+            Cur::Call(Some(e), _) => f.write_str(e.name),
+            Cur::Call(None, cmd) => write!(f, "UNKNOWN({cmd:#010x})"),
+            Cur::Fd(FdOp::Open, fd) => write!(f, "open of fd {fd}"),
+            Cur::Fd(FdOp::Close, fd) => write!(f, "close of fd {fd}"),
+            Cur::Fd(FdOp::Derived, fd) => write!(f, "fd {fd}"),
+            Cur::End => f.write_str("close at the end of the replay"),
+        }
+    }
 }
 
 enum Cmp<'a> {
@@ -361,7 +389,8 @@ impl<B: Backend> Replayer<B> {
             last_pid: None,
             vmbus: None,
             live_ranges: Vec::new(),
-            cur_name: Cow::Borrowed("emulator start"),
+            cur: Cur::Start,
+            ranges_plain: None,
             visit: Vec::new(),
         }
     }
@@ -387,7 +416,7 @@ impl<B: Backend> Replayer<B> {
                 Divergence {
                     call,
                     id: self.cur_id,
-                    ioctl: self.cur_name.to_string(),
+                    ioctl: self.cur.to_string(),
                     field: format!("vmbus #{} {}: {}", d.seq, d.message, d.field),
                     recorded: d.recorded,
                     replayed: d.replayed,
@@ -593,7 +622,7 @@ impl<B: Backend> Replayer<B> {
         // backend never exceeds the replay's.
         self.report.replayed_ioctl_ns = self.ticks.ns(self.ioctl_ticks);
         self.report.elapsed = self.started.elapsed();
-        self.cur_name = Cow::Borrowed("close at the end of the replay");
+        self.cur = Cur::End;
         // A dup and its original map to one fd: close it once.
         let mut fds: Vec<u64> = self
             .live
@@ -624,7 +653,7 @@ impl<B: Backend> Replayer<B> {
                 let d = Divergence {
                     call: self.call_index.saturating_sub(1),
                     id: self.cur_id,
-                    ioctl: self.cur_name.to_string(),
+                    ioctl: self.cur.to_string(),
                     field: "vmbus".into(),
                     recorded: format!("{recorded} guest→host messages"),
                     replayed: format!("{sent} sent by the driver logic"),
@@ -643,11 +672,7 @@ impl<B: Backend> Replayer<B> {
         match rec {
             Record::Fd(ev) => {
                 self.note_pid(ev.pid);
-                self.cur_name = Cow::Owned(match ev.op {
-                    FdOp::Open => format!("open of fd {}", ev.fd),
-                    FdOp::Close => format!("close of fd {}", ev.fd),
-                    FdOp::Derived => format!("fd {}", ev.fd),
-                });
+                self.cur = Cur::Fd(ev.op, ev.fd);
                 let r = self.fd_event(ev);
                 self.drain_vmbus();
                 r
@@ -683,7 +708,9 @@ impl<B: Backend> Replayer<B> {
         if self.opts.to.is_some_and(|to| idx > to) {
             return Ok(());
         }
-        self.pace(io.ts_enter);
+        if self.opts.pace == Pace::Original {
+            self.pace(io.ts_enter);
+        }
         let r = match plan {
             Some(p) => self.ioctl(idx, io, p),
             None => {
@@ -698,7 +725,9 @@ impl<B: Backend> Replayer<B> {
                 r
             }
         };
-        self.drain_vmbus();
+        if self.vmbus.is_some() {
+            self.drain_vmbus();
+        }
         r
     }
 
@@ -918,13 +947,6 @@ impl<B: Backend> Replayer<B> {
         self.live.get(&o).map(|l| l.replayed)
     }
 
-    fn name_of(entry: Option<&'static IoctlDesc>, cmd: u32) -> Cow<'static, str> {
-        match entry {
-            Some(e) => Cow::Borrowed(e.name),
-            None => Cow::Owned(format!("UNKNOWN({cmd:#010x})")),
-        }
-    }
-
     fn ioctl(
         &mut self,
         idx: u64,
@@ -934,7 +956,7 @@ impl<B: Backend> Replayer<B> {
         self.cur_id = rec.id;
         let shape = &*plan.shape;
         let entry = shape.entry;
-        self.cur_name = Self::name_of(entry, rec.cmd);
+        self.cur = Cur::Call(entry, rec.cmd);
         let real = matches!(self.opts.target, Target::Device(_));
         if entry.is_none() && real && !self.opts.allow_unknown {
             return Err(ReplayError::UnknownRefused {
@@ -950,7 +972,7 @@ impl<B: Backend> Replayer<B> {
         if let Some(field) = &shape.missing {
             return Err(ReplayError::Missing {
                 call: idx,
-                ioctl: self.cur_name.to_string(),
+                ioctl: self.cur.to_string(),
                 field: field.clone(),
             });
         }
@@ -961,7 +983,7 @@ impl<B: Backend> Replayer<B> {
             let r =
                 Region::anonymous(p.len, p.data, &p.path).map_err(|source| ReplayError::Map {
                     call: idx,
-                    ioctl: self.cur_name.to_string(),
+                    ioctl: self.cur.to_string(),
                     field: p.path.clone(),
                     source,
                 })?;
@@ -1002,7 +1024,7 @@ impl<B: Backend> Replayer<B> {
                     None => None,
                 };
                 let Some(v) = v else {
-                    let ioctl = self.cur_name.to_string();
+                    let ioctl = self.cur.to_string();
                     return Err(if r.is_fd {
                         ReplayError::UnmappedFd {
                             call: idx,
@@ -1033,14 +1055,21 @@ impl<B: Backend> Replayer<B> {
                     .extend(regions.iter().map(|r| (r.addr(), r.len())));
             }
             self.memory_dirty = false;
+            self.ranges_plain = None;
         }
-        self.live_ranges.clear();
-        if plan.arg.is_none() {
-            self.live_ranges.push((base, self.scratch.bytes().len()));
+        let with_scratch = plan.arg.is_none();
+        if !regions.is_empty() || self.ranges_plain != Some(with_scratch) {
+            self.live_ranges.clear();
+            if with_scratch {
+                self.live_ranges.push((base, self.scratch.bytes().len()));
+            }
+            self.live_ranges
+                .extend(regions.iter().map(|r| (r.addr(), r.len())));
+            self.live_ranges.extend_from_slice(&self.memory_ranges);
+            self.ranges_plain = regions.is_empty().then_some(with_scratch);
+        } else if with_scratch {
+            self.live_ranges[0] = (base, self.scratch.bytes().len());
         }
-        self.live_ranges
-            .extend(regions.iter().map(|r| (r.addr(), r.len())));
-        self.live_ranges.extend_from_slice(&self.memory_ranges);
         let t0 = self.ticks.now();
         // SAFETY: the scratch buffer holds the argument struct and every heap buffer its
         // pointer fields were patched to, sized per the table; `regions` the pinned ones;
@@ -1067,7 +1096,7 @@ impl<B: Backend> Replayer<B> {
                     divs.push(Divergence {
                         call: idx,
                         id: rec.id,
-                        ioctl: self.cur_name.to_string(),
+                        ioctl: self.cur.to_string(),
                         field: "return".into(),
                         recorded: rec.ret.to_string(),
                         replayed: ret.to_string(),
@@ -1079,7 +1108,7 @@ impl<B: Backend> Replayer<B> {
                         divs.push(Divergence {
                             call: idx,
                             id: rec.id,
-                            ioctl: self.cur_name.to_string(),
+                            ioctl: self.cur.to_string(),
                             field: "out".into(),
                             recorded: driver_core::decode::hex_dump(r),
                             replayed: driver_core::decode::hex_dump(&sb[..n]),
@@ -1109,7 +1138,7 @@ impl<B: Backend> Replayer<B> {
         rec: &IoctlRecord,
         entry: Option<&IoctlDesc>,
     ) -> Result<i32, ReplayError> {
-        let name = self.cur_name.to_string();
+        let name = self.cur.to_string();
         let unmapped = || ReplayError::UnmappedFd {
             call: idx,
             ioctl: name.clone(),
@@ -1229,6 +1258,9 @@ impl<B: Backend> Replayer<B> {
         }
         // Long-lived memory now belongs to its object: the allocation created from the same
         // array element, else the fd the call was issued on (a KVM VM's guest memory).
+        if regions.is_empty() {
+            return;
+        }
         for (p, r) in plan.pinned.iter().zip(regions) {
             let owner = p.owner.unwrap_or(Obj::Fd(rec.fd as i64));
             self.memory.entry(owner).or_default().push(r);

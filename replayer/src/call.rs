@@ -279,6 +279,13 @@ pub(crate) struct CallPlan<'r> {
     pub parents: Vec<crate::replay::Obj>,
     /// Handles the call destroys (recorded values).
     pub destroys: Vec<u64>,
+    /// The recorded out struct can be checked whole (its plan is [`Plan::fast`] and it
+    /// covers the plan's size).
+    pub out_fast: bool,
+    /// With `out_fast`: indices in the struct plan's leaves of the leaves that need an
+    /// action (input handles / fds) whose recorded out value is not 0, in offset order.
+    /// The others must come back 0, as recorded, which the whole-struct check covers.
+    pub out_nz: Vec<u32>,
 }
 
 /// Position of the recorded buffer with this role and path, else of one at this address.
@@ -558,6 +565,7 @@ pub(crate) struct Spare {
     remaps: Vec<(usize, u64)>,
     parents: Vec<crate::replay::Obj>,
     destroys: Vec<u64>,
+    out_nz: Vec<u32>,
 }
 
 impl Spare {
@@ -567,6 +575,7 @@ impl Spare {
         self.remaps = cp.remaps;
         self.parents = cp.parents;
         self.destroys = cp.destroys;
+        self.out_nz = cp.out_nz;
     }
 }
 
@@ -587,13 +596,42 @@ pub(crate) fn bind_with<'r>(
         out: shape.struct_out.map(|i| rec.buffers[i].data.as_slice()),
         parents,
         destroys: std::mem::take(&mut spare.destroys),
+        out_fast: false,
+        out_nz: std::mem::take(&mut spare.out_nz),
         shape,
     };
     cp.remaps.clear();
     cp.destroys.clear();
+    cp.out_nz.clear();
     let sh = &*cp.shape;
     if sh.plain_arg {
         return cp;
+    }
+    if let (Some(out), Some(sp)) = (cp.out, &sh.splan)
+        && sp.fast
+        && out.len() >= sp.size
+    {
+        cp.out_fast = true;
+        let mut set = |li: usize| {
+            let l = &sp.leaves[li];
+            if read_uint(out, l.off, l.size).unwrap_or(0) != 0 {
+                cp.out_nz.push(li as u32);
+            }
+        };
+        for (o, len, r) in &sp.special_runs {
+            let slots = &sp.special[r.clone()];
+            let size = sp.leaves[slots[0]].size;
+            if *len > 0 && size <= 8 && 8 % size == 0 && len % 8 == 0 {
+                // A run of handle slots, most of them empty: only the set words' slots.
+                let per = 8 / size;
+                let rs = &out[*o..o + len];
+                crate::plan::set_words(rs, rs, |w| {
+                    slots[w * per..(w + 1) * per].iter().for_each(|&li| set(li))
+                });
+            } else {
+                slots.iter().for_each(|&li| set(li));
+            }
+        }
     }
     let mut image = std::mem::take(&mut spare.image);
     image.clear();

@@ -79,6 +79,15 @@ pub(crate) struct Plan {
     /// map, nothing to differ); every other leaf is a run of its own with length 0 (never
     /// skipped).
     pub special_runs: Vec<(usize, usize, std::ops::Range<usize>)>,
+    /// The struct can be checked whole against an expected image (see
+    /// `Replayer::struct_matches`): its leaves are in offset order, within `size`, do
+    /// not overlap, and every leaf that needs an action is an input handle or fd
+    /// (`Handle`, `Destroys`, `Fd`, `TakesFd`) of 1 to 8 bytes, which compares through
+    /// the live map and changes nothing.
+    pub fast: bool,
+    /// With `fast`: the byte ranges `(offset, length)` of `[0, size)` no leaf compares
+    /// (pointers, masked values, padding), adjacent ones merged.
+    pub skip_runs: Vec<(usize, usize)>,
 }
 
 impl Plan {
@@ -114,12 +123,18 @@ impl Plan {
             let n = if l.class == Class::Handle { l.size } else { 0 };
             special_runs.push((l.off, n, k..k + 1));
         }
+        let (fast, skip_runs) = match skip_runs(&leaves, size) {
+            Some(s) => (true, s),
+            None => (false, Vec::new()),
+        };
         Plan {
             leaves,
             size,
             plain_runs,
             special,
             special_runs,
+            fast,
+            skip_runs,
         }
     }
 
@@ -133,6 +148,40 @@ impl Plan {
                 _ => false,
             })
     }
+}
+
+/// The uncompared byte ranges of a struct whose leaves qualify for [`Plan::fast`];
+/// `None` if they do not.
+fn skip_runs(leaves: &[Leaf], size: usize) -> Option<Vec<(usize, usize)>> {
+    let mut skip = Vec::new();
+    // End of the last leaf, and of the last compared leaf.
+    let (mut end, mut compared_end) = (0, 0);
+    for l in leaves {
+        if l.off < end || l.off + l.size > size {
+            return None;
+        }
+        end = l.off + l.size;
+        let compared = match l.class {
+            Class::Plain => true,
+            Class::Pointer | Class::Masked => false,
+            Class::Handle | Class::Destroys(_) | Class::Fd | Class::TakesFd(_)
+                if (1..=8).contains(&l.size) =>
+            {
+                true
+            }
+            _ => return None,
+        };
+        if compared {
+            if l.off > compared_end {
+                skip.push((compared_end, l.off - compared_end));
+            }
+            compared_end = end;
+        }
+    }
+    if size > compared_end {
+        skip.push((compared_end, size - compared_end));
+    }
+    Some(skip)
 }
 
 /// Calls `f(w)` for each 8-byte word `w` of `a` and `b` (of equal lengths, multiples of

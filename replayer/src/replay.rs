@@ -313,6 +313,12 @@ pub struct Replayer<B: Backend> {
     ranges_plain: Option<bool>,
     /// Leaves [`Replayer::compare`] visits (reused).
     visit: Vec<usize>,
+    /// The expected out struct of [`Replayer::struct_matches`] (reused).
+    expect: Vec<u8>,
+    /// Out structs [`Replayer::struct_matches`] found equal (tests check the fast
+    /// comparison is the one that ran).
+    #[cfg(test)]
+    pub(crate) fast_matches: u64,
 }
 
 /// The children of one object (see `Replayer::children`): every object mapped with it as a
@@ -392,6 +398,9 @@ impl<B: Backend> Replayer<B> {
             cur: Cur::Start,
             ranges_plain: None,
             visit: Vec::new(),
+            expect: Vec::new(),
+            #[cfg(test)]
+            fast_matches: 0,
         }
     }
 
@@ -1226,7 +1235,9 @@ impl<B: Backend> Replayer<B> {
         let sb = scratch.bytes();
         if let (Some(out), Some(splan)) = (plan.out, &shape.splan) {
             let rep = &sb[..e.size().min(shape.struct_len)];
-            self.compare(idx, e, splan, out, rep, Cmp::Struct, parents, divs);
+            if !(plan.out_fast && self.struct_matches(splan, &plan.out_nz, out, rep)) {
+                self.compare(idx, e, splan, out, rep, Cmp::Struct, parents, divs);
+            }
         }
         for b in &shape.bufs {
             let Some(r) = b.out.map(|i| rec.buffers[i].data.as_slice()) else {
@@ -1303,6 +1314,54 @@ impl<B: Backend> Replayer<B> {
                 .notes
                 .push(format!("call {idx}: mmap of kvm_run failed: {err}")),
         }
+    }
+
+    /// The fast comparison of an out struct whose plan is [`Plan::fast`]: true if every
+    /// compared byte of `rep` is what [`Replayer::compare`] expects — the recorded bytes,
+    /// with each set input handle / fd (`nz`, from the call plan) replaced by the value
+    /// it maps to. Then `compare` would find nothing and change nothing (those leaves
+    /// have no side effects), so it is skipped; otherwise `compare` runs and reports
+    /// each difference decoded, as without this check. One copy and one `memcmp` of the
+    /// struct instead of a walk over its fields.
+    fn struct_matches(&mut self, plan: &Plan, nz: &[u32], rec: &[u8], rep: &[u8]) -> bool {
+        let n = plan.size;
+        let (Some(rec), Some(rep)) = (rec.get(..n), rep.get(..n)) else {
+            return false;
+        };
+        let mut ex = std::mem::take(&mut self.expect);
+        ex.clear();
+        ex.extend_from_slice(rec);
+        // Bytes no leaf compares take the replayed value.
+        for &(o, len) in &plan.skip_runs {
+            copy_small(&mut ex[o..o + len], &rep[o..o + len]);
+        }
+        let mut ok = true;
+        for &li in nz {
+            let l = &plan.leaves[li as usize];
+            // As `compare` computes `expected` for these classes.
+            let r = read_uint(rec, l.off, l.size).unwrap_or(0);
+            let is_fd = matches!(l.class, Class::Fd | Class::TakesFd(_));
+            let expected = if r == 0 {
+                0
+            } else {
+                self.map_value(r, is_fd).unwrap_or(r)
+            };
+            let m = mask(l.size);
+            let expected = if is_fd { expected & m } else { expected };
+            if expected & !m != 0 {
+                // Does not fit the field: `compare` reports it.
+                ok = false;
+                break;
+            }
+            call::put_uint(&mut ex, l.off, l.size, expected);
+        }
+        let ok = ok && ex[..] == *rep;
+        self.expect = ex;
+        #[cfg(test)]
+        if ok {
+            self.fast_matches += 1;
+        }
+        ok
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1510,6 +1569,25 @@ impl<B: Backend> Replayer<B> {
     }
 }
 
+/// `dst.copy_from_slice(src)`, the usual field sizes as fixed-size copies (no `memcpy`
+/// call).
+#[inline]
+fn copy_small(dst: &mut [u8], src: &[u8]) {
+    if let (Ok(d), Ok(s)) = (
+        <&mut [u8; 8]>::try_from(&mut *dst),
+        <&[u8; 8]>::try_from(src),
+    ) {
+        *d = *s;
+    } else if let (Ok(d), Ok(s)) = (
+        <&mut [u8; 4]>::try_from(&mut *dst),
+        <&[u8; 4]>::try_from(src),
+    ) {
+        *d = *s;
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
 fn mask(size: usize) -> u64 {
     if size >= 8 {
         u64::MAX
@@ -1646,6 +1724,15 @@ impl<'r> ReplayPlan<'r> {
     /// Ioctl calls in the plan.
     pub fn calls(&self) -> u64 {
         self.calls
+    }
+
+    /// Calls whose out struct takes the fast whole-struct comparison.
+    #[cfg(test)]
+    pub(crate) fn fast_out_calls(&self) -> u64 {
+        self.items
+            .iter()
+            .filter(|i| matches!(i, Item::Call(_, _, cp) if cp.out_fast))
+            .count() as u64
     }
 }
 

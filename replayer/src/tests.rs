@@ -1267,3 +1267,120 @@ fn an_fd_dropped_with_its_destroyed_parent_is_closed() {
     let rep = r.finish();
     assert!(rep.divergences.is_empty(), "{:#?}", rep.divergences);
 }
+
+/// Calls of `plan` whose out struct takes the fast whole-struct comparison.
+fn fast_calls(plan: &crate::ReplayPlan<'_>) -> u64 {
+    plan.fast_out_calls()
+}
+
+#[test]
+fn every_fast_struct_comparison_of_a_clean_replay_matches() {
+    // In a replay without divergences, every call whose out struct qualifies for the
+    // fast comparison (expected image + one memcmp) must be settled by it: a fast path
+    // that mishandled masked bytes (pointers the replay patched), empty handle slots or
+    // remapped handles would fall back to the field walk and this count would drop.
+    // The replaying emulator has run the workload once before, so it hands out other
+    // handle values than the capture saw: the expected image must hold mapped values.
+    let recs = frame_loop_records(3);
+    let plan = crate::ReplayPlan::new(&recs);
+    let want = fast_calls(&plan);
+    assert!(want > 20, "{want} calls take the fast comparison");
+    let used = || {
+        let mut b = emulator_backend();
+        let (calls, _) =
+            driver_core::workload::run("frame-loop", &mut b, Path::new("/dev/dxg"), None)
+                .expect("frame-loop runs");
+        assert!(!calls.is_empty());
+        b
+    };
+    for plan_mode in [true, false] {
+        let mut r = Replayer::new(used(), ReplayOptions::new(Target::InProcess));
+        let mut remapped = 0;
+        for rec in &recs {
+            if plan_mode {
+                break;
+            }
+            r.step(rec).expect("replay");
+            if let Record::Ioctl(io) = rec
+                && let Some(out) = io.buffer(BufferRole::StructOut, "")
+                && out.data.len() >= 8
+            {
+                let h = u32::from_le_bytes(out.data[..4].try_into().expect("4 bytes")) as u64;
+                remapped += r.mapped_handle(h).is_some_and(|m| m != h) as u32;
+            }
+        }
+        if plan_mode {
+            r.run_plan(&plan, &mut |_| {}).expect("replay");
+        } else {
+            assert!(
+                remapped > 0,
+                "the replay's handles differ from the capture's"
+            );
+        }
+        assert_eq!(r.fast_matches, want);
+        let rep = r.finish();
+        assert!(rep.divergences.is_empty(), "{:?}", rep.divergences.first());
+    }
+}
+
+#[test]
+fn one_altered_byte_is_found_through_the_fast_struct_comparison() {
+    // SUBMITCOMMAND's out struct takes the fast comparison. One byte changed in a plain
+    // field, in a set handle slot (the context, remapped) or in an empty handle slot
+    // must each be the one divergence, named by its field, in both replay modes: a fast
+    // path that accepted the struct without checking it would report none.
+    let e = driver_core::schema::lookup_name("LX_DXSUBMITCOMMAND").expect("in table");
+    let sp = crate::plan::struct_plan(e);
+    assert!(sp.fast);
+    let plain = sp
+        .leaves
+        .iter()
+        .find(|l| l.class == crate::plan::Class::Plain && l.size == 8)
+        .expect("a plain u64 field");
+    let at = |path: &str| {
+        sp.leaves
+            .iter()
+            .find(|l| l.path == path)
+            .unwrap_or_else(|| panic!("{path}"))
+            .off
+    };
+    let cases = [
+        (plain.off, format!("out.{}", plain.path)),
+        (
+            at("broadcast_context[0]"),
+            "out.broadcast_context[0]".into(),
+        ),
+        (
+            at("broadcast_context[9]"),
+            "out.broadcast_context[9]".into(),
+        ),
+    ];
+    for (off, field) in cases {
+        let mut recs = frame_loop_records(3);
+        let (pos, call) = last_submit(&recs);
+        let Record::Ioctl(io) = &mut recs[pos] else {
+            unreachable!()
+        };
+        let b = io
+            .buffers
+            .iter_mut()
+            .find(|b| b.role == BufferRole::StructOut && b.path.is_empty())
+            .expect("out struct");
+        b.data[off] ^= 0x10;
+        for plan in [false, true] {
+            let mut r = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
+            if plan {
+                r.run_plan(&crate::ReplayPlan::new(&recs), &mut |_| {})
+                    .expect("replay");
+            } else {
+                r.run(recs.iter().map(Ok), &mut |_| {}).expect("replay");
+            }
+            assert!(r.fast_matches > 0);
+            let rep = r.finish();
+            assert_eq!(rep.divergences.len(), 1, "{field}: {:#?}", rep.divergences);
+            assert_eq!(rep.divergences[0].call, call);
+            assert_eq!(rep.divergences[0].ioctl, "LX_DXSUBMITCOMMAND");
+            assert_eq!(rep.divergences[0].field, field);
+        }
+    }
+}

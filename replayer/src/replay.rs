@@ -277,6 +277,9 @@ pub struct Replayer<B: Backend> {
     /// Reverse lineage: for each object, the objects that listed it as a parent when
     /// they were mapped (so a destroy finds its descendants without scanning `live`).
     children: IntMap<Obj, Kids>,
+    /// Emptied `Kids::list` vectors, reused for the next parent (objects come and go
+    /// every frame: a fresh list per parent was a malloc, a regrowth or two and a free).
+    kid_lists: Vec<Vec<Obj>>,
     memory: IntMap<Obj, Vec<Region>>,
     /// `(address, length)` of every region in `memory`, rebuilt when it changes.
     memory_ranges: Vec<(u64, usize)>,
@@ -372,6 +375,7 @@ impl<B: Backend> Replayer<B> {
             plans: PlanCache::default(),
             live: IntMap::default(),
             children: IntMap::default(),
+            kid_lists: Vec::new(),
             memory: IntMap::default(),
             memory_ranges: Vec::new(),
             memory_dirty: false,
@@ -886,22 +890,26 @@ impl<B: Backend> Replayer<B> {
             return;
         };
         self.unlink(&gone.parents);
-        if let Some(m) = self.memory.remove(&o) {
+        if !self.memory.is_empty()
+            && let Some(m) = self.memory.remove(&o)
+        {
             self.orphans.push((o, m));
             self.memory_dirty = true;
         }
         if cascade && let Some(kids) = self.children.get(&o) {
             // Stale entries are skipped by `forget` itself: only live children listing
             // `o` are current, and a child listed twice is gone after the first.
-            let kids: Vec<Obj> = kids
-                .list
-                .iter()
-                .copied()
-                .filter(|k| self.live.get(k).is_some_and(|l| l.parents.contains(&o)))
-                .collect();
-            for k in kids {
+            let mut list = self.kid_lists.pop().unwrap_or_default();
+            list.extend(
+                kids.list
+                    .iter()
+                    .copied()
+                    .filter(|k| self.live.get(k).is_some_and(|l| l.parents.contains(&o))),
+            );
+            for &k in &list {
                 self.forget(k, true);
             }
+            self.keep_kid_list(list);
         }
         // A VM's guest memory must outlive the VM fd while vCPU fds created from it are open.
         if !self.orphans.is_empty() {
@@ -917,7 +925,10 @@ impl<B: Backend> Replayer<B> {
     /// Maps `o`, keeping the reverse lineage index (`children`) current.
     fn set_live(&mut self, o: Obj, l: Live) {
         for p in l.parents.iter() {
-            let kids = self.children.entry(*p).or_default();
+            let kids = self.children.entry(*p).or_insert_with(|| Kids {
+                list: self.kid_lists.pop().unwrap_or_default(),
+                current: 0,
+            });
             kids.list.push(o);
             kids.current += 1;
             if kids.list.len() > 2 * kids.current + 8 {
@@ -935,13 +946,23 @@ impl<B: Backend> Replayer<B> {
         }
     }
 
+    /// Keeps an emptied children list for reuse (a bounded number of them).
+    fn keep_kid_list(&mut self, mut list: Vec<Obj>) {
+        if self.kid_lists.len() < 64 {
+            list.clear();
+            self.kid_lists.push(list);
+        }
+    }
+
     /// One listing of a child in each of `parents` is no longer current.
     fn unlink(&mut self, parents: &[Obj]) {
         for p in parents {
             if let Some(kids) = self.children.get_mut(p) {
                 kids.current -= 1;
-                if kids.current == 0 {
-                    self.children.remove(p);
+                if kids.current == 0
+                    && let Some(k) = self.children.remove(p)
+                {
+                    self.keep_kid_list(k.list);
                 }
             }
         }

@@ -282,10 +282,20 @@ pub(crate) struct CallPlan<'r> {
     /// The recorded out struct can be checked whole (its plan is [`Plan::fast`] and it
     /// covers the plan's size).
     pub out_fast: bool,
-    /// With `out_fast`: indices in the struct plan's leaves of the leaves that need an
-    /// action (input handles / fds) whose recorded out value is not 0, in offset order.
-    /// The others must come back 0, as recorded, which the whole-struct check covers.
-    pub out_nz: Vec<u32>,
+    /// With `out_fast`: the leaves of the struct plan that need an action (input
+    /// handles / fds) whose recorded out value is not 0, in offset order. The others
+    /// must come back 0, as recorded, which the whole-struct check covers.
+    pub out_nz: Vec<SetLeaf>,
+}
+
+/// A set input handle / fd in a recorded out struct (see [`CallPlan::out_nz`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SetLeaf {
+    /// The recorded value (`size` bytes, zero-extended).
+    pub value: u64,
+    pub off: u32,
+    pub size: u8,
+    pub is_fd: bool,
 }
 
 /// Position of the recorded buffer with this role and path, else of one at this address.
@@ -565,7 +575,7 @@ pub(crate) struct Spare {
     remaps: Vec<(usize, u64)>,
     parents: Vec<crate::replay::Obj>,
     destroys: Vec<u64>,
-    out_nz: Vec<u32>,
+    out_nz: Vec<SetLeaf>,
 }
 
 impl Spare {
@@ -614,8 +624,14 @@ pub(crate) fn bind_with<'r>(
         cp.out_fast = true;
         let mut set = |li: usize| {
             let l = &sp.leaves[li];
-            if read_uint(out, l.off, l.size).unwrap_or(0) != 0 {
-                cp.out_nz.push(li as u32);
+            let value = read_uint(out, l.off, l.size).unwrap_or(0);
+            if value != 0 {
+                cp.out_nz.push(SetLeaf {
+                    value,
+                    off: l.off as u32,
+                    size: l.size as u8,
+                    is_fd: matches!(l.class, Class::Fd | Class::TakesFd(_)),
+                });
             }
         };
         for (o, len, r) in &sp.special_runs {

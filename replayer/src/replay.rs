@@ -318,6 +318,12 @@ pub struct Replayer<B: Backend> {
     visit: Vec<usize>,
     /// The expected out struct of [`Replayer::struct_matches`] (reused).
     expect: Vec<u8>,
+    /// The call's input handles / fds found in `live`: (recorded value, is an fd,
+    /// replay value).
+    remapped: Vec<(u64, bool, u64)>,
+    /// The last fd a call was issued on and its replay fd (cleared whenever an fd
+    /// mapping changes).
+    last_fd: Option<(i32, i32)>,
     /// Out structs [`Replayer::struct_matches`] found equal (tests check the fast
     /// comparison is the one that ran).
     #[cfg(test)]
@@ -403,6 +409,8 @@ impl<B: Backend> Replayer<B> {
             ranges_plain: None,
             visit: Vec::new(),
             expect: Vec::new(),
+            remapped: Vec::new(),
+            last_fd: None,
             #[cfg(test)]
             fast_matches: 0,
         }
@@ -886,6 +894,9 @@ impl<B: Backend> Replayer<B> {
     /// a recorded close, a cascade from a destroyed parent, or its number reused by a
     /// later open or returned fd without a recorded close (the capture missed it).
     fn forget(&mut self, o: Obj, cascade: bool) {
+        if let Obj::Fd(_) = o {
+            self.last_fd = None;
+        }
         let Some(gone) = self.live.remove(&o) else {
             return;
         };
@@ -941,6 +952,9 @@ impl<B: Backend> Replayer<B> {
                 });
             }
         }
+        if let Obj::Fd(_) = o {
+            self.last_fd = None;
+        }
         if let Some(old) = self.live.insert(o, l) {
             self.unlink(&old.parents);
         }
@@ -995,9 +1009,15 @@ impl<B: Backend> Replayer<B> {
             });
         }
         // The fd the call is issued on.
-        let fd = match self.map_value(rec.fd as u64, true) {
-            Some(fd) => fd as i32,
-            None => self.implicit_open(idx, rec, entry)?,
+        let fd = match self.last_fd {
+            Some((r, fd)) if r == rec.fd => fd,
+            _ => match self.map_value(rec.fd as u64, true) {
+                Some(fd) => {
+                    self.last_fd = Some((rec.fd, fd as i32));
+                    fd as i32
+                }
+                None => self.implicit_open(idx, rec, entry)?,
+            },
         };
         if let Some(field) = &shape.missing {
             return Err(ReplayError::Missing {
@@ -1029,6 +1049,7 @@ impl<B: Backend> Replayer<B> {
             };
             call::put_uint(sb, at, 8, addr);
         }
+        self.remapped.clear();
         if !plan.remaps.is_empty() {
             // A call that failed in the capture may have been given a bogus handle on
             // purpose (error-path tests): pass unknown values through unchanged so the
@@ -1046,7 +1067,10 @@ impl<B: Backend> Replayer<B> {
                     Obj::Handle(value)
                 };
                 let v = match self.live.get(&o) {
-                    Some(l) => Some(l.replayed),
+                    Some(l) => {
+                        self.remapped.push((value, r.is_fd, l.replayed));
+                        Some(l.replayed)
+                    }
                     // eventfds are made by the program, outside any traced device:
                     // the replay cannot recreate the program's, so it makes its own.
                     None if r.is_fd && r.ty == HandleType::EventFd => make_eventfd(),
@@ -1344,7 +1368,13 @@ impl<B: Backend> Replayer<B> {
     /// have no side effects), so it is skipped; otherwise `compare` runs and reports
     /// each difference decoded, as without this check. One copy and one `memcmp` of the
     /// struct instead of a walk over its fields.
-    fn struct_matches(&mut self, plan: &Plan, nz: &[u32], rec: &[u8], rep: &[u8]) -> bool {
+    fn struct_matches(
+        &mut self,
+        plan: &Plan,
+        nz: &[call::SetLeaf],
+        rec: &[u8],
+        rep: &[u8],
+    ) -> bool {
         let n = plan.size;
         let (Some(rec), Some(rep)) = (rec.get(..n), rep.get(..n)) else {
             return false;
@@ -1357,24 +1387,23 @@ impl<B: Backend> Replayer<B> {
             copy_small(&mut ex[o..o + len], &rep[o..o + len]);
         }
         let mut ok = true;
-        for &li in nz {
-            let l = &plan.leaves[li as usize];
-            // As `compare` computes `expected` for these classes.
-            let r = read_uint(rec, l.off, l.size).unwrap_or(0);
-            let is_fd = matches!(l.class, Class::Fd | Class::TakesFd(_));
-            let expected = if r == 0 {
-                0
-            } else {
-                self.map_value(r, is_fd).unwrap_or(r)
+        for l in nz {
+            // As `compare` computes `expected` for these classes (`l.value` is not 0).
+            let (r, is_fd, size) = (l.value, l.is_fd, l.size as usize);
+            // The same value remapped on input this call maps the same way (`live` has
+            // not changed since); else the live map.
+            let expected = match self.remapped.iter().find(|x| x.0 == r && x.1 == is_fd) {
+                Some(x) => x.2,
+                None => self.map_value(r, is_fd).unwrap_or(r),
             };
-            let m = mask(l.size);
+            let m = mask(size);
             let expected = if is_fd { expected & m } else { expected };
             if expected & !m != 0 {
                 // Does not fit the field: `compare` reports it.
                 ok = false;
                 break;
             }
-            call::put_uint(&mut ex, l.off, l.size, expected);
+            call::put_uint(&mut ex, l.off as usize, size, expected);
         }
         let ok = ok && ex[..] == *rep;
         self.expect = ex;

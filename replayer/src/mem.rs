@@ -22,6 +22,7 @@ impl CallBuf {
     }
     /// Makes the buffer exactly `image` (reusing its memory when it is large enough; the
     /// address changes only when it grows).
+    #[inline]
     pub fn load(&mut self, image: &[u8]) {
         let words = image.len().div_ceil(8).max(1);
         if self.words.len() < words {

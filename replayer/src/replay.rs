@@ -744,20 +744,20 @@ impl<B: Backend> Replayer<B> {
         if self.opts.pace == Pace::Original {
             self.pace(io.ts_enter);
         }
-        let r = match plan {
-            Some(p) => self.ioctl(idx, io, p),
-            None => {
-                let mut spare = std::mem::take(&mut self.spare);
-                let p = match lookup_code(io.cmd) {
-                    Some(e) => call::compile_with(e, io, &mut self.plans, &mut spare),
-                    None => call::compile_unknown(io),
-                };
-                let r = self.ioctl(idx, io, &p);
-                spare.recycle(p);
-                self.spare = spare;
-                r
-            }
+        // One call site of `ioctl` (inlined here): the plan given, or one compiled now
+        // into the spare vectors, which get them back after.
+        let mut compiled = None;
+        let p = match plan {
+            Some(p) => p,
+            None => &*compiled.insert(match lookup_code(io.cmd) {
+                Some(e) => call::compile_with(e, io, &mut self.plans, &mut self.spare),
+                None => call::compile_unknown(io),
+            }),
         };
+        let r = self.ioctl(idx, io, p);
+        if let Some(c) = compiled {
+            self.spare.recycle(c);
+        }
         if self.vmbus.is_some() {
             self.drain_vmbus();
         }
@@ -1003,6 +1003,7 @@ impl<B: Backend> Replayer<B> {
         self.live.get(&o).map(|l| l.replayed)
     }
 
+    #[inline]
     fn ioctl(
         &mut self,
         idx: u64,

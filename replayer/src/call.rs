@@ -268,8 +268,9 @@ pub(crate) struct CallPlan<'r> {
     pub arg: Option<u64>,
     /// The argument struct, trailing arrays and heap buffers with their captured input.
     pub image: Vec<u8>,
-    /// Input handles / fds to rewrite: (slot in `shape.remaps`, recorded value).
-    pub remaps: Vec<(usize, u64)>,
+    /// Input handles / fds to rewrite, with what the replay loop needs of their slot in
+    /// `shape.remaps` copied in.
+    pub remaps: Vec<Remap>,
     /// Long-lived regions.
     pub pinned: Vec<PinnedPlan<'r>>,
     /// The recorded argument struct after the call.
@@ -288,6 +289,21 @@ pub(crate) struct CallPlan<'r> {
     pub out_nz: Vec<SetLeaf>,
 }
 
+/// An input handle / fd of a call to rewrite (see [`CallPlan::remaps`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Remap {
+    /// The recorded value.
+    pub value: u64,
+    /// Byte offset in the image.
+    pub off: usize,
+    /// Slot in `shape.remaps` (its field path names an unmapped value).
+    pub slot: u32,
+    pub size: usize,
+    pub is_fd: bool,
+    /// An eventfd field (the replay makes its own eventfd).
+    pub eventfd: bool,
+}
+
 /// A set input handle / fd in a recorded out struct (see [`CallPlan::out_nz`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SetLeaf {
@@ -296,7 +312,13 @@ pub(crate) struct SetLeaf {
     pub off: u32,
     pub size: u8,
     pub is_fd: bool,
+    /// Index in the call's `remaps` of an input with the same value and kind (its
+    /// lookup is reused), if one of the first [`REMAP_REUSE`] is; else `u8::MAX`.
+    pub remap: u8,
 }
+
+/// How many of a call's input remaps keep their replay value for the out struct check.
+pub(crate) const REMAP_REUSE: usize = 16;
 
 /// Position of the recorded buffer with this role and path, else of one at this address.
 fn recorded_idx(rec: &IoctlRecord, role: BufferRole, path: &str, addr: u64) -> Option<usize> {
@@ -572,7 +594,7 @@ pub(crate) fn bind(shape: Rc<Shape>, rec: &IoctlRecord) -> CallPlan<'_> {
 #[derive(Default)]
 pub(crate) struct Spare {
     image: Vec<u8>,
-    remaps: Vec<(usize, u64)>,
+    remaps: Vec<Remap>,
     parents: Vec<crate::replay::Obj>,
     destroys: Vec<u64>,
     out_nz: Vec<SetLeaf>,
@@ -631,6 +653,7 @@ pub(crate) fn bind_with<'r>(
                     off: l.off as u32,
                     size: l.size as u8,
                     is_fd: matches!(l.class, Class::Fd | Class::TakesFd(_)),
+                    remap: u8::MAX,
                 });
             }
         };
@@ -702,7 +725,14 @@ pub(crate) fn bind_with<'r>(
             if s.is_fd && driver_core::layout::sign_extend(v, s.size) < 0 {
                 continue;
             }
-            cp.remaps.push((k - 1, v));
+            cp.remaps.push(Remap {
+                value: v,
+                off: s.off,
+                slot: (k - 1) as u32,
+                size: s.size,
+                is_fd: s.is_fd,
+                eventfd: s.is_fd && s.ty == HandleType::EventFd,
+            });
         }
     };
     take(&image, 0..sh.struct_remaps);
@@ -715,6 +745,14 @@ pub(crate) fn bind_with<'r>(
         from = c.remaps_end;
     }
     cp.image = image;
+    for l in &mut cp.out_nz {
+        if let Some(k) = cp.remaps[..cp.remaps.len().min(REMAP_REUSE)]
+            .iter()
+            .position(|r| r.value == l.value && r.is_fd == l.is_fd)
+        {
+            l.remap = k as u8;
+        }
+    }
     if let Some(e) = sh.entry {
         for p in &sh.pinned {
             cp.pinned.push(PinnedPlan {

@@ -330,9 +330,10 @@ pub struct Replayer<B: Backend> {
     visit: Vec<usize>,
     /// The expected out struct of [`Replayer::struct_matches`] (reused).
     expect: Vec<u8>,
-    /// The call's input handles / fds found in `live`: (recorded value, is an fd,
-    /// replay value).
-    remapped: Vec<(u64, bool, u64)>,
+    /// The replay values of the call's first input handles / fds (`CallPlan::remaps`)
+    /// and which of them were found in `live` (bit k: `reuse[k]` holds remap k's).
+    reuse: [u64; call::REMAP_REUSE],
+    reused: u32,
     /// The last fd a call was issued on and its replay fd (cleared whenever an fd
     /// mapping changes).
     last_fd: Option<(i32, i32)>,
@@ -421,7 +422,8 @@ impl<B: Backend> Replayer<B> {
             ranges_plain: None,
             visit: Vec::new(),
             expect: Vec::new(),
-            remapped: Vec::new(),
+            reuse: [0; call::REMAP_REUSE],
+            reused: 0,
             last_fd: None,
             #[cfg(test)]
             fast_matches: 0,
@@ -1062,7 +1064,7 @@ impl<B: Backend> Replayer<B> {
             };
             call::put_uint(sb, at, 8, addr);
         }
-        self.remapped.clear();
+        self.reused = 0;
         if !plan.remaps.is_empty() {
             // A call that failed in the capture may have been given a bogus handle on
             // purpose (error-path tests): pass unknown values through unchanged so the
@@ -1072,8 +1074,8 @@ impl<B: Backend> Replayer<B> {
                 driver_core::ReturnValue::Errno { .. }
                     | driver_core::ReturnValue::RawNtStatus { .. }
             );
-            for &(slot, value) in &plan.remaps {
-                let r = &shape.remaps[slot];
+            for (k, r) in plan.remaps.iter().enumerate() {
+                let value = r.value;
                 let o = if r.is_fd {
                     Obj::Fd(value as i64)
                 } else {
@@ -1081,16 +1083,20 @@ impl<B: Backend> Replayer<B> {
                 };
                 let v = match self.live.get(&o) {
                     Some(l) => {
-                        self.remapped.push((value, r.is_fd, l.replayed));
+                        if k < call::REMAP_REUSE {
+                            self.reuse[k] = l.replayed;
+                            self.reused |= 1 << k;
+                        }
                         Some(l.replayed)
                     }
                     // eventfds are made by the program, outside any traced device:
                     // the replay cannot recreate the program's, so it makes its own.
-                    None if r.is_fd && r.ty == HandleType::EventFd => make_eventfd(),
+                    None if r.eventfd => make_eventfd(),
                     None if failed => Some(value),
                     None => None,
                 };
                 let Some(v) = v else {
+                    let r = &shape.remaps[r.slot as usize];
                     let ioctl = self.cur.to_string();
                     return Err(if r.is_fd {
                         ReplayError::UnmappedFd {
@@ -1416,9 +1422,10 @@ impl<B: Backend> Replayer<B> {
             let (r, is_fd, size) = (l.value, l.is_fd, l.size as usize);
             // The same value remapped on input this call maps the same way (`live` has
             // not changed since); else the live map.
-            let expected = match self.remapped.iter().find(|x| x.0 == r && x.1 == is_fd) {
-                Some(x) => x.2,
-                None => {
+            let k = l.remap as usize;
+            let expected = match k < call::REMAP_REUSE && self.reused & (1 << k) != 0 {
+                true => self.reuse[k],
+                false => {
                     let o = if is_fd {
                         Obj::Fd(r as i64)
                     } else {

@@ -198,6 +198,10 @@ impl<'a> VouchedMemory<'a> {
     pub unsafe fn new(live: &'a [(u64, usize)]) -> Self {
         VouchedMemory { live }
     }
+    /// No vouched ranges: every access is checked.
+    pub const fn none() -> VouchedMemory<'static> {
+        VouchedMemory { live: &[] }
+    }
     fn inside(&self, addr: u64, len: usize) -> bool {
         self.live.iter().any(|(a, l)| {
             addr >= *a
@@ -205,6 +209,13 @@ impl<'a> VouchedMemory<'a> {
                     .checked_add(len as u64)
                     .is_some_and(|e| e <= *l as u64)
         })
+    }
+    /// `addr` as a pointer when the `len` bytes there lie inside one vouched range (valid
+    /// for reads and writes as the constructor's caller promised), else `None`: for
+    /// callers that copy small values in and out without going through a byte buffer.
+    #[inline]
+    pub fn at(&self, addr: u64, len: usize) -> Option<*mut u8> {
+        self.inside(addr, len).then_some(addr as usize as *mut u8)
     }
 }
 

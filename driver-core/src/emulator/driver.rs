@@ -14,7 +14,7 @@ use super::bus::{
 use super::host::AdapterSpec;
 use super::pool::Buf;
 use super::sink::{BufEvent, BufRole, Event, IoctlEvent, SignalEvent, VmbusDirection, VmbusEvent};
-use crate::backend::UserMemory;
+use crate::backend::{MemError, UserMemory, VouchedMemory};
 use crate::dxg::table::IOCTLS;
 use crate::dxg::types::*;
 use crate::dxg::vmbus::*;
@@ -240,12 +240,67 @@ fn entry_by_nr(nr: u32) -> Option<&'static crate::schema::IoctlDesc> {
     (i != u16::MAX).then(|| &IOCTLS[i as usize])
 }
 
-fn rd<T: Pod>(mem: &dyn UserMemory, addr: u64) -> Result<T, i64> {
+/// The calling process's memory as the handlers use it (`copy_from_user` /
+/// `copy_to_user`). Accesses inside a range the caller vouched for are plain copies made
+/// here, without a virtual call or a staging buffer; everything else goes to `other`,
+/// where a bad address is EFAULT, never a crash.
+pub(crate) struct Mem<'a> {
+    vouched: VouchedMemory<'a>,
+    other: &'a mut dyn UserMemory,
+}
+
+impl<'a> Mem<'a> {
+    /// Every access through `other`.
+    pub(crate) fn new(other: &'a mut dyn UserMemory) -> Mem<'a> {
+        Mem {
+            vouched: VouchedMemory::none(),
+            other,
+        }
+    }
+    /// Accesses inside `vouched` are plain copies, the rest go through `other`.
+    pub(crate) fn with_vouched(
+        vouched: VouchedMemory<'a>,
+        other: &'a mut dyn UserMemory,
+    ) -> Mem<'a> {
+        Mem { vouched, other }
+    }
+}
+
+impl UserMemory for Mem<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        match self.vouched.at(addr, buf.len()) {
+            // SAFETY: inside a vouched range; `buf` is our own, so no overlap.
+            Some(p) => unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) },
+            None => self.other.read(addr, buf)?,
+        }
+        Ok(())
+    }
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        match self.vouched.at(addr, data.len()) {
+            // SAFETY: inside a vouched range; no reference into user memory is alive
+            // (they borrow the `Mem`, which this call holds mutably).
+            Some(p) => unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) },
+            None => self.other.write(addr, data)?,
+        }
+        Ok(())
+    }
+}
+
+#[inline]
+fn rd<T: Pod>(mem: &Mem, addr: u64) -> Result<T, i64> {
+    if let Some(p) = mem.vouched.at(addr, size_of::<T>()) {
+        // SAFETY: inside a vouched range; any bytes are a `T` (Pod).
+        return Ok(unsafe { p.cast::<T>().read_unaligned() });
+    }
+    rd_other(mem, addr)
+}
+#[inline(never)]
+fn rd_other<T: Pod>(mem: &Mem, addr: u64) -> Result<T, i64> {
     let mut v = T::zeroed();
-    mem.read(addr, v.as_bytes_mut()).map_err(|_| EFAULT)?;
+    mem.other.read(addr, v.as_bytes_mut()).map_err(|_| EFAULT)?;
     Ok(v)
 }
-fn rdv(mem: &dyn UserMemory, addr: u64, len: usize) -> Result<Buf, i64> {
+fn rdv(mem: &Mem, addr: u64, len: usize) -> Result<Buf, i64> {
     if len == 0 {
         return Ok(Buf::default());
     }
@@ -253,41 +308,56 @@ fn rdv(mem: &dyn UserMemory, addr: u64, len: usize) -> Result<Buf, i64> {
     mem.read(addr, &mut v).map_err(|_| EFAULT)?;
     Ok(v)
 }
-/// Up to [`UBytes::INLINE`] user bytes (the handle and fence-value arrays of the common
-/// few-object calls) on the stack, longer reads in a pooled buffer (no pool round trip for
-/// the small ones).
-enum UBytes {
+/// User bytes: borrowed in place when they lie in vouched memory (the borrow holds the
+/// [`Mem`], so nothing writes user memory meanwhile), else up to [`UBytes::INLINE`] of
+/// them (the handle and fence-value arrays of the common few-object calls) on the stack
+/// and longer reads in a pooled buffer (no pool round trip for the small ones).
+enum UBytes<'m> {
+    Borrowed(&'m [u8]),
     Inline([u8; UBytes::INLINE], usize),
     Pooled(Buf),
 }
 
-impl UBytes {
+impl UBytes<'_> {
     const INLINE: usize = 64;
 }
 
-impl std::ops::Deref for UBytes {
+impl std::ops::Deref for UBytes<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
+            UBytes::Borrowed(b) => b,
             UBytes::Inline(a, n) => &a[..*n],
             UBytes::Pooled(b) => b,
         }
     }
 }
 
-/// [`rdv`] into a [`UBytes`].
-fn rds(mem: &dyn UserMemory, addr: u64, len: usize) -> Result<UBytes, i64> {
+/// `len` user bytes at `addr` as a [`UBytes`].
+#[inline]
+fn rds<'m>(mem: &'m Mem, addr: u64, len: usize) -> Result<UBytes<'m>, i64> {
+    if len == 0 {
+        return Ok(UBytes::Borrowed(&[]));
+    }
+    if let Some(p) = mem.vouched.at(addr, len) {
+        // SAFETY: inside a vouched range, which nothing writes while `mem` is borrowed.
+        return Ok(UBytes::Borrowed(unsafe {
+            std::slice::from_raw_parts(p, len)
+        }));
+    }
+    rds_other(mem, addr, len)
+}
+#[inline(never)]
+fn rds_other<'m>(mem: &'m Mem, addr: u64, len: usize) -> Result<UBytes<'m>, i64> {
     if len > UBytes::INLINE {
         return rdv(mem, addr, len).map(UBytes::Pooled);
     }
     let mut a = [0u8; UBytes::INLINE];
-    if len > 0 {
-        mem.read(addr, &mut a[..len]).map_err(|_| EFAULT)?;
-    }
+    mem.other.read(addr, &mut a[..len]).map_err(|_| EFAULT)?;
     Ok(UBytes::Inline(a, len))
 }
 /// The `n` handles of `hs` as little-endian bytes (a message's handle array).
-fn le_bytes<'a>(hs: impl Iterator<Item = &'a u32>, n: usize) -> UBytes {
+fn le_bytes<'a>(hs: impl Iterator<Item = &'a u32>, n: usize) -> UBytes<'static> {
     let put = |b: &mut [u8]| {
         for (d, h) in b.chunks_exact_mut(4).zip(hs) {
             d.copy_from_slice(&h.to_le_bytes());
@@ -303,7 +373,7 @@ fn le_bytes<'a>(hs: impl Iterator<Item = &'a u32>, n: usize) -> UBytes {
         UBytes::Pooled(b)
     }
 }
-fn wr(mem: &mut dyn UserMemory, addr: u64, data: &[u8]) -> Result<(), i64> {
+fn wr(mem: &mut Mem, addr: u64, data: &[u8]) -> Result<(), i64> {
     mem.write(addr, data).map_err(|_| EFAULT)
 }
 /// Address of element `i` of `size` bytes in a user array at `base`: an array that runs
@@ -895,14 +965,14 @@ impl Driver {
 
     /// `dxgk_unlocked_ioctl`: full return value (0, positive NTSTATUS, -errno, or the raw
     /// NTSTATUS quirk).
-    pub fn ioctl(
+    pub(crate) fn ioctl(
         &mut self,
         file: u64,
         tgid: u32,
         tid: u32,
         cmd: u32,
         arg: u64,
-        mem: &mut dyn UserMemory,
+        mem: &mut Mem,
     ) -> i64 {
         let nr = cmd & 0xff;
         let enotty = -(libc::ENOTTY as i64);
@@ -1038,7 +1108,7 @@ impl Driver {
 
     /// Runs ioctl `e` (dispatched on its request number: a string match on the name
     /// compared names one after another on every call).
-    fn handle(&mut self, e: &'static IoctlDesc, t: u32, arg: u64, mem: &mut dyn UserMemory) -> R {
+    fn handle(&mut self, e: &'static IoctlDesc, t: u32, arg: u64, mem: &mut Mem) -> R {
         let name = e.name;
         match e.nr {
             nr::LX_DXOPENADAPTERFROMLUID => {
@@ -2246,7 +2316,7 @@ impl Driver {
         t: u32,
         list: &[usize],
         addr: u64,
-        mem: &mut dyn UserMemory,
+        mem: &mut Mem,
     ) -> Result<(), i64> {
         for (i, a) in list.iter().enumerate() {
             let h = self.open_adapter(t, *a);
@@ -2345,7 +2415,7 @@ impl Driver {
         }
     }
 
-    fn create_allocation(&mut self, t: u32, arg: u64, mem: &mut dyn UserMemory) -> R {
+    fn create_allocation(&mut self, t: u32, arg: u64, mem: &mut Mem) -> R {
         let mut s: CreateAllocation = rd(mem, arg)?;
         let d = self.obj(t, s.device, K::Device)?;
         let n = s.alloc_count as usize;
@@ -2472,7 +2542,7 @@ impl Driver {
 }
 
 fn capture(
-    mem: &dyn UserMemory,
+    mem: &Mem,
     e: &crate::schema::IoctlDesc,
     arg: u64,
     size: usize,

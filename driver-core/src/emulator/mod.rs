@@ -40,7 +40,7 @@ pub use sink::{
     SignalEvent, VecSink, VmbusDirection, VmbusEvent,
 };
 
-use crate::backend::{Backend, InProcessMemory, MemError, UserMemory};
+use crate::backend::{Backend, InProcessMemory, MemError, UserMemory, VouchedMemory};
 
 /// How to build an [`Emulator`].
 #[derive(Debug, Clone)]
@@ -312,7 +312,31 @@ impl Emulator {
         arg: u64,
         mem: &mut dyn UserMemory,
     ) -> i64 {
-        self.lock().ioctl(file, tgid, tid, cmd, arg, mem)
+        self.lock()
+            .ioctl(file, tgid, tid, cmd, arg, &mut driver::Mem::new(mem))
+    }
+
+    /// [`Emulator::ioctl`] where accesses inside `vouched` are plain copies (the rest go
+    /// through `mem`).
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl_vouched(
+        &self,
+        file: u64,
+        tgid: u32,
+        tid: u32,
+        cmd: u32,
+        arg: u64,
+        vouched: VouchedMemory<'_>,
+        mem: &mut dyn UserMemory,
+    ) -> i64 {
+        self.lock().ioctl(
+            file,
+            tgid,
+            tid,
+            cmd,
+            arg,
+            &mut driver::Mem::with_vouched(vouched, mem),
+        )
     }
 
     /// Installs (or with `None` removes) a [`driver::RequestPatch`] that alters the
@@ -470,8 +494,9 @@ impl Backend for EmulatorBackend {
         };
         let tid = self.tid();
         // SAFETY: the caller vouches for `live` for the whole call.
-        let mut mem = unsafe { crate::backend::VouchedMemory::new(live) };
-        self.emu.ioctl(f, self.pid, tid, cmd, arg, &mut mem)
+        let vouched = unsafe { VouchedMemory::new(live) };
+        self.emu
+            .ioctl_vouched(f, self.pid, tid, cmd, arg, vouched, &mut InProcessMemory)
     }
 
     fn pid(&self) -> u32 {

@@ -45,10 +45,87 @@ pub type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
 /// A `HashSet` with [`IntHasher`].
 pub type IntSet<K> = HashSet<K, BuildHasherDefault<IntHasher>>;
 
+/// An [`IntMap`] of small `Copy` values that remembers the entry it found last and
+/// answers a repeated lookup of the same key without hashing (an fd or file id looked up
+/// on every call of a stream that mostly uses one). Every change goes through
+/// [`LastHitMap::insert`] / [`LastHitMap::remove`], which keep the memo in step, so it
+/// never answers with a value that was replaced or removed.
+pub struct LastHitMap<K, V> {
+    map: IntMap<K, V>,
+    last: std::cell::Cell<Option<(K, V)>>,
+}
+
+impl<K, V> Default for LastHitMap<K, V> {
+    fn default() -> Self {
+        LastHitMap {
+            map: IntMap::default(),
+            last: std::cell::Cell::new(None),
+        }
+    }
+}
+
+impl<K: Copy + Eq + std::hash::Hash, V: Copy> LastHitMap<K, V> {
+    /// The value of `k`.
+    #[inline]
+    pub fn get(&self, k: K) -> Option<V> {
+        if let Some((lk, lv)) = self.last.get()
+            && lk == k
+        {
+            return Some(lv);
+        }
+        let v = *self.map.get(&k)?;
+        self.last.set(Some((k, v)));
+        Some(v)
+    }
+    /// Sets `k` to `v`; returns the value it had.
+    pub fn insert(&mut self, k: K, v: V) -> Option<V> {
+        self.last.set(Some((k, v)));
+        self.map.insert(k, v)
+    }
+    /// Removes `k`; returns its value.
+    pub fn remove(&mut self, k: K) -> Option<V> {
+        if self.last.get().is_some_and(|(lk, _)| lk == k) {
+            self.last.set(None);
+        }
+        self.map.remove(&k)
+    }
+    /// The keys, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.map.keys()
+    }
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::hash::BuildHasher;
+
+    #[test]
+    fn last_hit_map_never_answers_from_a_stale_memo() {
+        let mut m = LastHitMap::default();
+        m.insert(1, 10);
+        m.insert(2, 20);
+        assert_eq!(m.get(1), Some(10));
+        assert_eq!(m.get(1), Some(10), "from the memo");
+        assert_eq!(m.remove(1), Some(10));
+        assert_eq!(m.get(1), None, "removed, though it was the last hit");
+        assert_eq!(m.get(2), Some(20));
+        m.insert(2, 21);
+        assert_eq!(m.get(2), Some(21), "replaced while it was the last hit");
+        m.insert(3, 30);
+        assert_eq!(m.get(2), Some(21));
+        assert_eq!(m.remove(3), Some(30));
+        assert_eq!(m.get(2), Some(21), "removing another key keeps the memo");
+        assert_eq!((m.len(), m.is_empty()), (1, false));
+    }
 
     #[test]
     fn signed_and_unsigned_keys_of_one_width_hash_alike() {

@@ -1,9 +1,7 @@
 //! The driver's ioctl path in user space (reference §1, §2, §3): dispatch, validation,
 //! per-process object model, VMBus message construction, reply handling and teardown.
 
-use std::collections::{BTreeMap, HashMap};
-
-use crate::inthash::IntMap;
+use crate::inthash::{IntMap, LastHitMap};
 use std::ffi::c_void;
 use std::sync::Arc;
 
@@ -69,11 +67,93 @@ struct ObjView {
 
 #[derive(Debug, Default)]
 struct Proc {
+    tgid: u32,
     host: u32,
     opens: u32,
     next_local: u32,
-    adapters: BTreeMap<u32, usize>,
+    adapters: IntMap<u32, usize>,
     objs: IntMap<u32, Obj>,
+}
+
+/// The processes that have the device open, by tgid. The slot looked up last is tried
+/// first (a call's handlers look their caller up several times, each a hash lookup
+/// before), checked by its tgid, so a slot freed or reused since is never mistaken for
+/// another process. A process that goes leaves its cleared maps for the next one (a
+/// process opening and closing the device in a loop no longer grows them from empty).
+#[derive(Debug, Default)]
+struct Procs {
+    slots: Vec<Option<Proc>>,
+    index: IntMap<u32, usize>,
+    free: Vec<usize>,
+    spare: Vec<Proc>,
+    last: std::cell::Cell<usize>,
+}
+
+impl Procs {
+    #[inline]
+    fn slot(&self, tgid: u32) -> Option<usize> {
+        let i = self.last.get();
+        if let Some(Some(p)) = self.slots.get(i)
+            && p.tgid == tgid
+        {
+            return Some(i);
+        }
+        let i = *self.index.get(&tgid)?;
+        self.last.set(i);
+        Some(i)
+    }
+    #[inline]
+    fn get(&self, tgid: u32) -> Option<&Proc> {
+        let i = self.slot(tgid)?;
+        self.slots[i].as_ref()
+    }
+    #[inline]
+    fn get_mut(&mut self, tgid: u32) -> Option<&mut Proc> {
+        let i = self.slot(tgid)?;
+        self.slots[i].as_mut()
+    }
+    fn contains(&self, tgid: u32) -> bool {
+        self.slot(tgid).is_some()
+    }
+    /// A new process (the caller checked `tgid` has none).
+    fn insert(&mut self, tgid: u32, host: u32) {
+        let mut p = self.spare.pop().unwrap_or_default();
+        p.tgid = tgid;
+        p.host = host;
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        self.slots[i] = Some(p);
+        self.index.insert(tgid, i);
+    }
+    fn remove(&mut self, tgid: u32) {
+        let Some(i) = self.index.remove(&tgid) else {
+            return;
+        };
+        if let Some(mut p) = self.slots[i].take() {
+            p.adapters.clear();
+            p.objs.clear();
+            p.opens = 0;
+            p.next_local = 0;
+            self.spare.push(p);
+        }
+        self.free.push(i);
+    }
+    /// Live processes, in no particular order.
+    fn iter(&self) -> impl Iterator<Item = &Proc> {
+        self.slots.iter().flatten()
+    }
+}
+
+impl std::ops::Index<u32> for Procs {
+    type Output = Proc;
+    fn index(&self, tgid: u32) -> &Proc {
+        self.get(tgid).expect("live process")
+    }
 }
 
 pub(crate) struct GAdapter {
@@ -93,8 +173,8 @@ pub struct Driver {
     pub(crate) bus: Arc<Bus>,
     global: Box<DxgVmbusChannel>,
     pub(crate) adapters: Vec<GAdapter>,
-    procs: IntMap<u32, Proc>,
-    files: IntMap<u64, u32>,
+    procs: Procs,
+    files: LastHitMap<u64, u32>,
     next_file: u64,
     host_event_id: u64,
     events: IntMap<u64, (u32, bool)>,
@@ -108,7 +188,7 @@ pub struct Driver {
     /// `/proc/<tgid>/comm` as read at the first CREATEPROCESS of each tgid: a process
     /// that opens and closes the device in a loop otherwise pays an open + read of procfs
     /// per open (it dominated in-process replays of short scenarios).
-    comm_cache: HashMap<u32, String>,
+    comm_cache: IntMap<u32, String>,
     pub(crate) request_patch: Option<RequestPatch>,
     /// The message being sent (reused from send to send; see [`Driver::send_into`]).
     msg: Vec<u8>,
@@ -468,8 +548,8 @@ impl Driver {
             bus: bus.clone(),
             global,
             adapters,
-            procs: IntMap::default(),
-            files: IntMap::default(),
+            procs: Procs::default(),
+            files: LastHitMap::default(),
             next_file: 1,
             host_event_id: 1,
             events: IntMap::default(),
@@ -480,7 +560,7 @@ impl Driver {
             removed_after,
             hang_bound_ns,
             comm_override: None,
-            comm_cache: HashMap::new(),
+            comm_cache: IntMap::default(),
             request_patch: None,
             msg: Vec::new(),
         };
@@ -580,7 +660,7 @@ impl Driver {
         let process = if adapter_level {
             0
         } else {
-            tgid.and_then(|t| self.procs.get(&t))
+            tgid.and_then(|t| self.procs.get(t))
                 .map(|p| p.host)
                 .unwrap_or(0)
         };
@@ -788,22 +868,18 @@ impl Driver {
             tid,
             ioctl_id: None,
         });
-        if !self.procs.contains_key(&tgid) {
+        if !self.procs.contains(tgid) {
             let mut c = CreateProcessCmd::zeroed();
             c.process = 0xffff_8880_0000_0000 | ((tgid as u64) << 12);
             c.process_id = tgid as u64;
-            let comm = match &self.comm_override {
-                Some(c) => c.clone(),
-                None => self
-                    .comm_cache
-                    .entry(tgid)
-                    .or_insert_with(|| {
-                        std::fs::read_to_string(format!("/proc/{tgid}/comm"))
-                            .unwrap_or_default()
-                            .trim()
-                            .to_string()
-                    })
-                    .clone(),
+            let comm: &str = match &self.comm_override {
+                Some(c) => c,
+                None => self.comm_cache.entry(tgid).or_insert_with(|| {
+                    std::fs::read_to_string(format!("/proc/{tgid}/comm"))
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string()
+                }),
             };
             for (i, ch) in comm.bytes().take(15).enumerate() {
                 c.process_name[i] = ch as u16;
@@ -822,15 +898,9 @@ impl Driver {
                 Ok(r) if u32_at(&r, 0) != 0 => u32_at(&r, 0),
                 _ => return Err(-(libc::EBADF as i64)),
             };
-            self.procs.insert(
-                tgid,
-                Proc {
-                    host: h,
-                    ..Proc::default()
-                },
-            );
+            self.procs.insert(tgid, h);
         }
-        let p = self.procs.get_mut(&tgid).expect("inserted");
+        let p = self.procs.get_mut(tgid).expect("inserted");
         p.opens += 1;
         let f = self.next_file;
         self.next_file += 1;
@@ -841,7 +911,7 @@ impl Driver {
     /// `dxgk_release`: on the last close of a process, adapters are torn down (FLUSHDEVICE
     /// + device teardown), sync objects destroyed, then G:DESTROYPROCESS.
     pub fn close(&mut self, file: u64, tid: u32) {
-        let Some(tgid) = self.files.remove(&file) else {
+        let Some(tgid) = self.files.remove(file) else {
             return;
         };
         self.set_ctx(CallCtx {
@@ -850,7 +920,7 @@ impl Driver {
             ioctl_id: None,
         });
         let last = {
-            let p = self.procs.get_mut(&tgid).expect("file's process");
+            let p = self.procs.get_mut(tgid).expect("file's process");
             p.opens -= 1;
             p.opens == 0
         };
@@ -859,7 +929,7 @@ impl Driver {
         }
         let devices: Vec<u32> = self.sorted(tgid, K::Device);
         for d in devices {
-            let a = self.procs[&tgid].objs[&d].adapter;
+            let a = self.procs[tgid].objs[&d].adapter;
             let _ = self.send_st(
                 tgid,
                 a,
@@ -890,13 +960,13 @@ impl Driver {
             );
         }
         let _ = self.send(Some(tgid), Target::Global, 1001, &[], 4, false, false);
-        self.procs.remove(&tgid);
+        self.procs.remove(tgid);
     }
 
     fn sorted(&self, tgid: u32, k: K) -> Vec<u32> {
         let mut v: Vec<u32> = self
             .procs
-            .get(&tgid)
+            .get(tgid)
             .map(|p| {
                 p.objs
                     .iter()
@@ -910,7 +980,7 @@ impl Driver {
     }
 
     fn destroy_device(&mut self, tgid: u32, d: u32) {
-        let Some(p) = self.procs.get(&tgid) else {
+        let Some(p) = self.procs.get(tgid) else {
             return;
         };
         let a = p.objs.get(&d).map(|o| o.adapter).unwrap_or(0);
@@ -951,14 +1021,14 @@ impl Driver {
         let mut c = DestroyDeviceCmd::zeroed();
         c.device = d;
         let _ = self.send_st(tgid, a, 1, &c.as_bytes()[24..], false);
-        if let Some(p) = self.procs.get_mut(&tgid) {
+        if let Some(p) = self.procs.get_mut(tgid) {
             p.objs.retain(|h, o| *h != d && o.device != d);
         }
     }
 
     /// Whether a file is open.
     pub fn file_tgid(&self, file: u64) -> Option<u32> {
-        self.files.get(&file).copied()
+        self.files.get(file)
     }
 
     // ------------------------------------------------------------ ioctl
@@ -1002,10 +1072,10 @@ impl Driver {
         if let Some(e) = ok_entry.filter(|_| recording) {
             capture(mem, e, arg, size, true, &mut bufs);
         }
-        let ret = match (ok_entry, self.files.get(&file)) {
+        let ret = match (ok_entry, self.files.get(file)) {
             (None, _) => enotty,
             (_, None) => -(libc::EBADF as i64),
-            (Some(_), Some(t)) if *t != tgid => enotty,
+            (Some(_), Some(t)) if t != tgid => enotty,
             (Some(e), Some(_)) => match self.handle(e, tgid, arg, mem) {
                 Ok(v) | Err(v) => v,
             },
@@ -1045,7 +1115,7 @@ impl Driver {
 
     fn local_adapter(&self, tgid: u32, h: u32) -> Result<usize, i64> {
         self.procs
-            .get(&tgid)
+            .get(tgid)
             .and_then(|p| p.adapters.get(&h))
             .copied()
             .ok_or(EINVAL)
@@ -1064,7 +1134,7 @@ impl Driver {
     }
 
     fn obj_ref(&self, tgid: u32, h: u32, k: K) -> Result<&Obj, i64> {
-        match self.procs.get(&tgid).and_then(|p| p.objs.get(&h)) {
+        match self.procs.get(tgid).and_then(|p| p.objs.get(&h)) {
             Some(o) if o.kind == k || (k == K::SyncObject && o.kind == K::MonitoredFence) => Ok(o),
             _ => Err(EINVAL),
         }
@@ -1081,13 +1151,13 @@ impl Driver {
             exec_counter: 0,
             children: Vec::new(),
         };
-        if let Some(p) = self.procs.get_mut(&tgid) {
+        if let Some(p) = self.procs.get_mut(tgid) {
             p.objs.insert(h, o);
         }
     }
 
     fn open_adapter(&mut self, tgid: u32, a: usize) -> u32 {
-        let p = self.procs.get_mut(&tgid).expect("open process");
+        let p = self.procs.get_mut(tgid).expect("open process");
         let h = 0x4000_0000 | ((p.next_local & 0x00FF_FFFF) << 6);
         p.next_local += 1;
         p.adapters.insert(h, a);
@@ -1172,13 +1242,13 @@ impl Driver {
             nr::LX_DXCLOSEADAPTER => {
                 let s: CloseAdapter = rd(mem, arg)?;
                 let a = self.local_adapter(t, s.adapter_handle)?;
-                let p = self.procs.get_mut(&t).expect("process");
+                let p = self.procs.get_mut(t).expect("process");
                 p.adapters.remove(&s.adapter_handle);
                 if !p.adapters.values().any(|x| *x == a) {
                     let devs: Vec<u32> = self
                         .sorted(t, K::Device)
                         .into_iter()
-                        .filter(|d| self.procs[&t].objs[d].adapter == a)
+                        .filter(|d| self.procs[t].objs[d].adapter == a)
                         .collect();
                     for d in devs {
                         let _ = self.send_st(
@@ -1331,7 +1401,7 @@ impl Driver {
                     false,
                 )?;
                 self.procs
-                    .get_mut(&t)
+                    .get_mut(t)
                     .expect("process")
                     .objs
                     .remove(&s.context);
@@ -1394,7 +1464,7 @@ impl Driver {
                     false,
                 )?;
                 self.procs
-                    .get_mut(&t)
+                    .get_mut(t)
                     .expect("process")
                     .objs
                     .remove(&s.queue);
@@ -1442,7 +1512,7 @@ impl Driver {
                     false,
                 )?;
                 self.procs
-                    .get_mut(&t)
+                    .get_mut(t)
                     .expect("process")
                     .objs
                     .remove(&s.paging_queue);
@@ -1504,7 +1574,7 @@ impl Driver {
                     false,
                 )?;
                 self.procs
-                    .get_mut(&t)
+                    .get_mut(t)
                     .expect("process")
                     .objs
                     .remove(&s.sync_object);
@@ -1534,7 +1604,7 @@ impl Driver {
                 c.flags = s.flags;
                 let hb: Vec<u8> = hs.iter().flat_map(|h| h.to_le_bytes()).collect();
                 let r = self.send_st_v(t, d.adapter, 5, &[&c.as_bytes()[24..40], &hb], false)?;
-                let p = self.procs.get_mut(&t).expect("process");
+                let p = self.procs.get_mut(t).expect("process");
                 for h in freed {
                     p.objs.remove(&h);
                 }
@@ -1666,7 +1736,7 @@ impl Driver {
                 let o = self.obj(t, s.allocation, K::Allocation)?;
                 if o.lock > 0 {
                     // Already mapped: no message, refcount++.
-                    let p = self.procs.get_mut(&t).expect("process");
+                    let p = self.procs.get_mut(t).expect("process");
                     p.objs.get_mut(&s.allocation).expect("checked").lock += 1;
                     s.data = o.lock_va;
                     wr(mem, arg, s.as_bytes())?;
@@ -1689,7 +1759,7 @@ impl Driver {
                     return Ok(ret);
                 }
                 s.data = self.map_io(rr.cpu_visible_buffer_offset);
-                let p = self.procs.get_mut(&t).expect("process");
+                let p = self.procs.get_mut(t).expect("process");
                 let ob = p.objs.get_mut(&s.allocation).expect("checked");
                 ob.lock = 1;
                 ob.lock_va = s.data;
@@ -1700,7 +1770,7 @@ impl Driver {
                 let s: Unlock2 = rd(mem, arg)?;
                 let d = self.obj(t, s.device, K::Device)?;
                 let o = self.obj(t, s.allocation, K::Allocation)?;
-                let p = self.procs.get_mut(&t).expect("process");
+                let p = self.procs.get_mut(t).expect("process");
                 let ob = p.objs.get_mut(&s.allocation).expect("checked");
                 ob.lock = ob.lock.saturating_sub(1);
                 if o.lock > 1 {
@@ -1771,7 +1841,7 @@ impl Driver {
                     let ctr = self.device_state_counter;
                     let ob = self
                         .procs
-                        .get_mut(&t)
+                        .get_mut(t)
                         .expect("process")
                         .objs
                         .get_mut(&s.device)
@@ -1786,7 +1856,7 @@ impl Driver {
                 let s: MarkDeviceAsError = rd(mem, arg)?;
                 let o = self.obj(t, s.device, K::Device)?;
                 self.procs
-                    .get_mut(&t)
+                    .get_mut(t)
                     .expect("process")
                     .objs
                     .get_mut(&s.device)
@@ -2268,8 +2338,8 @@ impl Driver {
                 let mut pids: Vec<u32> = self
                     .procs
                     .iter()
-                    .filter(|(_, p)| p.adapters.values().any(|x| *x == a))
-                    .map(|(k, _)| *k)
+                    .filter(|p| p.adapters.values().any(|x| *x == a))
+                    .map(|p| p.tgid)
                     .collect();
                 pids.sort();
                 let need = pids.len() as u64;
@@ -2528,7 +2598,7 @@ impl Driver {
         if s.flags & 1 != 0 {
             self.reg(t, resource, K::Resource, d.adapter, s.device);
             self.procs
-                .get_mut(&t)
+                .get_mut(t)
                 .expect("process")
                 .objs
                 .get_mut(&resource)

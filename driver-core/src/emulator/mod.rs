@@ -26,8 +26,9 @@ mod tests;
 
 use std::collections::VecDeque;
 
-use crate::inthash::IntMap;
+use crate::inthash::LastHitMap;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -290,6 +291,9 @@ impl Emulator {
     /// fd records a replay needs to map descriptors.
     pub fn record_fd(&self, pid: u32, tid: u32, fd: i32, open: bool, path: &str, ret: i64) {
         let d = self.lock();
+        if !d.bus.recording {
+            return; // dropped by `Bus::emit`: not built (the path allocates)
+        }
         let ts = d.bus.clock.now();
         d.bus.emit(Event::Fd(FdOpEvent {
             ts,
@@ -425,7 +429,7 @@ fn gettid() -> u32 {
 /// from 1000 up (they are never real kernel fds).
 pub struct EmulatorBackend {
     emu: Emulator,
-    fds: IntMap<i32, u64>,
+    fds: LastHitMap<i32, u64>,
     next_fd: i32,
     pid: u32,
     /// `pid` is this process (calls carry the real thread id).
@@ -437,7 +441,7 @@ impl EmulatorBackend {
     pub fn new(emu: Emulator) -> EmulatorBackend {
         EmulatorBackend {
             emu,
-            fds: IntMap::default(),
+            fds: LastHitMap::default(),
             next_fd: 1000,
             pid: std::process::id(),
             own_pid: true,
@@ -461,7 +465,9 @@ impl EmulatorBackend {
 
 impl Backend for EmulatorBackend {
     fn open(&mut self, path: &Path, _flags: i32) -> io::Result<i32> {
-        if path.file_name().and_then(|n| n.to_str()) != Some("dxg") {
+        // The common spelling first: a path ending in `/dxg` names a file `dxg`.
+        let b = path.as_os_str().as_bytes();
+        if !b.ends_with(b"/dxg") && path.file_name() != Some(std::ffi::OsStr::new("dxg")) {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }
         let f = self
@@ -480,7 +486,7 @@ impl Backend for EmulatorBackend {
     }
 
     unsafe fn ioctl(&mut self, fd: i32, cmd: u32, arg: u64) -> i64 {
-        let Some(f) = self.fds.get(&fd).copied() else {
+        let Some(f) = self.fds.get(fd) else {
             return -(libc::EBADF as i64);
         };
         let tid = self.tid();
@@ -489,7 +495,7 @@ impl Backend for EmulatorBackend {
     }
 
     unsafe fn ioctl_live(&mut self, fd: i32, cmd: u32, arg: u64, live: &[(u64, usize)]) -> i64 {
-        let Some(f) = self.fds.get(&fd).copied() else {
+        let Some(f) = self.fds.get(fd) else {
             return -(libc::EBADF as i64);
         };
         let tid = self.tid();
@@ -506,7 +512,7 @@ impl Backend for EmulatorBackend {
     fn close(&mut self, fd: i32) -> io::Result<()> {
         let f = self
             .fds
-            .remove(&fd)
+            .remove(fd)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
         self.emu.close(f, self.tid());
         let tid = self.tid();

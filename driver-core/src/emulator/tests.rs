@@ -624,3 +624,76 @@ fn accesses_leaving_the_vouched_ranges_are_checked() {
     // SAFETY: our own mapping, no longer used.
     unsafe { libc::munmap(page.cast(), 8192) };
 }
+
+/// A device on the first adapter for process `pid` of emulator `e`: (backend, fd, device).
+fn device_of(e: &Emulator, pid: u32) -> (EmulatorBackend, i32, u32) {
+    let mut b = EmulatorBackend::with_pid(e.clone(), pid);
+    let fd = b.open(Path::new("/dev/dxg"), libc::O_RDWR).expect("open");
+    let mut infos = [crate::dxg::types::AdapterInfo::zeroed(); 4];
+    let mut ea = crate::dxg::types::EnumAdapters3::zeroed();
+    ea.adapter_count = infos.len() as u32;
+    ea.adapters = infos.as_mut_ptr() as u64;
+    assert_eq!(call(&mut b, fd, "LX_DXENUMADAPTERS3", &mut ea), 0);
+    let mut d = crate::dxg::types::CreateDevice::zeroed();
+    d.adapter = infos[0].adapter_handle;
+    assert_eq!(call(&mut b, fd, "LX_DXCREATEDEVICE", &mut d), 0);
+    assert_ne!(d.device, 0);
+    (b, fd, d.device)
+}
+
+fn device_state(b: &mut EmulatorBackend, fd: i32, device: u32) -> i64 {
+    let mut s = crate::dxg::types::GetDeviceState::zeroed();
+    s.device = device;
+    s.state_type = 1;
+    call(b, fd, "LX_DXGETDEVICESTATE", &mut s)
+}
+
+/// Handles are per process. The driver tries the process it looked up last first and
+/// reuses a departed process's slot (and its emptied tables) for the next one: neither
+/// may let a process reach another's objects, or a departed process's.
+#[test]
+fn processes_never_see_each_others_objects() {
+    let (e, _) = emu(&[]);
+    let (mut a, fa, da) = device_of(&e, 100);
+    let (mut b, fb, db) = device_of(&e, 200);
+    assert_eq!(device_state(&mut a, fa, da), 0);
+    assert_eq!(device_state(&mut b, fb, db), 0);
+    // Right after each process's own successful lookup, the other's handle is refused.
+    assert_eq!(device_state(&mut a, fa, db), -(libc::EINVAL as i64));
+    assert_eq!(device_state(&mut b, fb, db), 0);
+    assert_eq!(device_state(&mut b, fb, da), -(libc::EINVAL as i64));
+    // Process 100 goes: its slot (the last one looked up) is reused by process 300.
+    let (fence_a, _) = fence(&mut a, fa, da);
+    assert_eq!(device_state(&mut a, fa, da), 0);
+    a.close(fa).expect("close");
+    let (mut c, fc, dc) = device_of(&e, 300);
+    assert_eq!(
+        device_state(&mut c, fc, da),
+        -(libc::EINVAL as i64),
+        "departed"
+    );
+    let mut ds = crate::dxg::types::DestroySyncObject {
+        sync_object: fence_a,
+    };
+    assert_eq!(
+        call(&mut c, fc, "LX_DXDESTROYSYNCHRONIZATIONOBJECT", &mut ds),
+        -(libc::EINVAL as i64),
+        "a departed process's fence"
+    );
+    assert_eq!(
+        device_state(&mut c, fc, db),
+        -(libc::EINVAL as i64),
+        "other's"
+    );
+    assert_eq!(device_state(&mut c, fc, dc), 0);
+    assert_eq!(device_state(&mut b, fb, dc), -(libc::EINVAL as i64));
+    assert_eq!(device_state(&mut b, fb, db), 0);
+    // Process 100 comes back as a new process: its old device is gone.
+    let (mut a2, fa2, da2) = device_of(&e, 100);
+    assert_eq!(device_state(&mut a2, fa2, da), -(libc::EINVAL as i64));
+    assert_eq!(device_state(&mut a2, fa2, da2), 0);
+    // A closed fd is refused even though it was the last one used.
+    assert_eq!(device_state(&mut c, fc, dc), 0);
+    c.close(fc).expect("close");
+    assert_eq!(device_state(&mut c, fc, dc), -(libc::EBADF as i64));
+}

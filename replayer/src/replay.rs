@@ -229,6 +229,51 @@ struct Live {
     parents: Parents,
 }
 
+/// The replay values of the last few objects the remap loop found in `live`, emptied
+/// whenever `live` changes: a frame's calls use the same few handles (a context, a
+/// device, a fence) call after call, and a hit here is a few compares instead of a
+/// hash-map probe (~30 instructions). Objects whose value does not fit the key (≥ 2^62,
+/// negative fds) are not kept.
+#[derive(Default)]
+struct Recent {
+    /// `(key, replay value)`; key 0 is an empty slot.
+    slots: [(u64, u64); 4],
+    next: usize,
+}
+
+impl Recent {
+    #[inline]
+    fn key(o: Obj) -> u64 {
+        match o {
+            Obj::Handle(v) if v < 1 << 62 => v << 2 | 1,
+            Obj::Fd(f) if (0..1 << 62).contains(&f) => (f as u64) << 2 | 2,
+            _ => 0,
+        }
+    }
+
+    /// The replay value `o` maps to in `live`, if it is live.
+    #[inline]
+    fn get(&mut self, live: &IntMap<Obj, Live>, o: Obj) -> Option<u64> {
+        let key = Self::key(o);
+        if key != 0
+            && let Some(&(_, v)) = self.slots.iter().find(|s| s.0 == key)
+        {
+            return Some(v);
+        }
+        let v = live.get(&o)?.replayed;
+        if key != 0 {
+            self.slots[self.next % 4] = (key, v);
+            self.next = self.next.wrapping_add(1);
+        }
+        Some(v)
+    }
+
+    #[inline]
+    fn clear(&mut self) {
+        self.slots = [(0, 0); 4];
+    }
+}
+
 /// How many lineage parents a [`Parents`] holds without allocating.
 const INLINE_PARENTS: usize = 4;
 
@@ -334,6 +379,8 @@ pub struct Replayer<B: Backend> {
     /// and which of them were found in `live` (bit k: `reuse[k]` holds remap k's).
     reuse: [u64; call::REMAP_REUSE],
     reused: u32,
+    /// The last few input handles / fds found in `live` (see [`Recent`]).
+    recent: Recent,
     /// The last fd a call was issued on and its replay fd (cleared whenever an fd
     /// mapping changes).
     last_fd: Option<(i32, i32)>,
@@ -424,6 +471,7 @@ impl<B: Backend> Replayer<B> {
             expect: Vec::new(),
             reuse: [0; call::REMAP_REUSE],
             reused: 0,
+            recent: Recent::default(),
             last_fd: None,
             #[cfg(test)]
             fast_matches: 0,
@@ -911,6 +959,7 @@ impl<B: Backend> Replayer<B> {
         if let Obj::Fd(_) = o {
             self.last_fd = None;
         }
+        self.recent.clear();
         let Some(gone) = self.live.remove(&o) else {
             return;
         };
@@ -969,6 +1018,7 @@ impl<B: Backend> Replayer<B> {
         if let Obj::Fd(_) = o {
             self.last_fd = None;
         }
+        self.recent.clear();
         if let Some(old) = self.live.insert(o, l) {
             self.unlink(&old.parents);
         }
@@ -1081,13 +1131,13 @@ impl<B: Backend> Replayer<B> {
                 } else {
                     Obj::Handle(value)
                 };
-                let v = match self.live.get(&o) {
-                    Some(l) => {
+                let v = match self.recent.get(&self.live, o) {
+                    Some(v) => {
                         if k < call::REMAP_REUSE {
-                            self.reuse[k] = l.replayed;
+                            self.reuse[k] = v;
                             self.reused |= 1 << k;
                         }
-                        Some(l.replayed)
+                        Some(v)
                     }
                     // eventfds are made by the program, outside any traced device:
                     // the replay cannot recreate the program's, so it makes its own.

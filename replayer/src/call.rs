@@ -273,6 +273,9 @@ pub(crate) struct CallPlan<'r> {
     pub remaps: Vec<Remap>,
     /// Long-lived regions.
     pub pinned: Vec<PinnedPlan<'r>>,
+    /// The call failed in the capture (an errno or a raw NTSTATUS): input values the
+    /// live map does not know are passed through unchanged, to reproduce the failure.
+    pub failed: bool,
     /// The recorded argument struct after the call.
     pub out: Option<&'r [u8]>,
     /// The recorded fd, then the handles the call used (recorded values): the lineage
@@ -626,6 +629,10 @@ pub(crate) fn bind_with<'r>(
         remaps: std::mem::take(&mut spare.remaps),
         pinned: Vec::new(),
         out: shape.struct_out.map(|i| rec.buffers[i].data.as_slice()),
+        failed: matches!(
+            driver_core::ntstatus::classify_return(rec.ret),
+            driver_core::ReturnValue::Errno { .. } | driver_core::ReturnValue::RawNtStatus { .. }
+        ),
         parents,
         destroys: std::mem::take(&mut spare.destroys),
         out_fast: false,

@@ -1094,15 +1094,8 @@ impl<B: Backend> Replayer<B> {
         // The call's memory: the image in the reused scratch buffer, long-lived regions
         // mapped fresh with their captured content.
         let mut regions = Vec::new();
-        for p in &plan.pinned {
-            let r =
-                Region::anonymous(p.len, p.data, &p.path).map_err(|source| ReplayError::Map {
-                    call: idx,
-                    ioctl: self.cur.to_string(),
-                    field: p.path.clone(),
-                    source,
-                })?;
-            regions.push(r);
+        if !plan.pinned.is_empty() {
+            self.map_pinned(idx, plan, &mut regions)?;
         }
         self.scratch.load(&plan.image);
         let base = self.scratch.addr();
@@ -1119,11 +1112,7 @@ impl<B: Backend> Replayer<B> {
             // A call that failed in the capture may have been given a bogus handle on
             // purpose (error-path tests): pass unknown values through unchanged so the
             // same failure is reproduced. Only successful calls need every input mapped.
-            let failed = matches!(
-                driver_core::ntstatus::classify_return(rec.ret),
-                driver_core::ReturnValue::Errno { .. }
-                    | driver_core::ReturnValue::RawNtStatus { .. }
-            );
+            let failed = plan.failed;
             for (k, r) in plan.remaps.iter().enumerate() {
                 let value = r.value;
                 let o = if r.is_fd {
@@ -1259,6 +1248,27 @@ impl<B: Backend> Replayer<B> {
         }
         if regions.capacity() == 0 {
             std::mem::forget(regions);
+        }
+        Ok(())
+    }
+
+    /// The call's long-lived regions, mapped fresh with their captured content.
+    #[cold]
+    fn map_pinned(
+        &mut self,
+        idx: u64,
+        plan: &CallPlan<'_>,
+        regions: &mut Vec<Region>,
+    ) -> Result<(), ReplayError> {
+        for p in &plan.pinned {
+            let r =
+                Region::anonymous(p.len, p.data, &p.path).map_err(|source| ReplayError::Map {
+                    call: idx,
+                    ioctl: self.cur.to_string(),
+                    field: p.path.clone(),
+                    source,
+                })?;
+            regions.push(r);
         }
         Ok(())
     }

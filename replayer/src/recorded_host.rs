@@ -293,6 +293,7 @@ impl Host for RecordedHost {
         is_async: bool,
         _clock: &Clock,
         inbound: &mut VecDeque<Vec<u8>>,
+        reply_out: &mut Vec<u8>,
     ) -> HostOutcome {
         self.deliver_pending(inbound);
         self.n += 1;
@@ -340,7 +341,7 @@ impl Host for RecordedHost {
         }
         match reply {
             Some(i) => {
-                let bytes = self.seq[i].bytes.clone();
+                reply_out.extend_from_slice(&self.seq[i].bytes);
                 // Packets recorded before the reply were delivered before it.
                 for m in &self.seq[self.pos..i] {
                     if m.dir == VmbusDir::HostToGuest {
@@ -349,7 +350,7 @@ impl Host for RecordedHost {
                 }
                 self.pos = i + 1;
                 self.deliver_pending(inbound);
-                HostOutcome::Reply(bytes)
+                HostOutcome::Reply
             }
             None => {
                 self.deliver_pending(inbound);

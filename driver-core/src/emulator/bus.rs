@@ -135,6 +135,9 @@ pub struct Bus {
     pub clock: Clock,
     /// Host→guest packets not yet processed by the guest.
     pub inbound: Serial<VecDeque<Vec<u8>>>,
+    /// The host's completion of the message being sent ([`Host::process`] fills it), reused
+    /// from message to message.
+    pub reply: Serial<Vec<u8>>,
     /// Caller.
     pub ctx: Serial<CallCtx>,
     /// The sink wants events ([`EventSink::enabled`]); when not, none are built.
@@ -275,12 +278,17 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
             bytes: req.to_vec(),
         }));
     }
-    let outcome =
-        bus.host
-            .borrow_mut()
-            .process(req, false, &bus.clock, &mut bus.inbound.borrow_mut());
+    let mut reply = bus.reply.borrow_mut();
+    reply.clear();
+    let outcome = bus.host.borrow_mut().process(
+        req,
+        false,
+        &bus.clock,
+        &mut bus.inbound.borrow_mut(),
+        &mut reply,
+    );
     match outcome {
-        HostOutcome::Reply(reply) => {
+        HostOutcome::Reply => {
             let ret = if reply.len() < result_size as usize {
                 -libc::EOVERFLOW
             } else {
@@ -294,22 +302,21 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
                 };
                 0
             };
-            if !bus.recording {
-                super::pool::give(reply);
+            if reply.capacity() > MAX_KEPT_REPLY {
+                // A rare large reply is not kept for the next message.
+                let r = std::mem::take(&mut *reply);
+                drop(reply);
+                if bus.recording {
+                    emit_reply(bus, channel_id, request_id, ret, c, r);
+                }
                 return ret;
             }
-            bus.emit(Event::Vmbus(VmbusEvent {
-                ts: bus.clock.now(),
-                dir: VmbusDirection::HostReply,
-                channel: channel_id,
-                request_id,
-                is_async: false,
-                status: Some(ret as i64),
-                ioctl_id: c.ioctl_id,
-                pid: c.pid,
-                tid: c.tid,
-                bytes: reply,
-            }));
+            if !bus.recording {
+                return ret;
+            }
+            let bytes = super::pool::copy(&reply);
+            drop(reply);
+            emit_reply(bus, channel_id, request_id, ret, c, bytes);
             ret
         }
         HostOutcome::NoReply { waited_ns } => {
@@ -332,6 +339,32 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
         }
         HostOutcome::Accepted => -libc::EPROTO,
     }
+}
+
+/// A reply buffer with more capacity than this is not kept for the next message.
+const MAX_KEPT_REPLY: usize = 64 << 10;
+
+/// The host reply event of a sync send.
+fn emit_reply(
+    bus: &Bus,
+    channel: Option<u64>,
+    request_id: u64,
+    ret: i32,
+    c: CallCtx,
+    bytes: Vec<u8>,
+) {
+    bus.emit(Event::Vmbus(VmbusEvent {
+        ts: bus.clock.now(),
+        dir: VmbusDirection::HostReply,
+        channel,
+        request_id,
+        is_async: false,
+        status: Some(ret as i64),
+        ioctl_id: c.ioctl_id,
+        pid: c.pid,
+        tid: c.tid,
+        bytes,
+    }));
 }
 
 /// `int dxgvmb_send_async_msg(struct dxgvmbuschannel *channel, void *command, u32
@@ -378,10 +411,16 @@ pub unsafe extern "C" fn dxgvmb_send_async_msg(
             bytes: req.to_vec(),
         }));
     }
-    let _ = bus
-        .host
-        .borrow_mut()
-        .process(req, true, &bus.clock, &mut bus.inbound.borrow_mut());
+    let mut reply = bus.reply.borrow_mut();
+    reply.clear();
+    let _ = bus.host.borrow_mut().process(
+        req,
+        true,
+        &bus.clock,
+        &mut bus.inbound.borrow_mut(),
+        &mut reply,
+    );
+    reply.clear();
     0
 }
 

@@ -124,13 +124,16 @@ impl LatencyModel {
 /// answers with a trace's recorded replies instead (offline driver-in-the-loop).
 /// Host→guest packets go to `inbound`, which the driver drains after every send.
 pub trait Host: Send {
-    /// Handles one guest→host message (with or without the ext header).
+    /// Handles one guest→host message (with or without the ext header). The completion
+    /// of a sync message ([`HostOutcome::Reply`]) goes to `reply`, which the caller passes
+    /// empty and reuses from message to message (no vector per message).
     fn process(
         &mut self,
         msg: &[u8],
         is_async: bool,
         clock: &Clock,
         inbound: &mut VecDeque<Vec<u8>>,
+        reply: &mut Vec<u8>,
     ) -> HostOutcome;
     /// Annotations for the timeline (faults the host applied), drained after each send.
     fn take_notes(&mut self) -> Vec<(String, String)> {
@@ -153,8 +156,9 @@ impl Host for FakeHost {
         is_async: bool,
         clock: &Clock,
         inbound: &mut VecDeque<Vec<u8>>,
+        reply: &mut Vec<u8>,
     ) -> HostOutcome {
-        FakeHost::process(self, msg, is_async, clock, inbound)
+        FakeHost::process(self, msg, is_async, clock, inbound, reply)
     }
     fn take_notes(&mut self) -> Vec<(String, String)> {
         FakeHost::take_notes(self)
@@ -176,8 +180,9 @@ impl Host for FakeHost {
 /// What the host did with a message.
 #[derive(Debug)]
 pub enum HostOutcome {
-    /// Completion bytes for a sync message.
-    Reply(Vec<u8>),
+    /// Completed a sync message: the completion bytes are in the `reply` buffer passed to
+    /// [`Host::process`].
+    Reply,
     /// Accepted an async message (no completion).
     Accepted,
     /// Never completes (injected hang); `waited_ns` is the bound the emulator applies.
@@ -337,11 +342,20 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
         .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
         .unwrap_or(0)
 }
-fn status(s: u32) -> Vec<u8> {
-    // A fixed-size append: a 4-byte store rather than a call to memcpy.
-    let mut v = super::pool::take();
-    v.extend_from_slice(&s.to_le_bytes());
-    v
+/// Appends an NTSTATUS reply (a fixed-size append: a 4-byte store, not a memcpy call).
+fn put_status(out: &mut Vec<u8>, s: u32) {
+    out.extend_from_slice(&s.to_le_bytes());
+}
+
+/// Appends reply bytes to the host's reply buffer.
+trait Put {
+    fn put(&self, out: &mut Vec<u8>);
+}
+
+impl Put for [u8] {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
 }
 fn cmd_name(cmd: VmbusCmd) -> &'static str {
     command_name(cmd).unwrap_or("UNKNOWN")
@@ -635,13 +649,15 @@ impl FakeHost {
         (fail, hang)
     }
 
-    /// Handles one guest→host message (with or without the ext header).
+    /// Handles one guest→host message (with or without the ext header); a sync message's
+    /// completion goes to `reply` (passed empty).
     pub fn process(
         &mut self,
         msg: &[u8],
         is_async: bool,
         clock: &Clock,
         inbound: &mut VecDeque<Vec<u8>>,
+        reply: &mut Vec<u8>,
     ) -> HostOutcome {
         let body = if self.interface_version >= 40 && u32_at(msg, 0) == 16 {
             &msg[16..]
@@ -680,16 +696,18 @@ impl FakeHost {
         let removed_fail = self.removed
             && cmd.channel == VmbusChannel::Adapter
             && !matches!(cmd.value, 1 | 5 | 7 | 10 | 15 | 42 | 51);
-        let mut reply = self.dispatch(cmd, body, process, adapter, clock, inbound);
+        reply.clear();
+        self.dispatch(cmd, body, process, adapter, clock.now(), reply);
         let fail = fail.or(removed_fail.then_some(st::DEVICE_REMOVED));
         if let Some(s) = fail {
-            apply_failure(cmd, &mut reply, s);
+            apply_failure(cmd, reply, s);
         }
         self.check_waiters(inbound);
         if is_async {
+            reply.clear();
             HostOutcome::Accepted
         } else {
-            HostOutcome::Reply(reply)
+            HostOutcome::Reply
         }
     }
 
@@ -752,15 +770,14 @@ impl FakeHost {
         b: &[u8],
         process: u32,
         adapter: usize,
-        clock: &Clock,
-        _inbound: &mut VecDeque<Vec<u8>>,
-    ) -> Vec<u8> {
-        let now = clock.now();
+        now: u64,
+        out: &mut Vec<u8>,
+    ) {
         if cmd.channel == VmbusChannel::Global {
             return match cmd.value {
                 1000 => {
                     let h = self.handle();
-                    CreateProcessReturn { hprocess: h }.as_bytes().pooled()
+                    CreateProcessReturn { hprocess: h }.as_bytes().put(out)
                 }
                 1001 => {
                     self.objs.retain(|_, o| o.process != process);
@@ -778,18 +795,18 @@ impl FakeHost {
                     for h in gone {
                         self.free_fence(h);
                     }
-                    status(st::SUCCESS)
+                    put_status(out, st::SUCCESS)
                 }
                 1003 => {
                     let h = u32_at(b, 24);
                     if self.objs.remove(&h).is_some() {
                         self.free_fence(h);
-                        status(st::SUCCESS)
+                        put_status(out, st::SUCCESS)
                     } else {
-                        status(st::INVALID_HANDLE)
+                        put_status(out, st::INVALID_HANDLE)
                     }
                 }
-                1010 => status(st::SUCCESS),
+                1010 => put_status(out, st::SUCCESS),
                 1021 => {
                     let h = u32_at(b, 28);
                     let ok = self.objs.contains_key(&h);
@@ -803,9 +820,9 @@ impl FakeHost {
                         },
                     }
                     .as_bytes()
-                    .pooled()
+                    .put(out)
                 }
-                _ => status(st::NOT_SUPPORTED),
+                _ => put_status(out, st::NOT_SUPPORTED),
             };
         }
         match cmd.value {
@@ -819,9 +836,9 @@ impl FakeHost {
                     vmbus_last_compatible_interface_version: 16,
                 }
                 .as_bytes()
-                .pooled()
+                .put(out)
             }
-            15 => Vec::new(),
+            15 => (),
             36 => {
                 let a = &self.adapters[adapter];
                 let mut r = GetInternalAdapterInfoReturn::zeroed();
@@ -847,27 +864,26 @@ impl FakeHost {
                     r.device_instance_id[i] = c;
                 }
                 r.host_vgpu_luid = [a.vgpu_luid as u32, (a.vgpu_luid >> 32) as u32];
-                let mut v = r.as_bytes().pooled();
+                r.as_bytes().put(out);
                 if self.interface_version < 40 {
-                    v.truncate(704);
+                    out.truncate(704);
                 }
-                v
             }
             0 => {
                 let c = CreateDeviceCmd::from_bytes(b);
                 let h = self.add(Kind::Device, process, 0);
                 self.device_error_ptr.insert(h, c.error_code);
-                CreateDeviceReturn { device: h }.as_bytes().pooled()
+                CreateDeviceReturn { device: h }.as_bytes().put(out)
             }
             1 => {
                 let d = u32_at(b, 24);
                 if self.objs.remove(&d).is_some() {
-                    status(0)
+                    put_status(out, 0)
                 } else {
-                    status(st::INVALID_HANDLE)
+                    put_status(out, st::INVALID_HANDLE)
                 }
             }
-            42 => status(if self.valid(u32_at(b, 24), Kind::Device) {
+            42 => put_status(out, if self.valid(u32_at(b, 24), Kind::Device) {
                 0
             } else {
                 st::INVALID_HANDLE
@@ -916,15 +932,12 @@ impl FakeHost {
                     }
                     _ => st::INVALID_PARAMETER,
                 };
-                let mut v = if self.interface_version >= 40 {
-                    status(st_)
-                } else {
-                    Vec::new()
-                };
-                v.extend_from_slice(&data);
-                v
+                if self.interface_version >= 40 {
+                    put_status(out, st_);
+                }
+                out.extend_from_slice(&data);
             }
-            4 => self.create_allocation(b, process),
+            4 => self.create_allocation(b, process, out),
             5 => {
                 let c = DestroyAllocationCmd::from_bytes(b);
                 let n = c.alloc_count as usize;
@@ -936,10 +949,11 @@ impl FakeHost {
                     let h = u32_at(b, 40 + 4 * i);
                     ok &= self.objs.remove(&h).is_some();
                 }
-                status(if ok { 0 } else { st::INVALID_HANDLE })
+                put_status(out, if ok { 0 } else { st::INVALID_HANDLE })
             }
             6 => {
-                let mut r = b.pooled();
+                b.put(out);
+                let r = &mut *out;
                 let dev = u32_at(b, 28);
                 if self.valid(dev, Kind::Device) {
                     let h = self.add(Kind::Context, process, 0);
@@ -949,7 +963,6 @@ impl FakeHost {
                         *x ^= (i as u8).wrapping_mul(31) | 1;
                     }
                 }
-                r
             }
             7 | 51 => {
                 let h = u32_at(b, 24);
@@ -960,15 +973,15 @@ impl FakeHost {
                 };
                 if self.valid(h, k) {
                     self.objs.remove(&h);
-                    status(0)
+                    put_status(out, 0)
                 } else {
-                    status(st::INVALID_HANDLE)
+                    put_status(out, st::INVALID_HANDLE)
                 }
             }
             8 => {
                 let c = CreateSyncObjectCmd::from_bytes(b);
                 if !self.valid(c.args.device, Kind::Device) {
-                    return CreateSyncObjectReturn::zeroed().as_bytes().pooled();
+                    return CreateSyncObjectReturn::zeroed().as_bytes().put(out);
                 }
                 let ty = c.args.info.type_;
                 let mut r = CreateSyncObjectReturn::zeroed();
@@ -983,12 +996,12 @@ impl FakeHost {
                 if c.args.info.flags & 1 != 0 {
                     r.global_sync_object = self.handle();
                 }
-                r.as_bytes().pooled()
+                r.as_bytes().put(out)
             }
             9 => {
                 let c = CreatePagingQueueCmd::from_bytes(b);
                 if !self.valid(c.args.device, Kind::Device) {
-                    return CreatePagingQueueReturn::zeroed().as_bytes().pooled();
+                    return CreatePagingQueueReturn::zeroed().as_bytes().put(out);
                 }
                 let pq = self.add(Kind::PagingQueue, process, 0);
                 let (f, phys) = self.new_fence(process, 0);
@@ -1000,7 +1013,7 @@ impl FakeHost {
                     fence_storage_offset: 0,
                 }
                 .as_bytes()
-                .pooled()
+                .put(out)
             }
             10 => {
                 let pq = u32_at(b, 24);
@@ -1009,7 +1022,6 @@ impl FakeHost {
                     self.free_fence(f);
                 }
                 self.objs.remove(&pq);
-                Vec::new()
             }
             11 => {
                 let c = MakeResidentCmd::from_bytes(b);
@@ -1039,7 +1051,7 @@ impl FakeHost {
                     _pad0: 0,
                 }
                 .as_bytes()
-                .pooled()
+                .put(out)
             }
             12 => {
                 let c = EvictCmd::from_bytes(b);
@@ -1052,18 +1064,17 @@ impl FakeHost {
                         o.resident = false;
                     }
                 }
-                trim.to_le_bytes().pooled()
+                trim.to_le_bytes().put(out)
             }
             13 => {
                 let c = EscapeCmd::from_bytes(b);
                 let n = c.priv_drv_data_size as usize;
-                let mut d = b.get(48..48 + n).unwrap_or(&[]).pooled();
+                b.get(48..48 + n).unwrap_or(&[]).put(out);
                 // The "KMD" answers by bumping the first dword (a reply counter).
-                if d.len() >= 4 {
-                    let v = u32_at(&d, 0).wrapping_add(1);
-                    d[..4].copy_from_slice(&v.to_le_bytes());
+                if out.len() >= 4 {
+                    let v = u32_at(out, 0).wrapping_add(1);
+                    out[..4].copy_from_slice(&v.to_le_bytes());
                 }
-                d
             }
             16 => {
                 let c = FreeGpuVaCmd::from_bytes(b);
@@ -1071,12 +1082,12 @@ impl FakeHost {
                 match space.get(&c.args.base_address) {
                     Some((sz, _)) if *sz == c.args.size => {
                         space.remove(&c.args.base_address);
-                        status(0)
+                        put_status(out, 0)
                     }
-                    _ => status(st::INVALID_PARAMETER),
+                    _ => put_status(out, st::INVALID_PARAMETER),
                 }
             }
-            17 => self.map_gpu_va(b, process, now),
+            17 => self.map_gpu_va(b, process, now, out),
             18 => {
                 let c = ReserveGpuVaCmd::from_bytes(b);
                 let a = c.args;
@@ -1090,7 +1101,7 @@ impl FakeHost {
                     paging_fence_value: 0,
                 }
                 .as_bytes()
-                .pooled()
+                .put(out)
             }
             19 => {
                 let c = UpdateGpuVaCmd::from_bytes(b);
@@ -1107,7 +1118,7 @@ impl FakeHost {
                     let done = self.gpu_done_at(c.context, now);
                     self.pending.push((done, c.fence_object, c.fence_value));
                 }
-                status(if okv { 0 } else { st::INVALID_HANDLE })
+                put_status(out, if okv { 0 } else { st::INVALID_HANDLE })
             }
             20 | 52 => {
                 // SUBMITCOMMAND: the context's GPU work finishes later; SUBMITCOMMANDTOHWQUEUE
@@ -1118,7 +1129,7 @@ impl FakeHost {
                     for &ctx in &c.args.broadcast_context[..n] {
                         self.gpu_done_at(ctx, now);
                     }
-                    status(
+                    put_status(out, 
                         if n > 0 && self.valid(c.args.broadcast_context[0], Kind::Context) {
                             0
                         } else {
@@ -1129,14 +1140,14 @@ impl FakeHost {
                     let c = SubmitCommandToHwQueueCmd::from_bytes(b);
                     let q = c.args.hwqueue;
                     if !self.valid(q, Kind::HwQueue) {
-                        return status(st::INVALID_HANDLE);
+                        return put_status(out, st::INVALID_HANDLE);
                     }
                     let done = self.gpu_done_at(q, now);
                     if let Some(f) = self.hwqueue_fence(q) {
                         self.pending
                             .push((done, f, c.args.hwqueue_progress_fence_id));
                     }
-                    status(0)
+                    put_status(out, 0)
                 }
             }
             21 => {
@@ -1160,7 +1171,7 @@ impl FakeHost {
                     available_for_reservation: budget / 2,
                 }
                 .as_bytes()
-                .pooled()
+                .put(out)
             }
             22 => {
                 let c = WaitSyncObjectFromCpuCmd::from_bytes(b);
@@ -1170,7 +1181,7 @@ impl FakeHost {
                     let h = u32_at(b, 56 + 4 * i);
                     let v = u64_at(b, 56 + 4 * n + 8 * i);
                     if !self.fences.contains_key(&h) {
-                        return status(st::INVALID_HANDLE);
+                        return put_status(out, st::INVALID_HANDLE);
                     }
                     objs.push((h, v));
                 }
@@ -1179,7 +1190,7 @@ impl FakeHost {
                     objs,
                     process_id: process as u64,
                 });
-                status(0)
+                put_status(out, 0)
             }
             23 => {
                 let c = Lock2Cmd::from_bytes(b);
@@ -1197,7 +1208,7 @@ impl FakeHost {
                             cpu_visible_buffer_offset: phys,
                         }
                         .as_bytes()
-                        .pooled()
+                        .put(out)
                     }
                     None => Lock2Return {
                         status: st::INVALID_HANDLE as i32,
@@ -1205,10 +1216,10 @@ impl FakeHost {
                         cpu_visible_buffer_offset: 0,
                     }
                     .as_bytes()
-                    .pooled(),
+                    .put(out),
                 }
             }
-            24 => status(if self.valid(u32_at(b, 28), Kind::Allocation) {
+            24 => put_status(out, if self.valid(u32_at(b, 28), Kind::Allocation) {
                 0
             } else {
                 st::INVALID_HANDLE
@@ -1236,7 +1247,7 @@ impl FakeHost {
                 }
                 let b_ = self.busy.entry(ctx).or_insert(0);
                 *b_ = (*b_).max(when);
-                status(0)
+                put_status(out, 0)
             }
             26 => {
                 // Handles, contexts and values are read in place (no vectors per signal).
@@ -1248,7 +1259,7 @@ impl FakeHost {
                 let fences_off = ctx_off + 4 * nc;
                 let monitored = (0..n).any(|i| self.fences.contains_key(&obj(i)));
                 if (0..n).any(|i| !self.objs.contains_key(&obj(i))) {
-                    return status(st::INVALID_HANDLE);
+                    return put_status(out, st::INVALID_HANDLE);
                 }
                 let val = |i: usize| {
                     let v = if monitored && nc != 1 || b.len() >= fences_off + 8 * n {
@@ -1276,7 +1287,7 @@ impl FakeHost {
                         self.pending.push((done, obj(i), val(i)));
                     }
                 }
-                status(0)
+                put_status(out, 0)
             }
             28 => {
                 let c = GetDeviceStateCmd::from_bytes(b);
@@ -1287,10 +1298,10 @@ impl FakeHost {
                 } else if c.args.state_type == 1 {
                     r.args.execution_state = if self.removed { 2 } else { 1 };
                 }
-                r.as_bytes().pooled()
+                r.as_bytes().put(out)
             }
-            29 | 37 | 49 | 57 | 67 => status(0),
-            33 => status(if self.valid(u32_at(b, 24), Kind::Context) {
+            29 | 37 | 49 | 57 | 67 => put_status(out, 0),
+            33 => put_status(out, if self.valid(u32_at(b, 24), Kind::Context) {
                 0
             } else {
                 st::INVALID_HANDLE
@@ -1302,7 +1313,7 @@ impl FakeHost {
                     priority: 2,
                 }
                 .as_bytes()
-                .pooled()
+                .put(out)
             }
             41 => {
                 let c = QueryAllocationResidencyCmd::from_bytes(b);
@@ -1311,7 +1322,7 @@ impl FakeHost {
                 } else {
                     c.args.allocation_count as usize
                 };
-                let mut v = status(0);
+                put_status(out, 0);
                 for i in 0..n {
                     let h = if c.args.resource != 0 {
                         c.args.resource
@@ -1322,13 +1333,12 @@ impl FakeHost {
                         Some(o) if o.resident => 1u32,
                         Some(_) => 3,
                         None => {
-                            v[..4].copy_from_slice(&st::INVALID_HANDLE.to_le_bytes());
+                            out[..4].copy_from_slice(&st::INVALID_HANDLE.to_le_bytes());
                             0
                         }
                     };
-                    v.extend_from_slice(&r.to_le_bytes());
+                    out.extend_from_slice(&r.to_le_bytes());
                 }
-                v
             }
             48 => {
                 let mut r = QueryStatisticsReturn::zeroed();
@@ -1336,7 +1346,7 @@ impl FakeHost {
                 r.result[..8].copy_from_slice(&count.to_le_bytes());
                 r.result[8..16]
                     .copy_from_slice(&self.adapters[adapter].dedicated_bytes.to_le_bytes());
-                r.as_bytes().pooled()
+                r.as_bytes().put(out)
             }
             56 => {
                 let c = UpdateAllocPropertyCmd::from_bytes(b);
@@ -1348,18 +1358,17 @@ impl FakeHost {
                     _pad0: 0,
                 }
                 .as_bytes()
-                .pooled()
+                .put(out)
             }
             58 => {
                 let n = u32_at(b, 32) as usize;
                 let pq = u32_at(b, 28);
                 let fv = self.paging_op(pq, now);
-                let mut v = fv.to_le_bytes().pooled();
-                v.extend_from_slice(&0u32.to_le_bytes());
+                out.extend_from_slice(&fv.to_le_bytes());
+                out.extend_from_slice(&0u32.to_le_bytes());
                 for _ in 0..n.max(1) {
-                    v.extend_from_slice(&0u32.to_le_bytes()); // NOT_DISCARDED
+                    out.extend_from_slice(&0u32.to_le_bytes()); // NOT_DISCARDED
                 }
-                v
             }
             59 => {
                 let c = SetAllocationPriorityCmd::from_bytes(b);
@@ -1380,7 +1389,7 @@ impl FakeHost {
                         o.priority = p;
                     }
                 }
-                status(0)
+                put_status(out, 0)
             }
             60 => {
                 let c = GetAllocationPriorityCmd::from_bytes(b);
@@ -1389,14 +1398,14 @@ impl FakeHost {
                 } else {
                     c.allocation_count as usize
                 };
-                let mut v = status(0);
+                put_status(out, 0);
                 for i in 0..n {
                     let h = if c.resource != 0 {
                         c.resource
                     } else {
                         u32_at(b, 40 + 4 * i)
                     };
-                    v.extend_from_slice(
+                    out.extend_from_slice(
                         &self
                             .objs
                             .get(&h)
@@ -1405,29 +1414,27 @@ impl FakeHost {
                             .to_le_bytes(),
                     );
                 }
-                v
             }
             62 => {
                 let mut r = QueryClockCalibrationReturn::zeroed();
                 r.clock_data.gpu_frequency = 1_000_000_000;
                 r.clock_data.gpu_clock_counter = now.wrapping_mul(1);
                 r.clock_data.cpu_clock_counter = now;
-                r.as_bytes().pooled()
+                r.as_bytes().put(out)
             }
             68 => {
                 let f = u32_at(b, 24);
                 let mut r = IsFeatureEnabledReturn::zeroed();
                 r.descriptor = [1, 1, 0];
                 r.result = [1, if f == 0 { 0b1111 } else { 0b0010 }];
-                r.as_bytes().pooled()
+                r.as_bytes().put(out)
             }
             50 => {
-                let mut r = b.pooled();
-                self.create_hwqueue_echo(&mut r, process);
-                r
+                b.put(out);
+                self.create_hwqueue_echo(out, process);
             }
-            45 | 66 => status(0),
-            _ => status(st::NOT_SUPPORTED),
+            45 | 66 => put_status(out, 0),
+            _ => put_status(out, st::NOT_SUPPORTED),
         }
     }
 
@@ -1495,10 +1502,10 @@ impl FakeHost {
         }
     }
 
-    fn map_gpu_va(&mut self, b: &[u8], process: u32, now: u64) -> Vec<u8> {
+    fn map_gpu_va(&mut self, b: &[u8], process: u32, now: u64, out: &mut Vec<u8>) {
         let c = MapGpuVaCmd::from_bytes(b);
         let a = c.args;
-        let fail = |s: u32| {
+        let fail = |out: &mut Vec<u8>, s: u32| {
             MapGpuVaReturn {
                 virtual_address: 0,
                 paging_fence_value: 0,
@@ -1506,14 +1513,14 @@ impl FakeHost {
                 _pad0: 0,
             }
             .as_bytes()
-            .pooled()
+            .put(out)
         };
         if !self.valid(a.allocation, Kind::Allocation) {
-            return fail(st::INVALID_HANDLE);
+            return fail(out, st::INVALID_HANDLE);
         }
         // Sizes and ends that run past the top of the address space are refused.
         let Some(size) = a.size_in_pages.checked_mul(4096) else {
-            return fail(st::INVALID_PARAMETER);
+            return fail(out, st::INVALID_PARAMETER);
         };
         let space = self.va.entry(process).or_default();
         let va = if a.base_address != 0 {
@@ -1523,16 +1530,16 @@ impl FakeHost {
                 (Some((st_, (sz, None))), Some(end)) if end <= st_.saturating_add(*sz) => {
                     a.base_address
                 }
-                _ => return fail(st::INVALID_PARAMETER),
+                _ => return fail(out, st::INVALID_PARAMETER),
             }
         } else {
             let Some(rounded) = size.checked_next_multiple_of(0x10000) else {
-                return fail(st::INVALID_PARAMETER);
+                return fail(out, st::INVALID_PARAMETER);
             };
             let (min, max) = (a.minimum_address, a.maximum_address);
             match self.va_alloc(process, 0, min, max, rounded, Some(a.allocation)) {
                 Some(v) => v,
-                None => return fail(st::NO_MEMORY),
+                None => return fail(out, st::NO_MEMORY),
             }
         };
         let fv = self.paging_op(a.paging_queue, now);
@@ -1543,10 +1550,10 @@ impl FakeHost {
             _pad0: 0,
         }
         .as_bytes()
-        .pooled()
+        .put(out)
     }
 
-    fn create_allocation(&mut self, b: &[u8], process: u32) -> Vec<u8> {
+    fn create_allocation(&mut self, b: &[u8], process: u32, out: &mut Vec<u8>) {
         let c = CreateAllocationCmd::from_bytes(b);
         let n = c.alloc_count as usize;
         let infos: Vec<CreateAllocationAllocInfo> = (0..n)
@@ -1565,7 +1572,7 @@ impl FakeHost {
         if ok && c.flags & 1 != 0 {
             r.resource = self.add(Kind::Resource, process, 0);
         }
-        let mut v = r.as_bytes()[..16].pooled();
+        out.extend_from_slice(&r.as_bytes()[..16]);
         let mut privs = Vec::new();
         for (i, info) in infos.iter().enumerate() {
             let pd = b
@@ -1581,15 +1588,14 @@ impl FakeHost {
             ar.priv_drv_data_size = pd.len() as u32;
             ar.allocation_flags = 1 << 19;
             ar.allocation_size = size;
-            v.extend_from_slice(ar.as_bytes());
+            out.extend_from_slice(ar.as_bytes());
             let mut pd = pd;
             for (j, x) in pd.iter_mut().enumerate() {
                 *x = x.wrapping_add(j as u8);
             }
             privs.extend(pd);
         }
-        v.extend(privs);
-        v
+        out.extend(privs);
     }
 
     /// Registers a hw queue's progress fence (the driver tells the host which fence a
@@ -1689,7 +1695,6 @@ mod tests {
     fn destroying_a_process_drops_its_cpu_waits_only() {
         let mut h = host();
         let clock = Clock::new(true);
-        let mut inbound = VecDeque::new();
         h.fences.insert(7, (0, 0));
         for process in [1u32, 2] {
             let mut c = WaitSyncObjectFromCpuCmd::zeroed();
@@ -1702,14 +1707,14 @@ mod tests {
                 channel: VmbusChannel::Adapter,
                 value: 22,
             };
-            h.dispatch(adapter, &b, process, 0, &clock, &mut inbound);
+            h.dispatch(adapter, &b, process, 0, clock.now(), &mut Vec::new());
         }
         assert_eq!(h.waiters.len(), 2);
         let destroy = VmbusCmd {
             channel: VmbusChannel::Global,
             value: 1001,
         };
-        h.dispatch(destroy, &[0u8; 64], 1, 0, &clock, &mut inbound);
+        h.dispatch(destroy, &[0u8; 64], 1, 0, clock.now(), &mut Vec::new());
         let left: Vec<u64> = h.waiters.iter().map(|w| w.process_id).collect();
         assert_eq!(left, vec![2]);
     }

@@ -255,6 +255,7 @@ impl Emulator {
             sink: Mutex::new(sink),
             clock: Clock::new(cfg.deterministic),
             inbound: bus::Serial::new(VecDeque::new()),
+            reply: bus::Serial::new(Vec::new()),
             ctx: bus::Serial::new(bus::CallCtx::default()),
         });
         let mut d = driver::Driver::new(

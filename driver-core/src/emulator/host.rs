@@ -212,11 +212,28 @@ struct Obj {
     priority: u32,
 }
 
+/// Objects a CPU waiter holds inline (more go to the waiter's vector).
+const WAIT_INLINE: usize = 4;
+
 #[derive(Debug, Clone)]
 struct Waiter {
     event: u64,
-    objs: Vec<(u32, u64)>,
+    /// The (fence, value) pairs: the first `n` of `inline`, or all of `spill` when there
+    /// are more than [`WAIT_INLINE`] (a wait on a few fences allocates nothing).
+    n: usize,
+    inline: [(u32, u64); WAIT_INLINE],
+    spill: Vec<(u32, u64)>,
     process_id: u64,
+}
+
+impl Waiter {
+    fn objs(&self) -> &[(u32, u64)] {
+        if self.n > WAIT_INLINE {
+            &self.spill
+        } else {
+            &self.inline[..self.n]
+        }
+    }
 }
 
 /// IO space one monitored fence takes (its value is the page's first 8 bytes).
@@ -311,10 +328,16 @@ pub struct FakeHost {
     /// Pages of destroyed fences, reused last-freed first by [`FakeHost::new_fence`].
     free_fence_pages: Vec<u64>,
     pending: Vec<(u64, u32, u64)>,
+    /// The earliest due time in `pending` (`u64::MAX` when empty): [`FakeHost::advance`]
+    /// with nothing due is one compare.
+    next_due: u64,
     /// Scratch for [`FakeHost::advance`] (kept to reuse its capacity).
     due: Vec<(u64, u32, u64)>,
     busy: IntMap<u32, u64>,
     waiters: Vec<Waiter>,
+    /// A fence value changed or a waiter was added since the waiters were last checked
+    /// (only then can one be done).
+    waiters_dirty: bool,
     va: IntMap<u32, BTreeMap<u64, (u64, Option<u32>)>>,
     next_va: u64,
     paging_fence: IntMap<u32, u32>,
@@ -401,9 +424,11 @@ impl FakeHost {
             next_io: IO_SPACE_BASE,
             free_fence_pages: Vec::new(),
             pending: Vec::new(),
+            next_due: u64::MAX,
             due: Vec::new(),
             busy: IntMap::default(),
             waiters: Vec::new(),
+            waiters_dirty: false,
             va: IntMap::default(),
             next_va: 0x0000_0001_0000_0000 + (splitmix(cfg.seed) & 0xff) * 0x1000_0000,
             paging_fence: IntMap::default(),
@@ -447,6 +472,7 @@ impl FakeHost {
     }
 
     fn write_fence(&mut self, h: u32, v: u64) {
+        self.waiters_dirty = true;
         if let Some(f) = self.fences.get_mut(&h) {
             f.0 = f.0.max(v);
             let (val, phys) = *f;
@@ -493,9 +519,24 @@ impl FakeHost {
         }
     }
 
+    /// Queues a fence update due at `p.0`.
+    fn add_pending(&mut self, p: (u64, u32, u64)) {
+        self.next_due = self.next_due.min(p.0);
+        self.pending.push(p);
+    }
+
     /// Applies fence updates whose GPU work has completed by `now` and signals waiters.
+    #[inline]
     pub fn advance(&mut self, now: u64, inbound: &mut VecDeque<Vec<u8>>) {
-        if self.pending.iter().any(|p| p.0 <= now) {
+        if now >= self.next_due {
+            self.apply_due(now);
+        }
+        self.check_waiters(inbound);
+    }
+
+    #[inline(never)]
+    fn apply_due(&mut self, now: u64) {
+        {
             let mut due = std::mem::take(&mut self.due);
             self.pending.retain(|p| {
                 if p.0 <= now {
@@ -512,13 +553,16 @@ impl FakeHost {
             due.clear();
             self.due = due;
         }
-        self.check_waiters(inbound);
+        self.next_due = self.pending.iter().map(|p| p.0).min().unwrap_or(u64::MAX);
     }
 
     #[inline]
     fn check_waiters(&mut self, inbound: &mut VecDeque<Vec<u8>>) {
-        if !self.waiters.is_empty() {
-            self.signal_done_waiters(inbound);
+        if self.waiters_dirty {
+            self.waiters_dirty = false;
+            if !self.waiters.is_empty() {
+                self.signal_done_waiters(inbound);
+            }
         }
     }
 
@@ -530,7 +574,7 @@ impl FakeHost {
         while i < self.waiters.len() {
             let fences = &self.fences;
             let done = self.waiters[i]
-                .objs
+                .objs()
                 .iter()
                 .all(|(h, v)| fences.get(h).is_some_and(|f| f.0 >= *v));
             if done {
@@ -544,7 +588,7 @@ impl FakeHost {
 
     /// Earliest completion time that would satisfy a waiter, if any GPU work is pending.
     pub fn next_completion(&self) -> Option<u64> {
-        self.pending.iter().map(|p| p.0).min()
+        (self.next_due != u64::MAX).then_some(self.next_due)
     }
 
     /// Whether any CPU waiter is registered.
@@ -1116,7 +1160,7 @@ impl FakeHost {
                 }
                 if okv && c.fence_object != 0 {
                     let done = self.gpu_done_at(c.context, now);
-                    self.pending.push((done, c.fence_object, c.fence_value));
+                    self.add_pending((done, c.fence_object, c.fence_value));
                 }
                 put_status(out, if okv { 0 } else { st::INVALID_HANDLE })
             }
@@ -1144,8 +1188,7 @@ impl FakeHost {
                     }
                     let done = self.gpu_done_at(q, now);
                     if let Some(f) = self.hwqueue_fence(q) {
-                        self.pending
-                            .push((done, f, c.args.hwqueue_progress_fence_id));
+                        self.add_pending((done, f, c.args.hwqueue_progress_fence_id));
                     }
                     put_status(out, 0)
                 }
@@ -1176,20 +1219,27 @@ impl FakeHost {
             22 => {
                 let c = WaitSyncObjectFromCpuCmd::from_bytes(b);
                 let n = c.object_count as usize;
-                let mut objs = Vec::new();
+                let mut w = Waiter {
+                    event: c.guest_event_pointer,
+                    n,
+                    inline: [(0, 0); WAIT_INLINE],
+                    spill: Vec::new(),
+                    process_id: process as u64,
+                };
                 for i in 0..n {
                     let h = u32_at(b, 56 + 4 * i);
                     let v = u64_at(b, 56 + 4 * n + 8 * i);
                     if !self.fences.contains_key(&h) {
                         return put_status(out, st::INVALID_HANDLE);
                     }
-                    objs.push((h, v));
+                    if n > WAIT_INLINE {
+                        w.spill.push((h, v));
+                    } else {
+                        w.inline[i] = (h, v);
+                    }
                 }
-                self.waiters.push(Waiter {
-                    event: c.guest_event_pointer,
-                    objs,
-                    process_id: process as u64,
-                });
+                self.waiters.push(w);
+                self.waiters_dirty = true;
                 put_status(out, 0)
             }
             23 => {
@@ -1284,7 +1334,7 @@ impl FakeHost {
                         );
                     }
                     for i in 0..n {
-                        self.pending.push((done, obj(i), val(i)));
+                        self.add_pending((done, obj(i), val(i)));
                     }
                 }
                 put_status(out, 0)
@@ -1455,7 +1505,7 @@ impl FakeHost {
                 .unwrap_or(0),
         ) + 1;
         let done = now + self.latency.gpu_work() / 4;
-        self.pending.push((done, f, next));
+        self.add_pending((done, f, next));
         next
     }
 
@@ -1687,6 +1737,97 @@ mod tests {
             faults: Vec::new(),
             hang_bound_ns: c.hang_bound_ns,
         })
+    }
+
+    /// A WAITFORSYNCOBJECTFROMCPU body: `fences` with the values to reach, host event `ev`.
+    fn wait_body(fences: &[(u32, u64)], ev: u64) -> Vec<u8> {
+        let mut c = WaitSyncObjectFromCpuCmd::zeroed();
+        c.object_count = fences.len() as u32;
+        c.guest_event_pointer = ev;
+        let mut b = c.as_bytes().to_vec();
+        for (h, _) in fences {
+            b.extend_from_slice(&h.to_le_bytes());
+        }
+        for (_, v) in fences {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    /// Host events signalled so far (SIGNALGUESTEVENT packets taken off `inbound`).
+    fn signalled(inbound: &mut VecDeque<Vec<u8>>) -> Vec<u64> {
+        inbound.drain(..).map(|p| u64_at(&p, 24)).collect()
+    }
+
+    /// Pending GPU completions apply in due order and only once due; the next completion
+    /// time follows what is left (the cached earliest due time is kept exact).
+    #[test]
+    fn completions_apply_when_due_and_next_completion_follows() {
+        let mut h = host();
+        let mut inbound = VecDeque::new();
+        let (f, _) = h.new_fence(1, 0);
+        assert_eq!(h.next_completion(), None);
+        h.add_pending((2_000, f, 2));
+        h.add_pending((1_000, f, 1));
+        h.add_pending((3_000, f, 3));
+        assert_eq!(h.next_completion(), Some(1_000));
+        h.advance(999, &mut inbound);
+        assert_eq!(h.fence_value(f), Some(0));
+        h.advance(1_000, &mut inbound);
+        assert_eq!(h.fence_value(f), Some(1));
+        assert_eq!(h.next_completion(), Some(2_000));
+        h.advance(2_500, &mut inbound);
+        assert_eq!(h.fence_value(f), Some(2));
+        assert_eq!(h.next_completion(), Some(3_000));
+        h.advance(10_000, &mut inbound);
+        assert_eq!(h.fence_value(f), Some(3));
+        assert_eq!(h.next_completion(), None);
+        h.advance(20_000, &mut inbound);
+        assert_eq!(h.fence_value(f), Some(3));
+    }
+
+    /// CPU waiters (on a few fences, held inline, and on more, held in a vector) are
+    /// signalled exactly when all their fences reach their values, whichever way the
+    /// fences move: a direct CPU signal or a GPU completion coming due.
+    #[test]
+    fn cpu_waiters_are_signalled_when_all_their_fences_are_reached() {
+        let mut h = host();
+        let mut inbound = VecDeque::new();
+        let f: Vec<u32> = (0..6).map(|_| h.new_fence(1, 0).0).collect();
+        let adapter = VmbusCmd {
+            channel: VmbusChannel::Adapter,
+            value: 22,
+        };
+        let wait = |h: &mut FakeHost, objs: &[(u32, u64)], ev: u64, inb: &mut _| {
+            let mut r = Vec::new();
+            h.dispatch(adapter, &wait_body(objs, ev), 1, 0, 0, &mut r);
+            assert_eq!(u32_at(&r, 0), st::SUCCESS);
+            h.check_waiters(inb);
+        };
+        wait(&mut h, &[(f[0], 1), (f[1], 1)], 0xA, &mut inbound);
+        let six: Vec<(u32, u64)> = f.iter().map(|h| (*h, 1)).collect();
+        wait(&mut h, &six, 0xB, &mut inbound);
+        assert_eq!(signalled(&mut inbound), Vec::<u64>::new());
+        // Already reached when registered: signalled at once.
+        wait(&mut h, &[(f[0], 0)], 0xC, &mut inbound);
+        assert_eq!(signalled(&mut inbound), vec![0xC]);
+        h.write_fence(f[0], 1);
+        h.check_waiters(&mut inbound);
+        assert_eq!(signalled(&mut inbound), Vec::<u64>::new());
+        h.write_fence(f[1], 1);
+        h.check_waiters(&mut inbound);
+        assert_eq!(signalled(&mut inbound), vec![0xA]);
+        for &x in &f[2..5] {
+            h.write_fence(x, 1);
+        }
+        h.check_waiters(&mut inbound);
+        assert_eq!(signalled(&mut inbound), Vec::<u64>::new());
+        h.add_pending((5_000, f[5], 1));
+        h.advance(4_999, &mut inbound);
+        assert_eq!(signalled(&mut inbound), Vec::<u64>::new());
+        h.advance(5_000, &mut inbound);
+        assert_eq!(signalled(&mut inbound), vec![0xB]);
+        assert!(!h.has_waiters());
     }
 
     /// A process's CPU waits that can no longer be signalled go when the process is

@@ -189,6 +189,9 @@ pub struct DxgVmbusChannel {
     /// The packet the iterator returned last (`struct vmpacket_descriptor` + payload,
     /// padded to 8 bytes); valid until the next iterator call, like the kernel's copy.
     rx: Serial<Vec<u64>>,
+    /// The payload of the packet in `rx` (padded like it), for [`dxgvmbuschannel_receive`]
+    /// to take instead of copying it out of `rx` again.
+    rx_payload: Serial<Vec<u8>>,
     /// Host→guest payloads [`dxgvmbuschannel_receive`] took, for the driver to process.
     pub received: Serial<VecDeque<Vec<u8>>>,
 }
@@ -203,6 +206,7 @@ impl DxgVmbusChannel {
             adapter_luid,
             request_id: AtomicU64::new(0),
             rx: Serial::new(Vec::new()),
+            rx_payload: Serial::new(Vec::new()),
             received: Serial::new(VecDeque::new()),
         }
     }
@@ -508,7 +512,7 @@ unsafe fn next_packet(channel: *mut c_void) -> *const VmpacketDescriptor {
     let ch = unsafe { &*(channel as *const DxgVmbusChannel) };
     // SAFETY: the bus outlives its channels.
     let bus = unsafe { &*ch.bus };
-    let Some(p) = bus.inbound.borrow_mut().pop_front() else {
+    let Some(mut p) = bus.inbound.borrow_mut().pop_front() else {
         return std::ptr::null();
     };
     let hdr = size_of::<VmpacketDescriptor>();
@@ -529,7 +533,9 @@ unsafe fn next_packet(channel: *mut c_void) -> *const VmpacketDescriptor {
         std::ptr::write(base as *mut VmpacketDescriptor, desc);
         std::ptr::copy_nonoverlapping(p.as_ptr(), base.add(hdr), p.len());
     }
-    super::pool::give(p);
+    // The payload as the copy holds it: padded with zeros to the descriptor's length.
+    p.resize(words * 8 - hdr, 0);
+    super::pool::give(std::mem::replace(&mut *ch.rx_payload.borrow_mut(), p));
     base as *const VmpacketDescriptor
 }
 
@@ -583,12 +589,17 @@ pub unsafe extern "C" fn dxgvmbuschannel_receive(ctx: *mut c_void) {
             let d = &*desc;
             let off = d.offset8 as usize * 8;
             let len = d.len8 as usize * 8 - off;
-            super::pool::copy(std::slice::from_raw_parts(
-                (desc as *const u8).add(off),
-                len,
-            ))
+            std::slice::from_raw_parts((desc as *const u8).add(off), len)
         };
-        ch.received.borrow_mut().push_back(payload);
+        // The iterator kept the payload it copied to `desc` (the same bytes): taken rather
+        // than copied a second time.
+        let taken = std::mem::take(&mut *ch.rx_payload.borrow_mut());
+        debug_assert_eq!(&taken[..], payload);
+        ch.received.borrow_mut().push_back(if taken[..] == *payload {
+            taken
+        } else {
+            super::pool::copy(payload)
+        });
         // SAFETY: as above.
         desc = unsafe { __hv_pkt_iter_next(ctx, desc) };
     }
@@ -596,3 +607,65 @@ pub unsafe extern "C" fn dxgvmbuschannel_receive(ctx: *mut c_void) {
 
 #[used]
 static KEEP_RECEIVE_SYMBOLS: [unsafe extern "C" fn(*mut c_void); 1] = [dxgvmbuschannel_receive];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::sink::NullSink;
+
+    /// A host that is never sent anything (the test only queues host→guest packets).
+    struct Silent;
+
+    impl Host for Silent {
+        fn process(
+            &mut self,
+            _: &[u8],
+            _: bool,
+            _: &Clock,
+            _: &mut VecDeque<Vec<u8>>,
+            _: &mut Vec<u8>,
+        ) -> HostOutcome {
+            HostOutcome::Accepted
+        }
+        fn map_io(&mut self, _: u64) -> Option<u64> {
+            None
+        }
+        fn remove_device(&mut self, _: &mut VecDeque<Vec<u8>>) {}
+        fn advance(&mut self, _: u64, _: &mut VecDeque<Vec<u8>>) {}
+        fn next_completion(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    /// The receive callback queues each packet's payload as the iterator's copy holds it
+    /// (padded with zeros to 8 bytes), in order.
+    #[test]
+    fn receive_queues_the_padded_payloads_in_order() {
+        let bus = Bus {
+            host: Serial::new(Box::new(Silent)),
+            sink: Mutex::new(Box::new(NullSink)),
+            clock: Clock::new(true),
+            inbound: Serial::new(VecDeque::new()),
+            reply: Serial::new(Vec::new()),
+            ctx: Serial::new(CallCtx::default()),
+            recording: false,
+        };
+        let ch = DxgVmbusChannel::new(&bus, 0);
+        let a: Vec<u8> = (1..=45).collect();
+        let b: Vec<u8> = (100..148).collect();
+        bus.inbound.borrow_mut().push_back(a.clone());
+        bus.inbound.borrow_mut().push_back(b.clone());
+        let chp = &ch as *const DxgVmbusChannel as *mut c_void;
+        // SAFETY: a live channel of a live bus, used by this thread only.
+        unsafe { dxgvmbuschannel_receive(chp) };
+        let got: Vec<Vec<u8>> = ch.received.borrow_mut().drain(..).collect();
+        let mut a48 = a;
+        a48.resize(48, 0);
+        assert_eq!(got, vec![a48, b]);
+        assert!(bus.inbound.borrow_mut().is_empty());
+        // Nothing left: the next receive queues nothing.
+        // SAFETY: as above.
+        unsafe { dxgvmbuschannel_receive(chp) };
+        assert!(ch.received.borrow_mut().is_empty());
+    }
+}

@@ -774,9 +774,11 @@ impl Driver {
     /// nothing a probe reports: the probe's packet programs fire on packets only). Most
     /// sends queue none; the empty call cost ~45 instructions.
     fn after_send(&mut self) {
-        let notes = self.bus.host.borrow_mut().take_notes();
-        for (k, t) in notes {
-            self.bus.annotate(&k, t);
+        if self.bus.host.borrow_mut().has_notes() {
+            let notes = self.bus.host.borrow_mut().take_notes();
+            for (k, t) in notes {
+                self.bus.annotate(&k, t);
+            }
         }
         // `received` is only filled by the receive below, which drains into it what it
         // finds; the loop below empties it again.

@@ -368,6 +368,19 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
         .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
         .unwrap_or(0)
 }
+/// The little-endian u32 at `off`, bytes past the end of `b` read as 0 (as in the
+/// zero-filled struct `Pod::from_bytes` makes of a short message).
+fn u32_z(b: &[u8], off: usize) -> u32 {
+    match b.get(off..off + 4) {
+        Some(s) => u32::from_le_bytes(s.try_into().expect("4 bytes")),
+        None => {
+            let mut a = [0u8; 4];
+            let tail = b.get(off..).unwrap_or(&[]);
+            a[..tail.len().min(4)].copy_from_slice(&tail[..tail.len().min(4)]);
+            u32::from_le_bytes(a)
+        }
+    }
+}
 fn u64_at(b: &[u8], off: usize) -> u64 {
     b.get(off..off + 8)
         .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
@@ -940,11 +953,14 @@ impl FakeHost {
                     put_status(out, st::INVALID_HANDLE)
                 }
             }
-            42 => put_status(out, if self.valid(u32_at(b, 24), Kind::Device) {
-                0
-            } else {
-                st::INVALID_HANDLE
-            }),
+            42 => put_status(
+                out,
+                if self.valid(u32_at(b, 24), Kind::Device) {
+                    0
+                } else {
+                    st::INVALID_HANDLE
+                },
+            ),
             2 => {
                 let c = QueryAdapterInfoCmd::from_bytes(b);
                 let size = c.private_data_size as usize;
@@ -1181,13 +1197,17 @@ impl FakeHost {
                 // SUBMITCOMMAND: the context's GPU work finishes later; SUBMITCOMMANDTOHWQUEUE
                 // also advances the queue's progress fence.
                 if cmd.value == 20 {
-                    let c = SubmitCommandCmd::from_bytes(b);
-                    let n = c.args.broadcast_context_count.min(64) as usize;
-                    for &ctx in &c.args.broadcast_context[..n] {
-                        self.gpu_done_at(ctx, now);
+                    // Read in place (the 408-byte command is not copied per submit).
+                    const ARGS: usize = size_of::<VgpuToHostHdr>();
+                    let count = ARGS + std::mem::offset_of!(SubmitCommand, broadcast_context_count);
+                    let ctxs = ARGS + std::mem::offset_of!(SubmitCommand, broadcast_context);
+                    let n = u32_z(b, count).min(64) as usize;
+                    for i in 0..n {
+                        self.gpu_done_at(u32_z(b, ctxs + 4 * i), now);
                     }
-                    put_status(out, 
-                        if n > 0 && self.valid(c.args.broadcast_context[0], Kind::Context) {
+                    put_status(
+                        out,
+                        if n > 0 && self.valid(u32_z(b, ctxs), Kind::Context) {
                             0
                         } else {
                             st::INVALID_HANDLE
@@ -1282,11 +1302,14 @@ impl FakeHost {
                     .put(out),
                 }
             }
-            24 => put_status(out, if self.valid(u32_at(b, 28), Kind::Allocation) {
-                0
-            } else {
-                st::INVALID_HANDLE
-            }),
+            24 => put_status(
+                out,
+                if self.valid(u32_at(b, 28), Kind::Allocation) {
+                    0
+                } else {
+                    st::INVALID_HANDLE
+                },
+            ),
             25 => {
                 let ctx = u32_at(b, 24);
                 let n = u32_at(b, 28) as usize;
@@ -1353,22 +1376,33 @@ impl FakeHost {
                 put_status(out, 0)
             }
             28 => {
-                let c = GetDeviceStateCmd::from_bytes(b);
-                let mut r = GetDeviceStateReturn::zeroed();
-                r.args = c.args;
-                if !self.valid(c.args.device, Kind::Device) {
-                    r.status = st::INVALID_HANDLE as i32;
-                } else if c.args.state_type == 1 {
-                    r.args.execution_state = if self.removed { 2 } else { 1 };
+                // The reply is the request's arguments (execution state filled in), then
+                // the status: built in the reply buffer, not in two structs first.
+                const ARGS: usize = size_of::<VgpuToHostHdr>();
+                const N: usize = size_of::<GetDeviceState>();
+                const STATUS: usize = std::mem::offset_of!(GetDeviceStateReturn, status);
+                let args = b.get(ARGS..).unwrap_or(&[]);
+                out.extend_from_slice(&args[..args.len().min(N)]);
+                out.resize(size_of::<GetDeviceStateReturn>(), 0);
+                let device = u32_z(b, ARGS + std::mem::offset_of!(GetDeviceState, device));
+                let state_type = u32_z(b, ARGS + std::mem::offset_of!(GetDeviceState, state_type));
+                if !self.valid(device, Kind::Device) {
+                    out[STATUS..STATUS + 4].copy_from_slice(&st::INVALID_HANDLE.to_le_bytes());
+                } else if state_type == 1 {
+                    let exec: i32 = if self.removed { 2 } else { 1 };
+                    let at = std::mem::offset_of!(GetDeviceState, execution_state);
+                    out[at..at + 4].copy_from_slice(&exec.to_le_bytes());
                 }
-                r.as_bytes().put(out)
             }
             29 | 37 | 49 | 57 | 67 => put_status(out, 0),
-            33 => put_status(out, if self.valid(u32_at(b, 24), Kind::Context) {
-                0
-            } else {
-                st::INVALID_HANDLE
-            }),
+            33 => put_status(
+                out,
+                if self.valid(u32_at(b, 24), Kind::Context) {
+                    0
+                } else {
+                    st::INVALID_HANDLE
+                },
+            ),
             61 => {
                 let ok = self.valid(u32_at(b, 24), Kind::Context);
                 GetContextSchedulingPriorityReturn {
@@ -1841,6 +1875,86 @@ mod tests {
         h.advance(5_000, &mut inbound);
         assert_eq!(signalled(&mut inbound), vec![0xB]);
         assert!(!h.has_waiters());
+    }
+
+    /// SUBMITCOMMAND and GETDEVICESTATE read their fields in place; the replies and the
+    /// contexts' GPU busy times are those the zero-filled command structs give, for full,
+    /// short (cut mid-field) and bad-handle messages.
+    #[test]
+    fn in_place_reads_answer_like_the_command_structs() {
+        let mut h = host();
+        let device = h.add(Kind::Device, 1, 0);
+        let ctx = h.add(Kind::Context, 1, 0);
+        let other = h.add(Kind::Context, 1, 0);
+        let submit = VmbusCmd {
+            channel: VmbusChannel::Adapter,
+            value: 20,
+        };
+        let state = VmbusCmd {
+            channel: VmbusChannel::Adapter,
+            value: 28,
+        };
+        let mut sc = SubmitCommandCmd::zeroed();
+        sc.args.broadcast_context_count = 2;
+        sc.args.broadcast_context[0] = ctx;
+        sc.args.broadcast_context[1] = other;
+        let full = sc.as_bytes().to_vec();
+        let count_at = 24 + std::mem::offset_of!(SubmitCommand, broadcast_context_count);
+        let ctx_at = 24 + std::mem::offset_of!(SubmitCommand, broadcast_context);
+        let mut bad = sc;
+        bad.args.broadcast_context[0] = device;
+        let mut many = sc;
+        many.args.broadcast_context_count = 1000;
+        let cases: Vec<Vec<u8>> = vec![
+            full.clone(),
+            full[..ctx_at + 6].to_vec(),
+            full[..ctx_at + 2].to_vec(),
+            full[..count_at + 1].to_vec(),
+            full[..10].to_vec(),
+            bad.as_bytes().to_vec(),
+            many.as_bytes().to_vec(),
+        ];
+        for (i, m) in cases.iter().enumerate() {
+            let now = 1_000_000 * (i as u64 + 1);
+            let c = SubmitCommandCmd::from_bytes(m);
+            let n = c.args.broadcast_context_count.min(64) as usize;
+            let mut want_busy = h.busy.clone();
+            for &x in &c.args.broadcast_context[..n] {
+                let b = want_busy.entry(x).or_insert(0);
+                *b = (*b).max(now) + h.latency.gpu_work();
+            }
+            let ok = n > 0 && h.valid(c.args.broadcast_context[0], Kind::Context);
+            let want = if ok { 0 } else { st::INVALID_HANDLE };
+            let mut r = Vec::new();
+            h.dispatch(submit, m, 1, 0, now, &mut r);
+            assert_eq!(r, want.to_le_bytes(), "submit case {i}");
+            assert_eq!(h.busy, want_busy, "submit case {i}");
+        }
+        for removed in [false, true] {
+            h.removed = removed;
+            for (dev, ty) in [(device, 1), (device, 0), (device, 2), (ctx, 1), (0, 1)] {
+                let mut gc = GetDeviceStateCmd::zeroed();
+                gc.args.device = dev;
+                gc.args.state_type = ty;
+                gc.args.execution_state = 7;
+                gc.args.state_rest = [0xab; 44];
+                let m = gc.as_bytes();
+                for cut in [m.len(), 24 + 30, 24 + 6, 24 + 2, 20] {
+                    let m = &m[..cut];
+                    let c = GetDeviceStateCmd::from_bytes(m);
+                    let mut want = GetDeviceStateReturn::zeroed();
+                    want.args = c.args;
+                    if !h.valid(c.args.device, Kind::Device) {
+                        want.status = st::INVALID_HANDLE as i32;
+                    } else if c.args.state_type == 1 {
+                        want.args.execution_state = if removed { 2 } else { 1 };
+                    }
+                    let mut r = Vec::new();
+                    h.dispatch(state, m, 1, 0, 0, &mut r);
+                    assert_eq!(r, want.as_bytes(), "state {dev:#x} {ty} cut {cut}");
+                }
+            }
+        }
     }
 
     /// A process's CPU waits that can no longer be signalled go when the process is

@@ -595,11 +595,13 @@ pub unsafe extern "C" fn dxgvmbuschannel_receive(ctx: *mut c_void) {
         // than copied a second time.
         let taken = std::mem::take(&mut *ch.rx_payload.borrow_mut());
         debug_assert_eq!(&taken[..], payload);
-        ch.received.borrow_mut().push_back(if taken[..] == *payload {
-            taken
-        } else {
-            super::pool::copy(payload)
-        });
+        ch.received
+            .borrow_mut()
+            .push_back(if taken[..] == *payload {
+                taken
+            } else {
+                super::pool::copy(payload)
+            });
         // SAFETY: as above.
         desc = unsafe { __hv_pkt_iter_next(ctx, desc) };
     }

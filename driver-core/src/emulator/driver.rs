@@ -464,40 +464,10 @@ fn elem(base: u64, size: u64, i: usize) -> Result<u64, i64> {
         .and_then(|o| base.checked_add(o))
         .ok_or(EFAULT)
 }
-/// Handles read from a user array: up to [`U32s::INLINE`] of them (the common case)
-/// without an allocation.
-enum U32s {
-    Inline([u32; U32s::INLINE], usize),
-    Heap(Vec<u32>),
-}
-
-impl U32s {
-    const INLINE: usize = 8;
-}
-
-impl std::ops::Deref for U32s {
-    type Target = [u32];
-    fn deref(&self) -> &[u32] {
-        match self {
-            U32s::Inline(a, n) => &a[..*n],
-            U32s::Heap(v) => v,
-        }
-    }
-}
-
-fn u32s(b: &[u8]) -> U32s {
-    let it = b
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().expect("4")));
-    let n = b.len() / 4;
-    if n > U32s::INLINE {
-        return U32s::Heap(it.collect());
-    }
-    let mut a = [0u32; U32s::INLINE];
-    for (d, v) in a.iter_mut().zip(it) {
-        *d = v;
-    }
-    U32s::Inline(a, n)
+/// The handles of a user handle array (little-endian `u32`s, as messages carry them).
+fn handles(b: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4")))
 }
 fn u32_at(b: &[u8], o: usize) -> u32 {
     b.get(o..o + 4)
@@ -1589,11 +1559,11 @@ impl Driver {
                 if (s.alloc_count == 0) == (s.resource == 0) || s.alloc_count > 1024 {
                     return Err(EINVAL);
                 }
-                let hs = u32s(&rdv(mem, s.allocations, 4 * s.alloc_count as usize)?);
-                for h in hs.iter() {
-                    self.obj(t, *h, K::Allocation)?;
+                let hb = rds(mem, s.allocations, 4 * s.alloc_count as usize)?;
+                for h in handles(&hb) {
+                    self.obj(t, h, K::Allocation)?;
                 }
-                let mut freed = hs.to_vec();
+                let mut freed: Vec<u32> = handles(&hb).collect();
                 if s.resource != 0 {
                     let r = self.obj_ref(t, s.resource, K::Resource)?;
                     freed.extend_from_slice(&r.children);
@@ -1604,7 +1574,6 @@ impl Driver {
                 c.resource = s.resource;
                 c.alloc_count = s.alloc_count;
                 c.flags = s.flags;
-                let hb: Vec<u8> = hs.iter().flat_map(|h| h.to_le_bytes()).collect();
                 let r = self.send_st_v(t, d.adapter, 5, &[&c.as_bytes()[24..40], &hb], false)?;
                 let p = self.procs.get_mut(t).expect("process");
                 for h in freed {
@@ -2201,16 +2170,18 @@ impl Driver {
                 let o = self.obj(t, s.context, K::Context)?;
                 // Double fetch (§6.3): the send re-reads the arrays from user memory.
                 let again: SignalSyncObject2 = rd(mem, arg)?;
-                let ctxs: Vec<u32> = std::iter::once(s.context)
-                    .chain(again.contexts[..s.context_count as usize].iter().copied())
-                    .collect();
+                let nc = s.context_count as usize;
+                let ctxs = le_bytes(
+                    std::iter::once(&s.context).chain(&again.contexts[..nc]),
+                    1 + nc,
+                );
                 self.signal_msg(
                     t,
                     o.adapter,
                     s.flags,
                     s.fence_value,
                     0,
-                    &again.object_array[..n],
+                    &again.object_array.as_bytes()[..4 * n],
                     &ctxs,
                     &[],
                 )
@@ -2222,7 +2193,7 @@ impl Driver {
                 if n == 0 || n > 32 {
                     return Err(EINVAL);
                 }
-                let objs = u32s(&rds(mem, s.objects, 4 * n)?);
+                let objs = rds(mem, s.objects, 4 * n)?;
                 let f = rds(mem, s.fence_values, 8 * n)?;
                 self.signal_msg(t, d.adapter, s.flags, 0, s.device as u64, &objs, &[], &f)
             }
@@ -2233,9 +2204,10 @@ impl Driver {
                 if n == 0 || n > 131072 {
                     return Err(EINVAL);
                 }
-                let objs = u32s(&rds(mem, s.objects, 4 * n)?);
+                let objs = rds(mem, s.objects, 4 * n)?;
                 let f = rds(mem, s.monitored_fence_values, 8 * n)?;
-                self.signal_msg(t, o.adapter, 0, 0, 0, &objs, &[s.context], &f)
+                let ctx = s.context.to_le_bytes();
+                self.signal_msg(t, o.adapter, 0, 0, 0, &objs, &ctx, &f)
             }
             nr::LX_DXSIGNALSYNCHRONIZATIONOBJECTFROMGPU2 => {
                 let s: SignalSyncObjectFromGpu2 = rd(mem, arg)?;
@@ -2244,9 +2216,9 @@ impl Driver {
                 if n > 131072 || nc == 0 || nc > 64 || (n == 0 && s.flags & 2 == 0) {
                     return Err(EINVAL);
                 }
-                let ctxs = u32s(&rds(mem, s.contexts, 4 * nc)?);
-                let o = self.obj(t, ctxs[0], K::Context)?;
-                let objs = u32s(&rds(mem, s.objects, 4 * n)?);
+                let ctxs = rds(mem, s.contexts, 4 * nc)?;
+                let o = self.obj(t, u32_at(&ctxs, 0), K::Context)?;
+                let objs = rds(mem, s.objects, 4 * n)?;
                 let f = rds(mem, s.monitored_fence_values, 8 * n)?;
                 self.signal_msg(t, o.adapter, s.flags, 0, 0, &objs, &ctxs, &f)
             }
@@ -2257,9 +2229,9 @@ impl Driver {
                 if nq == 0 || nq > 64 || n == 0 || n > 32 {
                     return Err(EINVAL);
                 }
-                let qs = u32s(&rds(mem, s.hwqueues, 4 * nq)?);
-                let o = self.obj(t, qs[0], K::HwQueue)?;
-                let objs = u32s(&rds(mem, s.objects, 4 * n)?);
+                let qs = rds(mem, s.hwqueues, 4 * nq)?;
+                let o = self.obj(t, u32_at(&qs, 0), K::HwQueue)?;
+                let objs = rds(mem, s.objects, 4 * n)?;
                 let f = rds(mem, s.fence_values, 8 * n)?;
                 self.signal_msg(t, o.adapter, s.flags, 0, 0, &objs, &qs, &f)
             }
@@ -2271,7 +2243,8 @@ impl Driver {
                 }
                 let o = self.obj(t, s.context, K::Context)?;
                 let f: Vec<u8> = (0..n).flat_map(|_| s.fence_value.to_le_bytes()).collect();
-                self.wait_gpu_msg(t, o.adapter, s.context, &s.object_array[..n], &f, true)
+                let objs = &s.object_array.as_bytes()[..4 * n];
+                self.wait_gpu_msg(t, o.adapter, s.context, objs, &f, true)
             }
             nr::LX_DXWAITFORSYNCHRONIZATIONOBJECTFROMGPU => {
                 let s: WaitSyncObjectFromGpu = rd(mem, arg)?;
@@ -2280,8 +2253,8 @@ impl Driver {
                     return Err(EINVAL);
                 }
                 let o = self.obj(t, s.context, K::Context)?;
-                let objs = u32s(&rds(mem, s.objects, 4 * n)?);
-                let monitored = self.obj(t, objs[0], K::SyncObject).is_ok();
+                let objs = rds(mem, s.objects, 4 * n)?;
+                let monitored = self.obj(t, u32_at(&objs, 0), K::SyncObject).is_ok();
                 let f = if monitored {
                     rdv(mem, s.monitored_fence_values, 8 * n)?
                 } else {
@@ -2300,7 +2273,7 @@ impl Driver {
                     return Err(EINVAL);
                 }
                 let o = self.obj(t, s.hwqueue, K::HwQueue)?;
-                let objs = u32s(&rds(mem, s.objects, 4 * n)?);
+                let objs = rds(mem, s.objects, 4 * n)?;
                 let f = rds(mem, s.fence_values, 8 * n)?;
                 self.wait_gpu_msg(t, o.adapter, s.hwqueue, &objs, &f, false)
             }
@@ -2412,21 +2385,20 @@ impl Driver {
         flags: u32,
         fence_value: u64,
         union_: u64,
-        objs: &[u32],
-        ctxs: &[u32],
+        objs: &[u8],
+        ctxs: &[u8],
         fences: &[u8],
     ) -> R {
-        for h in objs {
-            self.obj(t, *h, K::SyncObject)?;
+        for h in handles(objs) {
+            self.obj(t, h, K::SyncObject)?;
         }
         let mut c = SignalSyncObjectCmd::zeroed();
-        c.object_count = objs.len() as u32;
+        c.object_count = (objs.len() / 4) as u32;
         c.flags = flags;
-        c.context_count = ctxs.len() as u32;
+        c.context_count = (ctxs.len() / 4) as u32;
         c.fence_value = fence_value;
         c.cpu_event_handle = union_;
-        let hb = le_bytes(objs.iter().chain(ctxs), objs.len() + ctxs.len());
-        self.send_st_v(t, a, 26, &[&c.as_bytes()[24..], &hb, fences], true)
+        self.send_st_v(t, a, 26, &[&c.as_bytes()[24..], objs, ctxs, fences], true)
     }
 
     fn wait_gpu_msg(
@@ -2434,33 +2406,34 @@ impl Driver {
         t: u32,
         a: usize,
         ctx: u32,
-        objs: &[u32],
+        objs: &[u8],
         fences: &[u8],
         legacy: bool,
     ) -> R {
-        if objs.len() > 32 {
+        let n = objs.len() / 4;
+        if n > 32 {
             // The VMBus path rejects more than D3DDDI_MAX_OBJECT_WAITED_ON.
             return Err(EINVAL);
         }
         // 40 + 12n bytes (§6.3): fence_values at body offset 40, then the handles.
         let mut c = WaitSyncObjectFromGpuCmd::zeroed();
         c.context = ctx;
-        c.object_count = objs.len() as u32;
+        c.object_count = n as u32;
         c.legacy_fence_object = legacy as u8;
-        let hb = le_bytes(objs.iter(), objs.len());
-        self.send_st_v(t, a, 25, &[&c.as_bytes()[24..40], fences, &hb], true)
+        self.send_st_v(t, a, 25, &[&c.as_bytes()[24..40], fences, objs], true)
     }
 
     /// Blocks until the host signals `ev`: virtual time jumps to each pending GPU
     /// completion; with nothing left that could signal it, the wait is a bounded hang.
+    /// The send that registered the wait has just taken in what the host queued (a fence
+    /// already reached is signalled by then), so the event is checked first.
     fn block_on_event(&mut self, ev: u64) -> R {
         loop {
-            self.after_send();
             if self.events.get(&ev).is_some_and(|e| e.1) {
                 self.events.remove(&ev);
                 return Ok(0);
             }
-            let bus = self.bus.clone();
+            let bus = &*self.bus;
             let next = bus.host.borrow_mut().next_completion();
             match next {
                 Some(tn) => {
@@ -2472,7 +2445,7 @@ impl Driver {
                 None => {
                     bus.clock.advance(self.hang_bound_ns);
                     self.events.remove(&ev);
-                    bus.annotate(
+                    self.bus.annotate(
                         "hang",
                         format!(
                             "WAITFORSYNCOBJECTFROMCPU: host event {ev} was never signalled after {} ms; the real \
@@ -2484,6 +2457,7 @@ impl Driver {
                     return Err(-(libc::ETIMEDOUT as i64));
                 }
             }
+            self.after_send();
         }
     }
 

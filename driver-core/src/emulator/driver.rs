@@ -156,6 +156,50 @@ impl std::ops::Index<u32> for Procs {
     }
 }
 
+/// Host events (the ids sent as `guest_event_pointer`) → (pid, signalled). The CPU wait
+/// the driver is blocked in (at most one: it holds the driver until signalled) is kept
+/// apart from the map, so registering, checking and dropping it costs no hashing.
+#[derive(Debug, Default)]
+struct HostEvents {
+    blocked: Option<(u64, (u32, bool))>,
+    map: IntMap<u64, (u32, bool)>,
+}
+
+impl HostEvents {
+    /// Registers `id`, about to be waited on by the driver.
+    fn block(&mut self, id: u64, pid: u32) {
+        self.park();
+        self.blocked = Some((id, (pid, false)));
+    }
+    /// The blocked wait's event stays registered without a waiter (an async wait, a
+    /// failed send): it goes to the map.
+    fn park(&mut self) {
+        if let Some((id, v)) = self.blocked.take() {
+            self.map.insert(id, v);
+        }
+    }
+    fn get_mut(&mut self, id: u64) -> Option<&mut (u32, bool)> {
+        match &mut self.blocked {
+            Some((b, v)) if *b == id => Some(v),
+            _ => self.map.get_mut(&id),
+        }
+    }
+    fn signalled(&self, id: u64) -> bool {
+        match &self.blocked {
+            Some((b, v)) if *b == id => v.1,
+            _ => self.map.get(&id).is_some_and(|v| v.1),
+        }
+    }
+    fn remove(&mut self, id: u64) {
+        match self.blocked {
+            Some((b, _)) if b == id => self.blocked = None,
+            _ => {
+                self.map.remove(&id);
+            }
+        }
+    }
+}
+
 pub(crate) struct GAdapter {
     pub(crate) spec: AdapterSpec,
     ch: Box<DxgVmbusChannel>,
@@ -177,7 +221,7 @@ pub struct Driver {
     files: LastHitMap<u64, u32>,
     next_file: u64,
     host_event_id: u64,
-    events: IntMap<u64, (u32, bool)>,
+    events: HostEvents,
     device_state_counter: u64,
     ioctls: u64,
     version: u32,
@@ -522,7 +566,7 @@ impl Driver {
             files: LastHitMap::default(),
             next_file: 1,
             host_event_id: 1,
-            events: IntMap::default(),
+            events: HostEvents::default(),
             device_state_counter: 0,
             ioctls: 0,
             version,
@@ -799,7 +843,7 @@ impl Driver {
 
     fn signal_host_event(&mut self, id: u64) {
         let ts = self.bus.clock.now();
-        match self.events.get_mut(&id) {
+        match self.events.get_mut(id) {
             Some((pid, signalled)) if !*signalled => {
                 *signalled = true;
                 let pid = *pid;
@@ -2288,19 +2332,23 @@ impl Driver {
                 let f = rds(mem, s.fence_values, 8 * n)?;
                 self.host_event_id += 1;
                 let ev = self.host_event_id;
-                self.events.insert(ev, (t, false));
+                self.events.block(ev, t);
                 let mut c = WaitSyncObjectFromCpuCmd::zeroed();
                 c.device = s.device;
                 c.object_count = n as u32;
                 c.flags = s.flags;
                 c.guest_event_pointer = ev;
                 let r =
-                    self.send_st_v(t, d.adapter, 22, &[&c.as_bytes()[24..56], &objs, &f], false)?;
-                if r < 0 || s.async_event != 0 {
-                    // async_event: the eventfd would be signalled later; the ioctl returns now.
-                    return Ok(r);
+                    self.send_st_v(t, d.adapter, 22, &[&c.as_bytes()[24..56], &objs, &f], false);
+                match r {
+                    Ok(r) if r >= 0 && s.async_event == 0 => self.block_on_event(ev),
+                    // async_event: the eventfd would be signalled later; the ioctl returns
+                    // now. A failed wait stays registered too.
+                    _ => {
+                        self.events.park();
+                        r
+                    }
                 }
-                self.block_on_event(ev)
             }
             nr::LX_DXENUMPROCESSES => {
                 let mut s: EnumProcesses = rd(mem, arg)?;
@@ -2429,8 +2477,8 @@ impl Driver {
     /// already reached is signalled by then), so the event is checked first.
     fn block_on_event(&mut self, ev: u64) -> R {
         loop {
-            if self.events.get(&ev).is_some_and(|e| e.1) {
-                self.events.remove(&ev);
+            if self.events.signalled(ev) {
+                self.events.remove(ev);
                 return Ok(0);
             }
             let bus = &*self.bus;
@@ -2444,7 +2492,7 @@ impl Driver {
                 }
                 None => {
                     bus.clock.advance(self.hang_bound_ns);
-                    self.events.remove(&ev);
+                    self.events.remove(ev);
                     self.bus.annotate(
                         "hang",
                         format!(

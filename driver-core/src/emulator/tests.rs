@@ -697,3 +697,45 @@ fn processes_never_see_each_others_objects() {
     c.close(fc).expect("close");
     assert_eq!(device_state(&mut c, fc, dc), -(libc::EBADF as i64));
 }
+
+/// The CPU wait the driver blocks in is registered apart from the others; waits that do
+/// not block (async_event) stay registered until their signal, which finds them (a
+/// `cpu_event` signal, not an unknown or duplicate one), also while another wait blocks.
+#[test]
+fn async_cpu_waits_stay_registered_beside_the_blocking_one() {
+    let (e, sink) = emu(&[]);
+    let (mut b, fd, dev) = device_of(&e, 4242);
+    let (f, va) = fence(&mut b, fd, dev);
+    let wait = |b: &mut EmulatorBackend, value: u64, async_event: u64| {
+        let mut objs = [f];
+        let mut vals = [value];
+        let mut w = crate::dxg::types::WaitSyncObjectFromCpu::zeroed();
+        w.device = dev;
+        w.object_count = 1;
+        w.objects = objs.as_mut_ptr() as u64;
+        w.fence_values = vals.as_mut_ptr() as u64;
+        w.async_event = async_event;
+        call(b, fd, "LX_DXWAITFORSYNCHRONIZATIONOBJECTFROMCPU", &mut w)
+    };
+    sink.take();
+    assert_eq!(wait(&mut b, 1, 7), 0, "async: returns at once");
+    assert_eq!(wait(&mut b, 2, 7), 0, "async: returns at once");
+    signal_from_cpu(&mut b, fd, dev, f, 1);
+    assert_eq!(fence_value(va), 1);
+    assert_eq!(wait(&mut b, 1, 0), 0, "blocking wait on a reached value");
+    signal_from_cpu(&mut b, fd, dev, f, 2);
+    assert_eq!(wait(&mut b, 2, 0), 0, "blocking wait on a reached value");
+    let evs = sink.take();
+    let signals: Vec<&str> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Event::Signal(s) => Some(s.source.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(signals, ["cpu_event"; 4], "{evs:#?}");
+    assert!(
+        !evs.iter()
+            .any(|e| matches!(e, Event::Annotation(a) if a.key == "duplicate-signal"))
+    );
+}

@@ -267,12 +267,13 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
         )
     };
     let c = bus.ctx();
-    let channel_id = (ch.adapter_luid != 0).then_some(ch.adapter_luid);
+    // Only events and the hang note name the channel: worked out where they are built.
+    let channel_id = || (ch.adapter_luid != 0).then_some(ch.adapter_luid);
     if bus.recording {
         bus.emit(Event::Vmbus(VmbusEvent {
             ts: bus.clock.now(),
             dir: VmbusDirection::GuestToHost,
-            channel: channel_id,
+            channel: channel_id(),
             request_id,
             is_async: false,
             status: None,
@@ -311,7 +312,7 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
                 let r = std::mem::take(&mut *reply);
                 drop(reply);
                 if bus.recording {
-                    emit_reply(bus, channel_id, request_id, ret, c, r);
+                    emit_reply(bus, channel_id(), request_id, ret, c, r);
                 }
                 return ret;
             }
@@ -320,7 +321,7 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
             }
             let bytes = super::pool::copy(&reply);
             drop(reply);
-            emit_reply(bus, channel_id, request_id, ret, c, bytes);
+            emit_reply(bus, channel_id(), request_id, ret, c, bytes);
             ret
         }
         HostOutcome::NoReply { waited_ns } => {
@@ -331,7 +332,7 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
                     "no completion for request id {request_id} on the {} channel after {} ms; \
                      the real driver waits forever (wait_for_completion_killable), the emulator \
                      fails the ioctl with -ETIMEDOUT",
-                    if channel_id.is_some() {
+                    if channel_id().is_some() {
                         "adapter"
                     } else {
                         "global"

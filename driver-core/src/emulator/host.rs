@@ -758,11 +758,15 @@ impl FakeHost {
                 waited_ns: self.hang_bound_ns,
             };
         }
-        let adapter = self
-            .adapters
-            .iter()
-            .position(|a| a.vgpu_luid == vgpu_luid)
-            .unwrap_or(0);
+        // Most messages are for the first adapter (or global: no ext header luid matches).
+        let adapter = if self.adapters.first().is_some_and(|a| a.vgpu_luid == vgpu_luid) {
+            0
+        } else {
+            self.adapters
+                .iter()
+                .position(|a| a.vgpu_luid == vgpu_luid)
+                .unwrap_or(0)
+        };
         let removed_fail = self.removed
             && cmd.channel == VmbusChannel::Adapter
             && !matches!(cmd.value, 1 | 5 | 7 | 10 | 15 | 42 | 51);

@@ -557,6 +557,23 @@ impl<B: Backend> Replayer<B> {
         I: IntoIterator<Item = Result<R, traces::TraceError>>,
         R: Borrow<Record>,
     {
+        // As in `run_plan`: the scratch buffer is held here for the whole run.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let r = self.run_with(records, progress, &mut scratch);
+        self.scratch = scratch;
+        r
+    }
+
+    fn run_with<I, R>(
+        &mut self,
+        records: I,
+        progress: &mut dyn FnMut(u64),
+        scratch: &mut CallBuf,
+    ) -> Result<(), ReplayError>
+    where
+        I: IntoIterator<Item = Result<R, traces::TraceError>>,
+        R: Borrow<Record>,
+    {
         use std::cmp::Reverse;
         use std::collections::{BinaryHeap, VecDeque};
         // (enter time, file position) → (call index, slot in `slab`). The records stay put
@@ -652,7 +669,7 @@ impl<B: Backend> Replayer<B> {
                 .expect("a pending record is in its slot");
             free.push(p.slot);
             match rec.borrow() {
-                Record::Ioctl(io) => self.call(p.idx, io, None)?,
+                Record::Ioctl(io) => self.call(p.idx, io, None, scratch)?,
                 other => self.step(other)?,
             }
             if self.report.calls.is_multiple_of(4096) && self.report.calls != last_progress {
@@ -682,13 +699,27 @@ impl<B: Backend> Replayer<B> {
         plan: &ReplayPlan<'_>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), ReplayError> {
+        // The scratch buffer is held here for the whole run (not taken out of `self`
+        // and put back around every call).
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let r = self.run_plan_with(plan, progress, &mut scratch);
+        self.scratch = scratch;
+        r
+    }
+
+    fn run_plan_with(
+        &mut self,
+        plan: &ReplayPlan<'_>,
+        progress: &mut dyn FnMut(u64),
+        scratch: &mut CallBuf,
+    ) -> Result<(), ReplayError> {
         for (n, item) in plan.items.iter().enumerate() {
             if self.done {
                 break;
             }
             match item {
                 Item::Fd(rec) => self.step(rec)?,
-                Item::Call(idx, rec, cp) => self.call(*idx, rec, Some(cp))?,
+                Item::Call(idx, rec, cp) => self.call(*idx, rec, Some(cp), scratch)?,
             }
             if n % 4096 == 4095 {
                 progress(self.report.calls);
@@ -767,7 +798,10 @@ impl<B: Backend> Replayer<B> {
                     self.done = true;
                     return Ok(());
                 }
-                self.call(idx, io, None)
+                let mut scratch = std::mem::take(&mut self.scratch);
+                let r = self.call(idx, io, None, &mut scratch);
+                self.scratch = scratch;
+                r
             }
             _ => Ok(()),
         }
@@ -786,6 +820,7 @@ impl<B: Backend> Replayer<B> {
         idx: u64,
         io: &IoctlRecord,
         plan: Option<&CallPlan<'_>>,
+        scratch: &mut CallBuf,
     ) -> Result<(), ReplayError> {
         self.note_pid(io.pid);
         if self.opts.to.is_some_and(|to| idx > to) {
@@ -804,7 +839,7 @@ impl<B: Backend> Replayer<B> {
                 None => call::compile_unknown(io),
             }),
         };
-        let r = self.ioctl(idx, io, p);
+        let r = self.ioctl(idx, io, p, scratch);
         if let Some(c) = compiled {
             self.spare.recycle(c);
         }
@@ -1061,6 +1096,7 @@ impl<B: Backend> Replayer<B> {
         idx: u64,
         rec: &IoctlRecord,
         plan: &CallPlan<'_>,
+        scratch: &mut CallBuf,
     ) -> Result<(), ReplayError> {
         self.cur_id = rec.id;
         let shape = &*plan.shape;
@@ -1097,9 +1133,9 @@ impl<B: Backend> Replayer<B> {
         if !plan.pinned.is_empty() {
             self.map_pinned(idx, plan, &mut regions)?;
         }
-        self.scratch.load(&plan.image);
-        let base = self.scratch.addr();
-        let sb = self.scratch.bytes_mut();
+        scratch.load(&plan.image);
+        let base = scratch.addr();
+        let sb = scratch.bytes_mut();
         for &(at, mem) in &shape.patches {
             let addr = match mem {
                 Mem::Image(off) => base + off as u64,
@@ -1173,14 +1209,14 @@ impl<B: Backend> Replayer<B> {
         if !regions.is_empty() || self.ranges_plain != Some(with_scratch) {
             self.live_ranges.clear();
             if with_scratch {
-                self.live_ranges.push((base, self.scratch.bytes().len()));
+                self.live_ranges.push((base, scratch.bytes().len()));
             }
             self.live_ranges
                 .extend(regions.iter().map(|r| (r.addr(), r.len())));
             self.live_ranges.extend_from_slice(&self.memory_ranges);
             self.ranges_plain = regions.is_empty().then_some(with_scratch);
         } else if with_scratch {
-            self.live_ranges[0] = (base, self.scratch.bytes().len());
+            self.live_ranges[0] = (base, scratch.bytes().len());
         }
         let t0 = self.ticks.now();
         // SAFETY: the scratch buffer holds the argument struct and every heap buffer its
@@ -1199,11 +1235,7 @@ impl<B: Backend> Replayer<B> {
         let mut divs = Vec::new();
         match entry {
             Some(e) => {
-                let scratch = std::mem::take(&mut self.scratch);
-                self.results(idx, e, rec, ret, plan, &scratch, &mut regions, &mut divs);
-                // The placeholder `take` left owns no memory: forgetting it skips a
-                // drop call.
-                std::mem::forget(std::mem::replace(&mut self.scratch, scratch));
+                self.results(idx, e, rec, ret, plan, scratch, &mut regions, &mut divs);
             }
             None => {
                 if ret != rec.ret {
@@ -1216,7 +1248,7 @@ impl<B: Backend> Replayer<B> {
                         replayed: ret.to_string(),
                     });
                 } else if let (Some(r), None) = (plan.out, plan.arg) {
-                    let sb = &self.scratch.bytes()[..shape.struct_len];
+                    let sb = &scratch.bytes()[..shape.struct_len];
                     let n = r.len().min(sb.len());
                     if r[..n] != sb[..n] {
                         divs.push(Divergence {

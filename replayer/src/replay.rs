@@ -1416,7 +1416,10 @@ impl<B: Backend> Replayer<B> {
             };
             let Some(ep) = &b.elems else {
                 let n = r.len().min(rep.len());
-                if let Some(off) = (0..n).find(|i| r[*i] != rep[*i]) {
+                // One `memcmp`; the first differing byte is looked for only if one does.
+                if r[..n] != rep[..n]
+                    && let Some(off) = (0..n).find(|i| r[*i] != rep[*i])
+                {
                     divs.push(Divergence {
                         call: idx,
                         id: rec.id,

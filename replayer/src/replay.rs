@@ -884,7 +884,11 @@ impl<B: Backend> Replayer<B> {
                 if ev.ret < 0 || ev.fd < 0 {
                     return Ok(()); // the open failed in the capture: nothing to recreate
                 }
-                let path = self.open_path(&ev.path).to_path_buf();
+                // Borrowed from the record for an in-process target (no copy per open).
+                let path: std::borrow::Cow<'_, Path> = match &self.opts.target {
+                    Target::Device(p) => std::borrow::Cow::Owned(p.clone()),
+                    Target::InProcess => std::borrow::Cow::Borrowed(Path::new(&ev.path)),
+                };
                 let flags = if ev.flags == 0 {
                     libc::O_RDWR
                 } else {
@@ -1070,11 +1074,12 @@ impl<B: Backend> Replayer<B> {
     /// One listing of a child in each of `parents` is no longer current.
     fn unlink(&mut self, parents: &[Obj]) {
         for p in parents {
-            if let Some(kids) = self.children.get_mut(p) {
+            // One probe: the entry is removed through the handle that found it.
+            if let std::collections::hash_map::Entry::Occupied(mut e) = self.children.entry(*p) {
+                let kids = e.get_mut();
                 kids.current -= 1;
-                if kids.current == 0
-                    && let Some(k) = self.children.remove(p)
-                {
+                if kids.current == 0 {
+                    let k = e.remove();
                     self.keep_kid_list(k.list);
                 }
             }

@@ -361,7 +361,8 @@ pub struct Replayer<B: Backend> {
     cur_id: u64,
     /// Pids of the traced processes (ioctl and fd records): they map to the backend's pid.
     traced_pids: IntSet<u32>,
-    last_pid: Option<u32>,
+    /// The last pid seen (`u64::MAX`: none yet).
+    last_pid: u64,
     vmbus: Option<crate::recorded_host::VmbusCheck>,
     live_ranges: Vec<(u64, usize)>,
     /// What is in flight (names VMBus differences and errors; rendered only when one
@@ -370,7 +371,8 @@ pub struct Replayer<B: Backend> {
     /// `live_ranges` holds only the scratch buffer (when the last call had one, at index
     /// 0) and `memory_ranges`: a call without pinned regions only updates the scratch
     /// entry when `memory` has not changed.
-    ranges_plain: Option<bool>,
+    /// 0: rebuild; 1: plain, no scratch entry; 2: plain, scratch entry at index 0.
+    ranges_plain: u8,
     /// Leaves [`Replayer::compare`] visits (reused).
     visit: Vec<usize>,
     /// The expected out struct of [`Replayer::struct_matches`] (reused).
@@ -383,7 +385,8 @@ pub struct Replayer<B: Backend> {
     recent: Recent,
     /// The last fd a call was issued on and its replay fd (cleared whenever an fd
     /// mapping changes).
-    last_fd: Option<(i32, i32)>,
+    /// (`(i64::MIN, _)`: none.)
+    last_fd: (i64, i32),
     /// Out structs [`Replayer::struct_matches`] found equal (tests check the fast
     /// comparison is the one that ran).
     #[cfg(test)]
@@ -462,17 +465,17 @@ impl<B: Backend> Replayer<B> {
             done: false,
             cur_id: 0,
             traced_pids: Default::default(),
-            last_pid: None,
+            last_pid: u64::MAX,
             vmbus: None,
             live_ranges: Vec::new(),
             cur: Cur::Start,
-            ranges_plain: None,
+            ranges_plain: 0,
             visit: Vec::new(),
             expect: Vec::new(),
             reuse: [0; call::REMAP_REUSE],
             reused: 0,
             recent: Recent::default(),
-            last_fd: None,
+            last_fd: (i64::MIN, 0),
             #[cfg(test)]
             fast_matches: 0,
         }
@@ -808,9 +811,9 @@ impl<B: Backend> Replayer<B> {
     }
 
     fn note_pid(&mut self, pid: u32) {
-        if self.last_pid != Some(pid) {
+        if self.last_pid != pid as u64 {
             self.traced_pids.insert(pid);
-            self.last_pid = Some(pid);
+            self.last_pid = pid as u64;
         }
     }
 
@@ -996,7 +999,7 @@ impl<B: Backend> Replayer<B> {
     /// later open or returned fd without a recorded close (the capture missed it).
     fn forget(&mut self, o: Obj, cascade: bool) {
         if let Obj::Fd(_) = o {
-            self.last_fd = None;
+            self.last_fd = (i64::MIN, 0);
         }
         self.recent.clear();
         let Some(gone) = self.live.remove(&o) else {
@@ -1055,7 +1058,7 @@ impl<B: Backend> Replayer<B> {
             }
         }
         if let Obj::Fd(_) = o {
-            self.last_fd = None;
+            self.last_fd = (i64::MIN, 0);
         }
         self.recent.clear();
         if let Some(old) = self.live.insert(o, l) {
@@ -1115,15 +1118,16 @@ impl<B: Backend> Replayer<B> {
             });
         }
         // The fd the call is issued on.
-        let fd = match self.last_fd {
-            Some((r, fd)) if r == rec.fd => fd,
-            _ => match self.map_value(rec.fd as u64, true) {
+        let fd = if self.last_fd.0 == rec.fd as i64 {
+            self.last_fd.1
+        } else {
+            match self.map_value(rec.fd as u64, true) {
                 Some(fd) => {
-                    self.last_fd = Some((rec.fd, fd as i32));
+                    self.last_fd = (rec.fd as i64, fd as i32);
                     fd as i32
                 }
                 None => self.implicit_open(idx, rec, entry)?,
-            },
+            }
         };
         if let Some(field) = &shape.missing {
             return Err(ReplayError::Missing {
@@ -1208,10 +1212,10 @@ impl<B: Backend> Replayer<B> {
                     .extend(regions.iter().map(|r| (r.addr(), r.len())));
             }
             self.memory_dirty = false;
-            self.ranges_plain = None;
+            self.ranges_plain = 0;
         }
         let with_scratch = plan.arg.is_none();
-        if !regions.is_empty() || self.ranges_plain != Some(with_scratch) {
+        if !regions.is_empty() || self.ranges_plain != 1 + with_scratch as u8 {
             self.live_ranges.clear();
             if with_scratch {
                 self.live_ranges.push((base, scratch.bytes().len()));
@@ -1219,7 +1223,11 @@ impl<B: Backend> Replayer<B> {
             self.live_ranges
                 .extend(regions.iter().map(|r| (r.addr(), r.len())));
             self.live_ranges.extend_from_slice(&self.memory_ranges);
-            self.ranges_plain = regions.is_empty().then_some(with_scratch);
+            self.ranges_plain = if regions.is_empty() {
+                1 + with_scratch as u8
+            } else {
+                0
+            };
         } else if with_scratch {
             self.live_ranges[0] = (base, scratch.bytes().len());
         }

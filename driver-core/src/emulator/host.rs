@@ -759,7 +759,11 @@ impl FakeHost {
             };
         }
         // Most messages are for the first adapter (or global: no ext header luid matches).
-        let adapter = if self.adapters.first().is_some_and(|a| a.vgpu_luid == vgpu_luid) {
+        let adapter = if self
+            .adapters
+            .first()
+            .is_some_and(|a| a.vgpu_luid == vgpu_luid)
+        {
             0
         } else {
             self.adapters
@@ -1347,12 +1351,16 @@ impl FakeHost {
                 let obj = |i: usize| u32_at(b, 56 + 4 * i);
                 let ctx_off = 56 + 4 * n;
                 let fences_off = ctx_off + 4 * nc;
-                let monitored = (0..n).any(|i| self.fences.contains_key(&obj(i)));
                 if (0..n).any(|i| !self.objs.contains_key(&obj(i))) {
                     return put_status(out, st::INVALID_HANDLE);
                 }
+                // Whether a monitored fence is among the objects only matters when the
+                // message does not carry all the fence values (looked up only then).
+                let carried = b.len() >= fences_off + 8 * n;
+                let monitored =
+                    !carried && nc != 1 && (0..n).any(|i| self.fences.contains_key(&obj(i)));
                 let val = |i: usize| {
-                    let v = if monitored && nc != 1 || b.len() >= fences_off + 8 * n {
+                    let v = if monitored || carried {
                         u64_at(b, fences_off + 8 * i)
                     } else {
                         c.fence_value
@@ -1959,6 +1967,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A CPU signal of monitored fences takes the values the message carries, and the
+    /// command's fence value for those it does not (nor when there are none).
+    #[test]
+    fn cpu_signal_takes_carried_fence_values() {
+        let mut h = host();
+        let (f0, _) = h.new_fence(1, 0);
+        let (f1, _) = h.new_fence(1, 0);
+        let signal = VmbusCmd {
+            channel: VmbusChannel::Adapter,
+            value: 26,
+        };
+        let mut c = SignalSyncObjectCmd::zeroed();
+        c.object_count = 2;
+        c.fence_value = 5;
+        let mut m = c.as_bytes().to_vec();
+        m.extend_from_slice(&f0.to_le_bytes());
+        m.extend_from_slice(&f1.to_le_bytes());
+        // Only the first value travels.
+        m.extend_from_slice(&9u64.to_le_bytes());
+        let mut r = Vec::new();
+        h.dispatch(signal, &m, 1, 0, 0, &mut r);
+        assert_eq!(r, st::SUCCESS.to_le_bytes());
+        assert_eq!((h.fence_value(f0), h.fence_value(f1)), (Some(9), Some(5)));
+        // Both travel.
+        m.extend_from_slice(&12u64.to_le_bytes());
+        h.dispatch(signal, &m, 1, 0, 0, &mut Vec::new());
+        assert_eq!((h.fence_value(f0), h.fence_value(f1)), (Some(9), Some(12)));
+        // None travels: the command's value for both.
+        c.fence_value = 20;
+        let mut m = c.as_bytes().to_vec();
+        m.extend_from_slice(&f0.to_le_bytes());
+        m.extend_from_slice(&f1.to_le_bytes());
+        h.dispatch(signal, &m, 1, 0, 0, &mut Vec::new());
+        assert_eq!((h.fence_value(f0), h.fence_value(f1)), (Some(20), Some(20)));
     }
 
     /// A process's CPU waits that can no longer be signalled go when the process is

@@ -104,13 +104,19 @@ impl Procs {
     }
     #[inline]
     fn get(&self, tgid: u32) -> Option<&Proc> {
-        let i = self.slot(tgid)?;
+        if let Some(Some(p)) = self.slots.get(self.last.get())
+            && p.tgid == tgid
+        {
+            return Some(p);
+        }
+        let i = *self.index.get(&tgid)?;
+        self.last.set(i);
         self.slots[i].as_ref()
     }
     #[inline]
     fn get_mut(&mut self, tgid: u32) -> Option<&mut Proc> {
         let i = self.slot(tgid)?;
-        self.slots[i].as_mut()
+        self.slots.get_mut(i)?.as_mut()
     }
     fn contains(&self, tgid: u32) -> bool {
         self.slot(tgid).is_some()
@@ -348,19 +354,19 @@ mod nr {
 /// The first table entry with request number `nr` (a lookup table instead of a scan of
 /// the table per ioctl).
 fn entry_by_nr(nr: u32) -> Option<&'static crate::schema::IoctlDesc> {
-    static INDEX: std::sync::OnceLock<[u16; 256]> = std::sync::OnceLock::new();
-    let idx = INDEX.get_or_init(|| {
+    static INDEX: [u16; 256] = {
         let mut idx = [u16::MAX; 256];
-        for (i, e) in IOCTLS.iter().enumerate() {
-            if let Some(slot) = idx.get_mut(e.nr as usize)
-                && *slot == u16::MAX
-            {
-                *slot = i as u16;
+        let mut i = 0;
+        while i < IOCTLS.len() {
+            let nr = IOCTLS[i].nr as usize;
+            if nr < 256 && idx[nr] == u16::MAX {
+                idx[nr] = i as u16;
             }
+            i += 1;
         }
         idx
-    });
-    let i = *idx.get(nr as usize)?;
+    };
+    let i = *INDEX.get(nr as usize)?;
     (i != u16::MAX).then(|| &IOCTLS[i as usize])
 }
 
@@ -410,7 +416,7 @@ impl UserMemory for Mem<'_> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn rd<T: Pod>(mem: &Mem, addr: u64) -> Result<T, i64> {
     if let Some(p) = mem.vouched.at(addr, size_of::<T>()) {
         // SAFETY: inside a vouched range; any bytes are a `T` (Pod).
@@ -1149,6 +1155,7 @@ impl Driver {
     }
 
     /// Object `h` of process `tgid` if it is a `k` (a monitored fence is a sync object).
+    #[inline(always)]
     fn obj(&self, tgid: u32, h: u32, k: K) -> Result<ObjView, i64> {
         self.obj_ref(tgid, h, k).map(|o| ObjView {
             adapter: o.adapter,
@@ -1160,6 +1167,7 @@ impl Driver {
         })
     }
 
+    #[inline(always)]
     fn obj_ref(&self, tgid: u32, h: u32, k: K) -> Result<&Obj, i64> {
         match self.procs.get(tgid).and_then(|p| p.objs.get(&h)) {
             Some(o) if o.kind == k || (k == K::SyncObject && o.kind == K::MonitoredFence) => Ok(o),

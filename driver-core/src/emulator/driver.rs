@@ -918,17 +918,19 @@ impl Driver {
                 c.process_name[i] = ch as u16;
             }
             c.flags = 1 << 3;
-            let r = self.send(
+            // The 4-byte result on the stack (no pooled buffer per open).
+            let mut res = [0u8; 4];
+            let r = self.send_into(
                 None,
                 Target::Global,
                 1000,
-                &c.as_bytes()[24..],
-                4,
+                &[&c.as_bytes()[24..]],
+                &mut res,
                 false,
                 true,
             );
             let h = match r {
-                Ok(r) if u32_at(&r, 0) != 0 => u32_at(&r, 0),
+                Ok(()) if u32_at(&res, 0) != 0 => u32_at(&res, 0),
                 _ => return Err(-(libc::EBADF as i64)),
             };
             self.procs.insert(tgid, h);
@@ -992,11 +994,23 @@ impl Driver {
                 false,
             );
         }
-        let _ = self.send(Some(tgid), Target::Global, 1001, &[], 4, false, false);
+        let mut res = [0u8; 4];
+        let _ = self.send_into(
+            Some(tgid),
+            Target::Global,
+            1001,
+            &[],
+            &mut res,
+            false,
+            false,
+        );
         self.procs.remove(tgid);
     }
 
     fn sorted(&self, tgid: u32, k: K) -> Vec<u32> {
+        if self.procs.get(tgid).is_none_or(|p| p.objs.is_empty()) {
+            return Vec::new(); // a process closing after its own teardown
+        }
         let mut v: Vec<u32> = self
             .procs
             .get(tgid)

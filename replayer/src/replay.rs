@@ -720,6 +720,9 @@ impl<B: Backend> Replayer<B> {
             if self.done {
                 break;
             }
+            if let Some(next) = plan.items.get(n + 1) {
+                next.prefetch();
+            }
             match item {
                 Item::Fd(rec) => self.step(rec)?,
                 Item::Call(idx, rec, cp) => self.call(*idx, rec, Some(cp), scratch)?,
@@ -1876,6 +1879,40 @@ impl Ord for Pending {
 enum Item<'r> {
     Fd(&'r Record),
     Call(u64, &'r IoctlRecord, CallPlan<'r>),
+}
+
+impl Item<'_> {
+    /// Asks the CPU to start loading what replaying this item reads first (its record,
+    /// argument image, input remaps and recorded out struct): a compiled trace is larger
+    /// than the caches, and each call's data sits in separate allocations, so without
+    /// this every call starts with a few cache misses in a row.
+    #[inline(always)]
+    fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let touch = |p: *const u8| {
+                // SAFETY: a prefetch is a hint: it never faults and has no effect on the
+                // program's memory, whatever the address.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(p.cast())
+                }
+            };
+            match self {
+                Item::Fd(r) => touch((*r as *const Record).cast()),
+                Item::Call(_, rec, cp) => {
+                    touch((*rec as *const IoctlRecord).cast());
+                    touch(cp.image.as_ptr());
+                    touch(cp.image.as_ptr().wrapping_add(64));
+                    touch(cp.remaps.as_ptr().cast());
+                    if let Some(o) = cp.out {
+                        touch(o.as_ptr());
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A trace's records compiled for replay, in replay order ([`replay_order`]): what

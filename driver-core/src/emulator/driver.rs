@@ -536,13 +536,6 @@ fn st_ret(reply: &[u8]) -> i64 {
         ntstatus_to_errno(u32_at(reply, 0)) as i64
     }
 }
-fn cat(parts: &[&[u8]]) -> Buf {
-    let mut v = Buf::new();
-    for p in parts {
-        v.extend_from_slice(p);
-    }
-    v
-}
 
 impl Driver {
     #[allow(clippy::too_many_arguments)]
@@ -598,7 +591,7 @@ impl Driver {
                 None,
                 Target::Global,
                 1010,
-                &io.as_bytes()[24..],
+                &[&io.as_bytes()[24..]],
                 4,
                 false,
                 true,
@@ -610,7 +603,7 @@ impl Driver {
                 None,
                 Target::Adapter(i),
                 14,
-                &oa.as_bytes()[24..],
+                &[&oa.as_bytes()[24..]],
                 16,
                 false,
                 true,
@@ -640,7 +633,7 @@ impl Driver {
         tgid: Option<u32>,
         target: Target,
         cmd: u32,
-        body: &[u8],
+        body: &[&[u8]],
         result_size: usize,
         may_async: bool,
         adapter_level: bool,
@@ -651,15 +644,7 @@ impl Driver {
         } else {
             Buf::zeroed(result_size)
         };
-        self.send_into(
-            tgid,
-            target,
-            cmd,
-            &[body],
-            &mut res,
-            may_async,
-            adapter_level,
-        )?;
+        self.send_into(tgid, target, cmd, body, &mut res, may_async, adapter_level)?;
         Ok(res)
     }
 
@@ -765,13 +750,9 @@ impl Driver {
         if r < 0 { Err(r as i64) } else { Ok(()) }
     }
 
-    fn send_st(&mut self, tgid: u32, a: usize, cmd: u32, body: &[u8], may_async: bool) -> R {
-        self.send_st_v(tgid, a, cmd, &[body], may_async)
-    }
-
-    /// [`Driver::send_st`] with the body in parts (sent one after another, not joined
-    /// first); the status lands on the stack.
-    fn send_st_v(&mut self, tgid: u32, a: usize, cmd: u32, body: &[&[u8]], may_async: bool) -> R {
+    /// Sends an adapter message whose reply is a status (the body's parts go one after
+    /// another, not joined first); the status lands on the stack.
+    fn send_st(&mut self, tgid: u32, a: usize, cmd: u32, body: &[&[u8]], may_async: bool) -> R {
         let mut st = [0u8; 4];
         let is_async = may_async && self.async_msg;
         self.send_into(
@@ -969,14 +950,14 @@ impl Driver {
                 tgid,
                 a,
                 42,
-                FlushDeviceCmd {
+                &[FlushDeviceCmd {
                     reason: 4,
                     device: d,
                     ..FlushDeviceCmd::zeroed()
                 }
                 .as_bytes()
                 .get(24..)
-                .unwrap_or(&[]),
+                .unwrap_or(&[])],
                 false,
             );
             self.destroy_device(tgid, d);
@@ -988,7 +969,7 @@ impl Driver {
                 Some(tgid),
                 Target::Global,
                 1003,
-                &c.as_bytes()[24..],
+                &[&c.as_bytes()[24..]],
                 4,
                 false,
                 false,
@@ -1056,18 +1037,18 @@ impl Driver {
             let mut c = DestroyAllocationCmd::zeroed();
             c.device = d;
             c.resource = r;
-            let _ = self.send_st(tgid, a, 5, &c.as_bytes()[24..40], false);
+            let _ = self.send_st(tgid, a, 5, &[&c.as_bytes()[24..40]], false);
         }
         if !loose.is_empty() {
             let mut c = DestroyAllocationCmd::zeroed();
             c.device = d;
             c.alloc_count = loose.len() as u32;
             let hs: Vec<u8> = loose.iter().flat_map(|h| h.to_le_bytes()).collect();
-            let _ = self.send_st_v(tgid, a, 5, &[&c.as_bytes()[24..40], &hs], false);
+            let _ = self.send_st(tgid, a, 5, &[&c.as_bytes()[24..40], &hs], false);
         }
         let mut c = DestroyDeviceCmd::zeroed();
         c.device = d;
-        let _ = self.send_st(tgid, a, 1, &c.as_bytes()[24..], false);
+        let _ = self.send_st(tgid, a, 1, &[&c.as_bytes()[24..]], false);
         if let Some(p) = self.procs.get_mut(tgid) {
             p.objs.retain(|h, o| *h != d && o.device != d);
         }
@@ -1304,12 +1285,12 @@ impl Driver {
                             t,
                             a,
                             42,
-                            &FlushDeviceCmd {
+                            &[&FlushDeviceCmd {
                                 reason: 4,
                                 device: d,
                                 ..FlushDeviceCmd::zeroed()
                             }
-                            .as_bytes()[24..],
+                            .as_bytes()[24..]],
                             false,
                         );
                         self.destroy_device(t, d);
@@ -1325,13 +1306,13 @@ impl Driver {
                     return Err(EINVAL);
                 }
                 let data = rdv(mem, s.private_data, n)?;
-                let body = cat(&[
+                let body: &[&[u8]] = &[
                     &(s.type_ as u32).to_le_bytes(),
                     &(n as u32).to_le_bytes(),
                     &data,
-                ]);
+                ];
                 let rs = if self.version >= 40 { 4 + n } else { n };
-                let r = self.send(Some(t), Target::Adapter(a), 2, &body, rs, false, false)?;
+                let r = self.send(Some(t), Target::Adapter(a), 2, body, rs, false, false)?;
                 let (ret, mut out) = if self.version >= 40 {
                     (st_ret(&r), r[4..].to_vec())
                 } else {
@@ -1359,7 +1340,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(a),
                     68,
-                    &cat(&[&(s.feature_id as u32).to_le_bytes(), &[0; 4]]),
+                    &[&(s.feature_id as u32).to_le_bytes(), &[0; 4]],
                     16,
                     false,
                     true,
@@ -1381,7 +1362,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(a),
                     0,
-                    &c.as_bytes()[24..],
+                    &[&c.as_bytes()[24..]],
                     4,
                     false,
                     false,
@@ -1415,13 +1396,13 @@ impl Driver {
                 c.flags = s.flags;
                 c.client_hint = s.client_hint as u32;
                 c.priv_drv_data_size = n as u32;
-                let body = cat(&[&c.as_bytes()[24..52], &pd]);
+                let body: &[&[u8]] = &[&c.as_bytes()[24..52], &pd];
                 let r = self.send(
                     Some(t),
                     Target::Adapter(d.adapter),
                     6,
-                    &body,
-                    24 + body.len(),
+                    body,
+                    24 + body.iter().map(|p| p.len()).sum::<usize>(),
                     false,
                     false,
                 )?;
@@ -1442,11 +1423,11 @@ impl Driver {
                     t,
                     o.adapter,
                     7,
-                    &DestroyContextCmd {
+                    &[&DestroyContextCmd {
                         context: s.context,
                         ..DestroyContextCmd::zeroed()
                     }
-                    .as_bytes()[24..],
+                    .as_bytes()[24..]],
                     false,
                 )?;
                 self.procs
@@ -1468,13 +1449,13 @@ impl Driver {
                 c.context = s.context;
                 c.flags = s.flags;
                 c.priv_drv_data_size = n as u32;
-                let body = cat(&[&c.as_bytes()[24..68], &pd]);
+                let body: &[&[u8]] = &[&c.as_bytes()[24..68], &pd];
                 let r = self.send(
                     Some(t),
                     Target::Adapter(o.adapter),
                     50,
-                    &body,
-                    24 + body.len(),
+                    body,
+                    24 + body.iter().map(|p| p.len()).sum::<usize>(),
                     false,
                     false,
                 )?;
@@ -1505,11 +1486,11 @@ impl Driver {
                     t,
                     o.adapter,
                     51,
-                    &DestroyHwQueueCmd {
+                    &[&DestroyHwQueueCmd {
                         hwqueue: s.queue,
                         ..DestroyHwQueueCmd::zeroed()
                     }
-                    .as_bytes()[24..],
+                    .as_bytes()[24..]],
                     false,
                 )?;
                 self.procs
@@ -1526,7 +1507,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(d.adapter),
                     9,
-                    s.as_bytes(),
+                    &[s.as_bytes()],
                     24,
                     false,
                     false,
@@ -1551,11 +1532,11 @@ impl Driver {
                     Some(t),
                     Target::Adapter(o.adapter),
                     10,
-                    &DestroyPagingQueueCmd {
+                    &[&DestroyPagingQueueCmd {
                         paging_queue: s.paging_queue,
                         ..DestroyPagingQueueCmd::zeroed()
                     }
-                    .as_bytes()[24..],
+                    .as_bytes()[24..]],
                     0,
                     false,
                     false,
@@ -1582,7 +1563,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(d.adapter),
                     8,
-                    &c.as_bytes()[24..],
+                    &[&c.as_bytes()[24..]],
                     32,
                     false,
                     false,
@@ -1613,11 +1594,11 @@ impl Driver {
                     Some(t),
                     Target::Global,
                     1003,
-                    &DestroySyncObjectCmd {
+                    &[&DestroySyncObjectCmd {
                         sync_object: s.sync_object,
                         ..DestroySyncObjectCmd::zeroed()
                     }
-                    .as_bytes()[24..],
+                    .as_bytes()[24..]],
                     4,
                     false,
                     false,
@@ -1651,7 +1632,7 @@ impl Driver {
                 c.resource = s.resource;
                 c.alloc_count = s.alloc_count;
                 c.flags = s.flags;
-                let r = self.send_st_v(t, d.adapter, 5, &[&c.as_bytes()[24..40], &hb], false)?;
+                let r = self.send_st(t, d.adapter, 5, &[&c.as_bytes()[24..40], &hb], false)?;
                 let p = self.procs.get_mut(t).expect("process");
                 for h in freed {
                     p.objs.remove(&h);
@@ -1673,7 +1654,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(o.adapter),
                     11,
-                    &cat(&[&c.as_bytes()[24..40], &hs]),
+                    &[&c.as_bytes()[24..40], &hs],
                     24,
                     false,
                     false,
@@ -1702,7 +1683,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(d.adapter),
                     12,
-                    &cat(&[&c.as_bytes()[24..36], &hs]),
+                    &[&c.as_bytes()[24..36], &hs],
                     8,
                     false,
                     false,
@@ -1723,7 +1704,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(a),
                     18,
-                    &c.as_bytes()[24..],
+                    &[&c.as_bytes()[24..]],
                     16,
                     false,
                     false,
@@ -1743,7 +1724,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(o.adapter),
                     17,
-                    &c.as_bytes()[24..],
+                    &[&c.as_bytes()[24..]],
                     24,
                     false,
                     false,
@@ -1760,7 +1741,7 @@ impl Driver {
             nr::LX_DXFREEGPUVIRTUALADDRESS => {
                 let s: FreeGpuVa = rd(mem, arg)?;
                 let a = self.local_adapter(t, s.adapter)?;
-                self.send_st(t, a, 16, s.as_bytes(), false)
+                self.send_st(t, a, 16, &[s.as_bytes()], false)
             }
             nr::LX_DXUPDATEGPUVIRTUALADDRESS => {
                 let s: UpdateGpuVa = rd(mem, arg)?;
@@ -1776,7 +1757,7 @@ impl Driver {
                 c.fence_object = s.fence_object;
                 c.num_operations = s.num_operations;
                 c.flags = s.flags;
-                self.send_st_v(t, d.adapter, 19, &[&c.as_bytes()[24..56], &ops], false)
+                self.send_st(t, d.adapter, 19, &[&c.as_bytes()[24..56], &ops], false)
             }
             nr::LX_DXLOCK2 => {
                 let mut s: Lock2 = rd(mem, arg)?;
@@ -1796,7 +1777,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(d.adapter),
                     23,
-                    &c.as_bytes()[24..],
+                    &[&c.as_bytes()[24..]],
                     16,
                     false,
                     false,
@@ -1827,7 +1808,7 @@ impl Driver {
                 ob.lock_va = 0;
                 let mut c = Unlock2Cmd::zeroed();
                 c.args = s;
-                self.send_st(t, d.adapter, 24, &c.as_bytes()[24..], false)
+                self.send_st(t, d.adapter, 24, &[&c.as_bytes()[24..]], false)
             }
             nr::LX_DXESCAPE => {
                 let s: Escape = rd(mem, arg)?;
@@ -1853,7 +1834,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(a),
                     13,
-                    &cat(&[&c.as_bytes()[24..48], &pd]),
+                    &[&c.as_bytes()[24..48], &pd],
                     n,
                     false,
                     false,
@@ -1875,7 +1856,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(o.adapter),
                     28,
-                    &c.as_bytes()[24..],
+                    &[&c.as_bytes()[24..]],
                     64,
                     false,
                     false,
@@ -1910,7 +1891,7 @@ impl Driver {
                     .get_mut(&s.device)
                     .expect("checked")
                     .exec_state = 2;
-                self.send_st(t, o.adapter, 29, s.as_bytes(), false)
+                self.send_st(t, o.adapter, 29, &[s.as_bytes()], false)
             }
             nr::LX_DXQUERYVIDEOMEMORYINFO => {
                 let mut s: QueryVideoMemoryInfo = rd(mem, arg)?;
@@ -1926,7 +1907,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(a),
                     21,
-                    &c.as_bytes()[24..],
+                    &[&c.as_bytes()[24..]],
                     32,
                     false,
                     false,
@@ -1945,7 +1926,7 @@ impl Driver {
                     return Err(EINVAL);
                 }
                 let a = self.local_adapter(t, s.adapter)?;
-                self.send_st(t, a, 49, s.as_bytes(), false)
+                self.send_st(t, a, 49, &[s.as_bytes()], false)
             }
             nr::LX_DXQUERYCLOCKCALIBRATION => {
                 let mut s: QueryClockCalibration = rd(mem, arg)?;
@@ -1957,7 +1938,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(a),
                     62,
-                    &c.as_bytes()[24..],
+                    &[&c.as_bytes()[24..]],
                     32,
                     false,
                     false,
@@ -1984,7 +1965,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(a),
                     48,
-                    &c.as_bytes()[24..],
+                    &[&c.as_bytes()[24..]],
                     784,
                     false,
                     false,
@@ -2014,7 +1995,7 @@ impl Driver {
                 c.allocation = s.allocation;
                 c.offset = s.offset;
                 c.length = s.length;
-                self.send_st(t, d.adapter, 67, &c.as_bytes()[24..], false)
+                self.send_st(t, d.adapter, 67, &[&c.as_bytes()[24..]], false)
             }
             nr::LX_DXGETCONTEXTINPROCESSSCHEDULINGPRIORITY
             | nr::LX_DXGETCONTEXTSCHEDULINGPRIORITY => {
@@ -2027,7 +2008,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(o.adapter),
                     61,
-                    &c.as_bytes()[24..],
+                    &[&c.as_bytes()[24..]],
                     8,
                     false,
                     false,
@@ -2047,7 +2028,7 @@ impl Driver {
                 c.context = s.context;
                 c.priority = s.priority;
                 c.in_process = name.contains("INPROCESS") as u8;
-                self.send_st(t, o.adapter, 33, &c.as_bytes()[24..], false)
+                self.send_st(t, o.adapter, 33, &[&c.as_bytes()[24..]], false)
             }
             nr::LX_DXSETALLOCATIONPRIORITY | nr::LX_DXGETALLOCATIONPRIORITY => {
                 let s: SetAllocationPriority = rd(mem, arg)?;
@@ -2071,17 +2052,18 @@ impl Driver {
                 c.allocation_count = s.allocation_count;
                 if name == "LX_DXSETALLOCATIONPRIORITY" {
                     let pr = rdv(mem, s.priorities, 4 * n)?;
-                    self.send_st_v(t, d.adapter, 59, &[&c.as_bytes()[24..40], &hs, &pr], false)
+                    self.send_st(t, d.adapter, 59, &[&c.as_bytes()[24..40], &hs, &pr], false)
                 } else {
                     // dxgvmb_send_get_allocation_priority sends msg.size + res_size: the
                     // result area travels as zeros.
                     let res = 4 + 4 * n;
-                    let body = cat(&[&c.as_bytes()[24..40], &hs, &vec![0u8; res.div_ceil(8) * 8]]);
+                    let body: &[&[u8]] =
+                        &[&c.as_bytes()[24..40], &hs, &vec![0u8; res.div_ceil(8) * 8]];
                     let r = self.send(
                         Some(t),
                         Target::Adapter(d.adapter),
                         60,
-                        &body,
+                        body,
                         res,
                         false,
                         false,
@@ -2115,7 +2097,7 @@ impl Driver {
                 c.priority = s.priority as u32;
                 c.flags = s.flags;
                 c.resources = (s.resources != 0) as u8;
-                self.send_st_v(t, d.adapter, 57, &[&c.as_bytes()[24..44], &hs], false)
+                self.send_st(t, d.adapter, 57, &[&c.as_bytes()[24..44], &hs], false)
             }
             nr::LX_DXRECLAIMALLOCATIONS2 => {
                 let mut s: ReclaimAllocations2 = rd(mem, arg)?;
@@ -2143,7 +2125,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(o.adapter),
                     58,
-                    &cat(&[&c.as_bytes()[24..40], &hs]),
+                    &[&c.as_bytes()[24..40], &hs],
                     12 + 4 * n,
                     false,
                     false,
@@ -2178,7 +2160,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(d.adapter),
                     41,
-                    &cat(&[s.as_bytes(), &hs]),
+                    &[s.as_bytes(), &hs],
                     4 + 4 * n,
                     false,
                     false,
@@ -2196,7 +2178,7 @@ impl Driver {
                     Some(t),
                     Target::Adapter(o.adapter),
                     56,
-                    s.as_bytes(),
+                    &[s.as_bytes()],
                     16,
                     false,
                     false,
@@ -2226,7 +2208,7 @@ impl Driver {
                     4 * s.num_history_buffers as usize,
                 )?;
                 let pd = rds(mem, s.priv_drv_data, s.priv_drv_data_size as usize)?;
-                self.send_st_v(t, o.adapter, 20, &[s.as_bytes(), &hist, &pd], true)
+                self.send_st(t, o.adapter, 20, &[s.as_bytes(), &hist, &pd], true)
             }
             nr::LX_DXSUBMITCOMMANDTOHWQUEUE => {
                 let s: SubmitCommandToHwQueue = rd(mem, arg)?;
@@ -2236,7 +2218,7 @@ impl Driver {
                 }
                 let prim = rds(mem, s.written_primaries, 4 * s.num_primaries as usize)?;
                 let pd = rds(mem, s.priv_drv_data, s.priv_drv_data_size as usize)?;
-                self.send_st_v(t, o.adapter, 52, &[s.as_bytes(), &prim, &pd], true)
+                self.send_st(t, o.adapter, 52, &[s.as_bytes(), &prim, &pd], true)
             }
             nr::LX_DXSIGNALSYNCHRONIZATIONOBJECT => {
                 let s: SignalSyncObject2 = rd(mem, arg)?;
@@ -2371,8 +2353,7 @@ impl Driver {
                 c.object_count = n as u32;
                 c.flags = s.flags;
                 c.guest_event_pointer = ev;
-                let r =
-                    self.send_st_v(t, d.adapter, 22, &[&c.as_bytes()[24..56], &objs, &f], false);
+                let r = self.send_st(t, d.adapter, 22, &[&c.as_bytes()[24..56], &objs, &f], false);
                 match r {
                     Ok(r) if r >= 0 && s.async_event == 0 => self.block_on_event(ev),
                     // async_event: the eventfd would be signalled later; the ioctl returns
@@ -2420,7 +2401,7 @@ impl Driver {
                     Some(t),
                     Target::Global,
                     1021,
-                    &c.as_bytes()[24..],
+                    &[&c.as_bytes()[24..]],
                     16,
                     false,
                     false,
@@ -2479,7 +2460,7 @@ impl Driver {
         c.context_count = (ctxs.len() / 4) as u32;
         c.fence_value = fence_value;
         c.cpu_event_handle = union_;
-        self.send_st_v(t, a, 26, &[&c.as_bytes()[24..], objs, ctxs, fences], true)
+        self.send_st(t, a, 26, &[&c.as_bytes()[24..], objs, ctxs, fences], true)
     }
 
     fn wait_gpu_msg(
@@ -2501,7 +2482,7 @@ impl Driver {
         c.context = ctx;
         c.object_count = n as u32;
         c.legacy_fence_object = legacy as u8;
-        self.send_st_v(t, a, 25, &[&c.as_bytes()[24..40], fences, objs], true)
+        self.send_st(t, a, 25, &[&c.as_bytes()[24..40], fences, objs], true)
     }
 
     /// Blocks until the host signals `ev`: virtual time jumps to each pending GPU
@@ -2608,13 +2589,13 @@ impl Driver {
         c.flags = s.flags;
         c.private_runtime_resource_handle = s.private_runtime_resource_handle;
         let pj: Vec<u8> = privs.iter().flat_map(|p| p.iter().copied()).collect();
-        let body = cat(&[&c.as_bytes()[24..], &ai, &rt, &std_blob, &pj]);
+        let body: &[&[u8]] = &[&c.as_bytes()[24..], &ai, &rt, &std_blob, &pj];
         let rsize = 16 + 72 * n + total;
         let r = self.send(
             Some(t),
             Target::Adapter(d.adapter),
             4,
-            &body,
+            body,
             rsize,
             false,
             false,
@@ -2630,7 +2611,7 @@ impl Driver {
                 dc.resource = resource;
                 dc.alloc_count = made.len() as u32;
                 let hb: Vec<u8> = made.iter().flat_map(|h| h.to_le_bytes()).collect();
-                let _ = self.send_st_v(t, d.adapter, 5, &[&dc.as_bytes()[24..40], &hb], false);
+                let _ = self.send_st(t, d.adapter, 5, &[&dc.as_bytes()[24..40], &hb], false);
             }
             return Err(-(libc::ENOMEM as i64));
         }
@@ -2649,7 +2630,7 @@ impl Driver {
                 c.device = s.device;
                 c.allocation = *h;
                 c.gpadl = 0x1000 + *h % 0x1000;
-                let _ = self.send_st(t, d.adapter, 45, &c.as_bytes()[24..], false);
+                let _ = self.send_st(t, d.adapter, 45, &[&c.as_bytes()[24..]], false);
             }
         }
         if s.flags & 1 != 0 {

@@ -1043,7 +1043,7 @@ impl Driver {
             let mut c = DestroyAllocationCmd::zeroed();
             c.device = d;
             c.alloc_count = loose.len() as u32;
-            let hs: Vec<u8> = loose.iter().flat_map(|h| h.to_le_bytes()).collect();
+            let hs = le_bytes(loose.iter(), loose.len());
             let _ = self.send_st(tgid, a, 5, &[&c.as_bytes()[24..40], &hs], false);
         }
         let mut c = DestroyDeviceCmd::zeroed();
@@ -2610,7 +2610,7 @@ impl Driver {
                 dc.device = s.device;
                 dc.resource = resource;
                 dc.alloc_count = made.len() as u32;
-                let hb: Vec<u8> = made.iter().flat_map(|h| h.to_le_bytes()).collect();
+                let hb = le_bytes(made.iter(), made.len());
                 let _ = self.send_st(t, d.adapter, 5, &[&dc.as_bytes()[24..40], &hb], false);
             }
             return Err(-(libc::ENOMEM as i64));

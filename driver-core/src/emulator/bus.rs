@@ -145,6 +145,21 @@ pub struct Bus {
 }
 
 impl Bus {
+    /// Hands guest→host message `req` to the host, with the reused reply buffer emptied
+    /// for its completion; returns the host's outcome and that buffer (held until the
+    /// caller is done with the reply).
+    fn to_host(&self, req: &[u8], is_async: bool) -> (HostOutcome, RefMut<'_, Vec<u8>>) {
+        let mut reply = self.reply.borrow_mut();
+        reply.clear();
+        let outcome = self.host.borrow_mut().process(
+            req,
+            is_async,
+            &self.clock,
+            &mut self.inbound.borrow_mut(),
+            &mut reply,
+        );
+        (outcome, reply)
+    }
     /// Emits one event.
     pub fn emit(&self, ev: Event) {
         if !self.recording {
@@ -283,15 +298,7 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
             bytes: req.to_vec(),
         }));
     }
-    let mut reply = bus.reply.borrow_mut();
-    reply.clear();
-    let outcome = bus.host.borrow_mut().process(
-        req,
-        false,
-        &bus.clock,
-        &mut bus.inbound.borrow_mut(),
-        &mut reply,
-    );
+    let (outcome, mut reply) = bus.to_host(req, false);
     match outcome {
         HostOutcome::Reply => {
             let ret = if reply.len() < result_size as usize {
@@ -416,16 +423,8 @@ pub unsafe extern "C" fn dxgvmb_send_async_msg(
             bytes: req.to_vec(),
         }));
     }
-    let mut reply = bus.reply.borrow_mut();
-    reply.clear();
-    let _ = bus.host.borrow_mut().process(
-        req,
-        true,
-        &bus.clock,
-        &mut bus.inbound.borrow_mut(),
-        &mut reply,
-    );
-    reply.clear();
+    // An async message has no completion: whatever the host wrote is dropped.
+    bus.to_host(req, true).1.clear();
     0
 }
 

@@ -209,6 +209,18 @@ pub(crate) enum Obj {
     Fd(i64),
 }
 
+impl Obj {
+    /// Recorded value `v` of a handle or fd field.
+    #[inline]
+    fn of(v: u64, is_fd: bool) -> Obj {
+        if is_fd {
+            Obj::Fd(v as i64)
+        } else {
+            Obj::Handle(v)
+        }
+    }
+}
+
 /// One integer per key (the derived impl hashed the variant, then the value: two rounds
 /// of the hasher on every live-map lookup). A handle and an fd may hash alike (`Eq`
 /// tells them apart); fd numbers are small and handles large, so they rarely do.
@@ -1093,12 +1105,7 @@ impl<B: Backend> Replayer<B> {
     }
 
     fn map_value(&self, v: u64, is_fd: bool) -> Option<u64> {
-        let o = if is_fd {
-            Obj::Fd(v as i64)
-        } else {
-            Obj::Handle(v)
-        };
-        self.live.get(&o).map(|l| l.replayed)
+        self.live.get(&Obj::of(v, is_fd)).map(|l| l.replayed)
     }
 
     #[inline]
@@ -1163,11 +1170,7 @@ impl<B: Backend> Replayer<B> {
             let failed = plan.failed;
             for (k, r) in plan.remaps.iter().enumerate() {
                 let value = r.value;
-                let o = if r.is_fd {
-                    Obj::Fd(value as i64)
-                } else {
-                    Obj::Handle(value)
-                };
+                let o = Obj::of(value, r.is_fd);
                 let v = match self.recent.get(&self.live, o) {
                     Some(v) => {
                         if k < call::REMAP_REUSE {
@@ -1536,14 +1539,8 @@ impl<B: Backend> Replayer<B> {
             let k = l.remap as usize;
             let expected = match k < call::REMAP_REUSE && self.reused & (1 << k) != 0 {
                 true => self.reuse[k],
-                false => {
-                    let o = if is_fd {
-                        Obj::Fd(r as i64)
-                    } else {
-                        Obj::Handle(r)
-                    };
-                    self.live.get(&o).map_or(r, |l| l.replayed)
-                }
+                // `map_value`'s lookup, on the field (`ex` borrows `self.expect`).
+                false => self.live.get(&Obj::of(r, is_fd)).map_or(r, |l| l.replayed),
             };
             let m = mask(size);
             let expected = if is_fd { expected & m } else { expected };

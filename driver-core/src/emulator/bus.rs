@@ -147,7 +147,9 @@ pub struct Bus {
 impl Bus {
     /// Hands guest→host message `req` to the host, with the reused reply buffer emptied
     /// for its completion; returns the host's outcome and that buffer (held until the
-    /// caller is done with the reply).
+    /// caller is done with the reply). Inlined: it is on every message's path, and out
+    /// of line it cost ~18 instructions per replayed call.
+    #[inline]
     fn to_host(&self, req: &[u8], is_async: bool) -> (HostOutcome, RefMut<'_, Vec<u8>>) {
         let mut reply = self.reply.borrow_mut();
         reply.clear();

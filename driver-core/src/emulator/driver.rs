@@ -9,6 +9,7 @@ use super::bus::{
     Bus, CallCtx, DxgVmbusChannel, dxgvmb_send_async_msg, dxgvmb_send_sync_msg,
     dxgvmbuschannel_receive,
 };
+use super::handles::HandleMap;
 use super::host::AdapterSpec;
 use super::pool::Buf;
 use super::sink::{BufEvent, BufRole, Event, IoctlEvent, SignalEvent, VmbusDirection, VmbusEvent};
@@ -72,7 +73,7 @@ struct Proc {
     opens: u32,
     next_local: u32,
     adapters: IntMap<u32, usize>,
-    objs: IntMap<u32, Obj>,
+    objs: HandleMap<Obj>,
 }
 
 /// The processes that have the device open, by tgid. The slot looked up last is tried
@@ -945,7 +946,7 @@ impl Driver {
         }
         let devices: Vec<u32> = self.sorted(tgid, K::Device);
         for d in devices {
-            let a = self.procs[tgid].objs[&d].adapter;
+            let a = self.procs[tgid].objs.get(d).expect("device").adapter;
             let _ = self.send_st(
                 tgid,
                 a,
@@ -999,7 +1000,7 @@ impl Driver {
                 p.objs
                     .iter()
                     .filter(|(_, o)| o.kind == k)
-                    .map(|(h, _)| *h)
+                    .map(|(h, _)| h)
                     .collect()
             })
             .unwrap_or_default();
@@ -1011,12 +1012,12 @@ impl Driver {
         let Some(p) = self.procs.get(tgid) else {
             return;
         };
-        let a = p.objs.get(&d).map(|o| o.adapter).unwrap_or(0);
+        let a = p.objs.get(d).map(|o| o.adapter).unwrap_or(0);
         let mut res: Vec<u32> = p
             .objs
             .iter()
             .filter(|(_, o)| o.device == d && o.kind == K::Resource)
-            .map(|(h, _)| *h)
+            .map(|(h, _)| h)
             .collect();
         res.sort();
         let mut loose: Vec<u32> = p
@@ -1030,7 +1031,7 @@ impl Driver {
                         .values()
                         .any(|r| r.kind == K::Resource && r.children.contains(h))
             })
-            .map(|(h, _)| *h)
+            .map(|(h, _)| h)
             .collect();
         loose.sort();
         for r in res {
@@ -1050,7 +1051,7 @@ impl Driver {
         c.device = d;
         let _ = self.send_st(tgid, a, 1, &[&c.as_bytes()[24..]], false);
         if let Some(p) = self.procs.get_mut(tgid) {
-            p.objs.retain(|h, o| *h != d && o.device != d);
+            p.objs.retain(|h, o| h != d && o.device != d);
         }
     }
 
@@ -1164,7 +1165,7 @@ impl Driver {
 
     #[inline(always)]
     fn obj_ref(&self, tgid: u32, h: u32, k: K) -> Result<&Obj, i64> {
-        match self.procs.get(tgid).and_then(|p| p.objs.get(&h)) {
+        match self.procs.get(tgid).and_then(|p| p.objs.get(h)) {
             Some(o) if o.kind == k || (k == K::SyncObject && o.kind == K::MonitoredFence) => Ok(o),
             _ => Err(EINVAL),
         }
@@ -1278,7 +1279,7 @@ impl Driver {
                     let devs: Vec<u32> = self
                         .sorted(t, K::Device)
                         .into_iter()
-                        .filter(|d| self.procs[t].objs[d].adapter == a)
+                        .filter(|d| self.procs[t].objs.get(*d).expect("device").adapter == a)
                         .collect();
                     for d in devs {
                         let _ = self.send_st(
@@ -1434,7 +1435,7 @@ impl Driver {
                     .get_mut(t)
                     .expect("process")
                     .objs
-                    .remove(&s.context);
+                    .remove(s.context);
                 Ok(r)
             }
             nr::LX_DXCREATEHWQUEUE => {
@@ -1493,11 +1494,7 @@ impl Driver {
                     .as_bytes()[24..]],
                     false,
                 )?;
-                self.procs
-                    .get_mut(t)
-                    .expect("process")
-                    .objs
-                    .remove(&s.queue);
+                self.procs.get_mut(t).expect("process").objs.remove(s.queue);
                 Ok(r)
             }
             nr::LX_DXCREATEPAGINGQUEUE => {
@@ -1545,7 +1542,7 @@ impl Driver {
                     .get_mut(t)
                     .expect("process")
                     .objs
-                    .remove(&s.paging_queue);
+                    .remove(s.paging_queue);
                 Ok(0)
             }
             nr::LX_DXCREATESYNCHRONIZATIONOBJECT => {
@@ -1607,7 +1604,7 @@ impl Driver {
                     .get_mut(t)
                     .expect("process")
                     .objs
-                    .remove(&s.sync_object);
+                    .remove(s.sync_object);
                 Ok(st_ret(&r))
             }
             nr::LX_DXCREATEALLOCATION => self.create_allocation(t, arg, mem),
@@ -1635,7 +1632,7 @@ impl Driver {
                 let r = self.send_st(t, d.adapter, 5, &[&c.as_bytes()[24..40], &hb], false)?;
                 let p = self.procs.get_mut(t).expect("process");
                 for h in freed {
-                    p.objs.remove(&h);
+                    p.objs.remove(h);
                 }
                 Ok(r)
             }
@@ -1766,7 +1763,7 @@ impl Driver {
                 if o.lock > 0 {
                     // Already mapped: no message, refcount++.
                     let p = self.procs.get_mut(t).expect("process");
-                    p.objs.get_mut(&s.allocation).expect("checked").lock += 1;
+                    p.objs.get_mut(s.allocation).expect("checked").lock += 1;
                     s.data = o.lock_va;
                     wr(mem, arg, s.as_bytes())?;
                     return Ok(0);
@@ -1789,7 +1786,7 @@ impl Driver {
                 }
                 s.data = self.map_io(rr.cpu_visible_buffer_offset);
                 let p = self.procs.get_mut(t).expect("process");
-                let ob = p.objs.get_mut(&s.allocation).expect("checked");
+                let ob = p.objs.get_mut(s.allocation).expect("checked");
                 ob.lock = 1;
                 ob.lock_va = s.data;
                 wr(mem, arg, s.as_bytes())?;
@@ -1800,7 +1797,7 @@ impl Driver {
                 let d = self.obj(t, s.device, K::Device)?;
                 let o = self.obj(t, s.allocation, K::Allocation)?;
                 let p = self.procs.get_mut(t).expect("process");
-                let ob = p.objs.get_mut(&s.allocation).expect("checked");
+                let ob = p.objs.get_mut(s.allocation).expect("checked");
                 ob.lock = ob.lock.saturating_sub(1);
                 if o.lock > 1 {
                     return Ok(0);
@@ -1873,7 +1870,7 @@ impl Driver {
                         .get_mut(t)
                         .expect("process")
                         .objs
-                        .get_mut(&s.device)
+                        .get_mut(s.device)
                         .expect("checked");
                     ob.exec_state = rr.args.execution_state;
                     ob.exec_counter = ctr;
@@ -1888,7 +1885,7 @@ impl Driver {
                     .get_mut(t)
                     .expect("process")
                     .objs
-                    .get_mut(&s.device)
+                    .get_mut(s.device)
                     .expect("checked")
                     .exec_state = 2;
                 self.send_st(t, o.adapter, 29, &[s.as_bytes()], false)
@@ -2639,7 +2636,7 @@ impl Driver {
                 .get_mut(t)
                 .expect("process")
                 .objs
-                .get_mut(&resource)
+                .get_mut(resource)
                 .expect("registered")
                 .children = handles;
             s.resource = resource;

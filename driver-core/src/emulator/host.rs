@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use super::handles::HandleMap;
 use crate::inthash::IntMap;
 
 use super::bus::Clock;
@@ -327,8 +328,8 @@ pub struct FakeHost {
     base_latency: Vec<Option<u64>>,
     signals_sent: u64,
     next_index: u32,
-    objs: IntMap<u32, Obj>,
-    fences: IntMap<u32, (u64, u64)>,
+    objs: HandleMap<Obj>,
+    fences: HandleMap<(u64, u64)>,
     /// IO-space allocations: base → size (bytes live in `window`).
     io: BTreeMap<u64, u64>,
     window: IoWindow,
@@ -341,7 +342,7 @@ pub struct FakeHost {
     next_due: u64,
     /// Scratch for [`FakeHost::advance`] (kept to reuse its capacity).
     due: Vec<(u64, u32, u64)>,
-    busy: IntMap<u32, u64>,
+    busy: HandleMap<u64>,
     waiters: Vec<Waiter>,
     /// A fence value changed or a waiter was added since the waiters were last checked
     /// (only then can one be done).
@@ -438,8 +439,8 @@ impl FakeHost {
             base_latency: vec![None; 512],
             signals_sent: 0,
             next_index: 0x100,
-            objs: IntMap::default(),
-            fences: IntMap::default(),
+            objs: HandleMap::default(),
+            fences: HandleMap::default(),
             io: BTreeMap::new(),
             window: IoWindow::map(),
             next_io: IO_SPACE_BASE,
@@ -447,7 +448,7 @@ impl FakeHost {
             pending: Vec::new(),
             next_due: u64::MAX,
             due: Vec::new(),
-            busy: IntMap::default(),
+            busy: HandleMap::default(),
             waiters: Vec::new(),
             waiters_dirty: false,
             va: IntMap::default(),
@@ -494,7 +495,7 @@ impl FakeHost {
 
     fn write_fence(&mut self, h: u32, v: u64) {
         self.waiters_dirty = true;
-        if let Some(f) = self.fences.get_mut(&h) {
+        if let Some(f) = self.fences.get_mut(h) {
             f.0 = f.0.max(v);
             let (val, phys) = *f;
             // A fence's page is mapped for as long as the fence lives (`new_fence` maps
@@ -514,7 +515,7 @@ impl FakeHost {
     }
 
     fn fence_value(&self, h: u32) -> Option<u64> {
-        self.fences.get(&h).map(|f| f.0)
+        self.fences.get(h).map(|f| f.0)
     }
 
     fn latency(&mut self, cmd: VmbusCmd) -> u64 {
@@ -602,7 +603,7 @@ impl FakeHost {
             let done = self.waiters[i]
                 .objs()
                 .iter()
-                .all(|(h, v)| fences.get(h).is_some_and(|f| f.0 >= *v));
+                .all(|(h, v)| fences.get(*h).is_some_and(|f| f.0 >= *v));
             if done {
                 let w = self.waiters.remove(i);
                 self.send_signal(w.event, w.process_id, inbound);
@@ -790,7 +791,7 @@ impl FakeHost {
     }
 
     fn valid(&self, h: u32, k: Kind) -> bool {
-        self.objs.get(&h).is_some_and(|o| o.kind == k)
+        self.objs.get(h).is_some_and(|o| o.kind == k)
     }
 
     fn add(&mut self, kind: Kind, process: u32, size: u64) -> u32 {
@@ -828,7 +829,7 @@ impl FakeHost {
 
     /// Destroys fence `h`'s storage: its page goes on the free list (no longer mapped).
     fn free_fence(&mut self, h: u32) {
-        if let Some((_, phys)) = self.fences.remove(&h)
+        if let Some((_, phys)) = self.fences.remove(h)
             && self.io.remove(&phys).is_some()
         {
             self.free_fence_pages.push(phys);
@@ -837,7 +838,7 @@ impl FakeHost {
 
     fn gpu_done_at(&mut self, ctx: u32, now: u64) -> u64 {
         let work = self.latency.gpu_work();
-        let b = self.busy.entry(ctx).or_insert(0);
+        let b = self.busy.get_or_insert_with(ctx, || 0);
         *b = (*b).max(now) + work;
         *b
     }
@@ -866,8 +867,7 @@ impl FakeHost {
                     let mut gone: Vec<u32> = self
                         .fences
                         .keys()
-                        .copied()
-                        .filter(|h| !self.objs.contains_key(h))
+                        .filter(|h| !self.objs.contains_key(*h))
                         .collect();
                     gone.sort_unstable();
                     for h in gone {
@@ -877,7 +877,7 @@ impl FakeHost {
                 }
                 1003 => {
                     let h = u32_at(b, 24);
-                    if self.objs.remove(&h).is_some() {
+                    if self.objs.remove(h).is_some() {
                         self.free_fence(h);
                         put_status(out, st::SUCCESS)
                     } else {
@@ -887,7 +887,7 @@ impl FakeHost {
                 1010 => put_status(out, st::SUCCESS),
                 1021 => {
                     let h = u32_at(b, 28);
-                    let ok = self.objs.contains_key(&h);
+                    let ok = self.objs.contains_key(h);
                     ShareObjectWithHostReturn {
                         status: if ok { 0 } else { st::INVALID_HANDLE as i32 },
                         alignment: 0,
@@ -955,7 +955,7 @@ impl FakeHost {
             }
             1 => {
                 let d = u32_at(b, 24);
-                if self.objs.remove(&d).is_some() {
+                if self.objs.remove(d).is_some() {
                     put_status(out, 0)
                 } else {
                     put_status(out, st::INVALID_HANDLE)
@@ -1024,11 +1024,11 @@ impl FakeHost {
                 let n = c.alloc_count as usize;
                 let mut ok = true;
                 if c.resource != 0 {
-                    ok &= self.objs.remove(&c.resource).is_some();
+                    ok &= self.objs.remove(c.resource).is_some();
                 }
                 for i in 0..n {
                     let h = u32_at(b, 40 + 4 * i);
-                    ok &= self.objs.remove(&h).is_some();
+                    ok &= self.objs.remove(h).is_some();
                 }
                 put_status(out, if ok { 0 } else { st::INVALID_HANDLE })
             }
@@ -1053,7 +1053,7 @@ impl FakeHost {
                     Kind::HwQueue
                 };
                 if self.valid(h, k) {
-                    self.objs.remove(&h);
+                    self.objs.remove(h);
                     put_status(out, 0)
                 } else {
                     put_status(out, st::INVALID_HANDLE)
@@ -1099,10 +1099,10 @@ impl FakeHost {
             10 => {
                 let pq = u32_at(b, 24);
                 if let Some(f) = self.paging_fence.remove(&pq) {
-                    self.objs.remove(&f);
+                    self.objs.remove(f);
                     self.free_fence(f);
                 }
-                self.objs.remove(&pq);
+                self.objs.remove(pq);
             }
             11 => {
                 let c = MakeResidentCmd::from_bytes(b);
@@ -1110,7 +1110,7 @@ impl FakeHost {
                 let mut ok = self.valid(c.paging_queue, Kind::PagingQueue);
                 for i in 0..c.alloc_count as usize {
                     let h = u32_at(b, 40 + 4 * i);
-                    match self.objs.get_mut(&h) {
+                    match self.objs.get_mut(h) {
                         Some(o) if o.kind == Kind::Allocation => {
                             newly |= !o.resident;
                             o.resident = true;
@@ -1138,7 +1138,7 @@ impl FakeHost {
                 let c = EvictCmd::from_bytes(b);
                 let mut trim = 0;
                 for i in 0..c.alloc_count as usize {
-                    if let Some(o) = self.objs.get_mut(&u32_at(b, 36 + 4 * i)) {
+                    if let Some(o) = self.objs.get_mut(u32_at(b, 36 + 4 * i)) {
                         if o.resident {
                             trim += o.size;
                         }
@@ -1270,7 +1270,7 @@ impl FakeHost {
                 for i in 0..n {
                     let h = u32_at(b, 56 + 4 * i);
                     let v = u64_at(b, 56 + 4 * n + 8 * i);
-                    if !self.fences.contains_key(&h) {
+                    if !self.fences.contains_key(h) {
                         return put_status(out, st::INVALID_HANDLE);
                     }
                     if n > WAIT_INLINE {
@@ -1287,7 +1287,7 @@ impl FakeHost {
                 let c = Lock2Cmd::from_bytes(b);
                 let size = self
                     .objs
-                    .get(&c.args.allocation)
+                    .get(c.args.allocation)
                     .filter(|o| o.kind == Kind::Allocation)
                     .map(|o| o.size);
                 match size {
@@ -1339,7 +1339,7 @@ impl FakeHost {
                         }
                     }
                 }
-                let b_ = self.busy.entry(ctx).or_insert(0);
+                let b_ = self.busy.get_or_insert_with(ctx, || 0);
                 *b_ = (*b_).max(when);
                 put_status(out, 0)
             }
@@ -1351,14 +1351,14 @@ impl FakeHost {
                 let obj = |i: usize| u32_at(b, 56 + 4 * i);
                 let ctx_off = 56 + 4 * n;
                 let fences_off = ctx_off + 4 * nc;
-                if (0..n).any(|i| !self.objs.contains_key(&obj(i))) {
+                if (0..n).any(|i| !self.objs.contains_key(obj(i))) {
                     return put_status(out, st::INVALID_HANDLE);
                 }
                 // Whether a monitored fence is among the objects only matters when the
                 // message does not carry all the fence values (looked up only then).
                 let carried = b.len() >= fences_off + 8 * n;
                 let monitored =
-                    !carried && nc != 1 && (0..n).any(|i| self.fences.contains_key(&obj(i)));
+                    !carried && nc != 1 && (0..n).any(|i| self.fences.contains_key(obj(i)));
                 let val = |i: usize| {
                     let v = if monitored || carried {
                         u64_at(b, fences_off + 8 * i)
@@ -1438,7 +1438,7 @@ impl FakeHost {
                     } else {
                         u32_at(b, 56 + 4 * i)
                     };
-                    let r = match self.objs.get(&h) {
+                    let r = match self.objs.get(h) {
                         Some(o) if o.resident => 1u32,
                         Some(_) => 3,
                         None => {
@@ -1494,7 +1494,7 @@ impl FakeHost {
                         u32_at(b, 40 + 4 * i)
                     };
                     let p = u32_at(b, prio_off + 4 * i);
-                    if let Some(o) = self.objs.get_mut(&h) {
+                    if let Some(o) = self.objs.get_mut(h) {
                         o.priority = p;
                     }
                 }
@@ -1517,7 +1517,7 @@ impl FakeHost {
                     out.extend_from_slice(
                         &self
                             .objs
-                            .get(&h)
+                            .get(h)
                             .map(|o| o.priority)
                             .unwrap_or(0)
                             .to_le_bytes(),
@@ -1932,7 +1932,7 @@ mod tests {
             let n = c.args.broadcast_context_count.min(64) as usize;
             let mut want_busy = h.busy.clone();
             for &x in &c.args.broadcast_context[..n] {
-                let b = want_busy.entry(x).or_insert(0);
+                let b = want_busy.get_or_insert_with(x, || 0);
                 *b = (*b).max(now) + h.latency.gpu_work();
             }
             let ok = n > 0 && h.valid(c.args.broadcast_context[0], Kind::Context);
@@ -1940,7 +1940,12 @@ mod tests {
             let mut r = Vec::new();
             h.dispatch(submit, m, 1, 0, now, &mut r);
             assert_eq!(r, want.to_le_bytes(), "submit case {i}");
-            assert_eq!(h.busy, want_busy, "submit case {i}");
+            let sorted = |m: &HandleMap<u64>| {
+                let mut v: Vec<(u32, u64)> = m.iter().map(|(k, v)| (k, *v)).collect();
+                v.sort_unstable();
+                v
+            };
+            assert_eq!(sorted(&h.busy), sorted(&want_busy), "submit case {i}");
         }
         for removed in [false, true] {
             h.removed = removed;

@@ -17,6 +17,7 @@ pub mod bus;
 pub mod driver;
 pub mod fault;
 pub mod fuse;
+mod handles;
 pub mod host;
 mod pool;
 pub mod sink;

@@ -53,7 +53,7 @@ fn slot_of(h: u32) -> usize {
 
 impl<V> HandleMap<V> {
     /// Position of `h` in `entries`.
-    #[inline]
+    #[inline(always)]
     fn pos(&self, h: u32) -> Option<usize> {
         if let Some(&p) = self.window.get(slot_of(h))
             && let Some((k, _)) = self.entries.get(p as usize)
@@ -71,19 +71,19 @@ impl<V> HandleMap<V> {
         self.spill.get(&h).map(|&p| p as usize)
     }
     /// The value of `h`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(&self, h: u32) -> Option<&V> {
         let p = self.pos(h)?;
         Some(&self.entries[p].1)
     }
     /// The value of `h`, mutable.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get_mut(&mut self, h: u32) -> Option<&mut V> {
         let p = self.pos(h)?;
         Some(&mut self.entries[p].1)
     }
     /// Whether `h` has a value.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn contains_key(&self, h: u32) -> bool {
         self.pos(h).is_some()
     }

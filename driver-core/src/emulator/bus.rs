@@ -237,6 +237,38 @@ unsafe impl Send for DxgVmbusChannel {}
 unsafe impl Sync for DxgVmbusChannel {}
 
 /// What a send returned that is not a plain errno: the host never answered.
+/// Copies `n` bytes from `src` to `dst` (not overlapping). The few-byte copies of a
+/// message's statuses, handles and small structs are done inline: a call to `memcpy`
+/// for each cost more than the copy.
+///
+/// # Safety
+/// As [`std::ptr::copy_nonoverlapping`]: `src` readable and `dst` writable for `n`
+/// bytes, the two not overlapping.
+#[inline(always)]
+pub(crate) unsafe fn copy_bytes(src: *const u8, dst: *mut u8, n: usize) {
+    // SAFETY (all branches): every access is within the first `n` bytes of `src` and
+    // `dst` (guaranteed by the caller); overlapping stores write the same bytes.
+    unsafe {
+        if n > 16 {
+            std::ptr::copy_nonoverlapping(src, dst, n);
+        } else if n >= 8 {
+            let a = src.cast::<u64>().read_unaligned();
+            let b = src.add(n - 8).cast::<u64>().read_unaligned();
+            dst.cast::<u64>().write_unaligned(a);
+            dst.add(n - 8).cast::<u64>().write_unaligned(b);
+        } else if n >= 4 {
+            let a = src.cast::<u32>().read_unaligned();
+            let b = src.add(n - 4).cast::<u32>().read_unaligned();
+            dst.cast::<u32>().write_unaligned(a);
+            dst.add(n - 4).cast::<u32>().write_unaligned(b);
+        } else {
+            for i in 0..n {
+                *dst.add(i) = *src.add(i);
+            }
+        }
+    }
+}
+
 pub const SEND_HANG: i32 = -libc::ETIMEDOUT;
 
 /// `int dxgvmb_send_sync_msg(struct dxgvmbuschannel *channel, void *command, u32 cmd_size,
@@ -307,13 +339,7 @@ pub unsafe extern "C" fn dxgvmb_send_sync_msg(
                 -libc::EOVERFLOW
             } else {
                 // SAFETY: guaranteed by the caller; the length is checked above.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        reply.as_ptr(),
-                        result as *mut u8,
-                        result_size as usize,
-                    )
-                };
+                unsafe { copy_bytes(reply.as_ptr(), result as *mut u8, result_size as usize) };
                 0
             };
             if reply.capacity() > MAX_KEPT_REPLY {

@@ -674,40 +674,62 @@ impl Driver {
         // The driver's own buffer (every send runs under the driver lock, one at a time):
         // no pool round trip per message.
         let mut msg = std::mem::take(&mut self.msg);
+        // The whole message is written in one go: headers as fixed-size stores, the
+        // parts one after another, into room reserved once (not an append per piece).
+        let ext = if self.version >= 40 {
+            size_of::<ExtHeader>()
+        } else {
+            0
+        };
+        const HDR: usize = size_of::<VmToHostHdr>();
+        const _: () = assert!(size_of::<VgpuToHostHdr>() == HDR);
+        let total = ext + HDR + body.iter().map(|p| p.len()).sum::<usize>();
         msg.clear();
-        if self.version >= 40 {
-            let mut e = ExtHeader::zeroed();
-            e.command_offset = 16;
-            if let Target::Adapter(i) = target {
-                let l = self.adapters[i].spec.vgpu_luid;
-                e.vgpu_luid = [l as u32, (l >> 32) as u32];
+        msg.reserve(total);
+        let hdr: [u8; HDR] = match target {
+            Target::Global => *VmToHostHdr {
+                command_id: 0,
+                process,
+                channel_type: 1,
+                command_type: cmd,
+                _pad0: 0,
             }
-            msg.extend_from_slice(e.as_bytes());
-        }
-        match target {
-            Target::Global => {
-                let h = VmToHostHdr {
-                    command_id: 0,
-                    process,
-                    channel_type: 1,
-                    command_type: cmd,
-                    _pad0: 0,
-                };
-                msg.extend_from_slice(h.as_bytes());
+            .as_bytes()
+            .first_chunk()
+            .expect("header size"),
+            Target::Adapter(_) => *VgpuToHostHdr {
+                command_id: 0,
+                process,
+                channel_bits: if is_async { 1 << 8 } else { 0 },
+                command_type: cmd,
+                _pad0: 0,
             }
-            Target::Adapter(_) => {
-                let h = VgpuToHostHdr {
-                    command_id: 0,
-                    process,
-                    channel_bits: if is_async { 1 << 8 } else { 0 },
-                    command_type: cmd,
-                    _pad0: 0,
-                };
-                msg.extend_from_slice(h.as_bytes());
+            .as_bytes()
+            .first_chunk()
+            .expect("header size"),
+        };
+        let dst = msg.as_mut_ptr();
+        // SAFETY: `msg` has room for `total` bytes (reserved above), which are all written
+        // below before the length is set; the sources are our own values and `body`'s
+        // slices, none of which overlaps `msg`'s buffer.
+        unsafe {
+            if ext != 0 {
+                let mut e = ExtHeader::zeroed();
+                e.command_offset = 16;
+                if let Target::Adapter(i) = target {
+                    let l = self.adapters[i].spec.vgpu_luid;
+                    e.vgpu_luid = [l as u32, (l >> 32) as u32];
+                }
+                std::ptr::write_unaligned(dst.cast::<ExtHeader>(), e);
             }
-        }
-        for part in body {
-            msg.extend_from_slice(part);
+            std::ptr::write_unaligned(dst.add(ext).cast::<[u8; HDR]>(), hdr);
+            let mut o = ext + HDR;
+            for part in body {
+                super::bus::copy_bytes(part.as_ptr(), dst.add(o), part.len());
+                o += part.len();
+            }
+            debug_assert_eq!(o, total);
+            msg.set_len(total);
         }
         if let Some(patch) = &mut self.request_patch {
             let channel = match target {

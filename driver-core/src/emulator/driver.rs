@@ -91,7 +91,7 @@ struct Procs {
 }
 
 impl Procs {
-    #[inline]
+    #[inline(always)]
     fn slot(&self, tgid: u32) -> Option<usize> {
         let i = self.last.get();
         if let Some(Some(p)) = self.slots.get(i)
@@ -103,7 +103,7 @@ impl Procs {
         self.last.set(i);
         Some(i)
     }
-    #[inline]
+    #[inline(always)]
     fn get(&self, tgid: u32) -> Option<&Proc> {
         if let Some(Some(p)) = self.slots.get(self.last.get())
             && p.tgid == tgid
@@ -114,7 +114,7 @@ impl Procs {
         self.last.set(i);
         self.slots[i].as_ref()
     }
-    #[inline]
+    #[inline(always)]
     fn get_mut(&mut self, tgid: u32) -> Option<&mut Proc> {
         let i = self.slot(tgid)?;
         self.slots.get_mut(i)?.as_mut()
@@ -455,6 +455,7 @@ impl UBytes<'_> {
 
 impl std::ops::Deref for UBytes<'_> {
     type Target = [u8];
+    #[inline(always)]
     fn deref(&self) -> &[u8] {
         match self {
             UBytes::Borrowed(b) => b,
@@ -465,7 +466,7 @@ impl std::ops::Deref for UBytes<'_> {
 }
 
 /// `len` user bytes at `addr` as a [`UBytes`].
-#[inline]
+#[inline(always)]
 fn rds<'m>(mem: &'m Mem, addr: u64, len: usize) -> Result<UBytes<'m>, i64> {
     if len == 0 {
         return Ok(UBytes::Borrowed(&[]));
@@ -504,6 +505,7 @@ fn le_bytes<'a>(hs: impl Iterator<Item = &'a u32>, n: usize) -> UBytes<'static> 
         UBytes::Pooled(b)
     }
 }
+#[inline(always)]
 fn wr(mem: &mut Mem, addr: u64, data: &[u8]) -> Result<(), i64> {
     mem.write(addr, data).map_err(|_| EFAULT)
 }
@@ -653,6 +655,7 @@ impl Driver {
     /// the driver's reused message buffer and sends it; a sync reply fills `res` (its
     /// length is the result size). An async send leaves `res` alone.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn send_into(
         &mut self,
         tgid: Option<u32>,

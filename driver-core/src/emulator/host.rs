@@ -388,6 +388,7 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
         .unwrap_or(0)
 }
 /// Appends an NTSTATUS reply (a fixed-size append: a 4-byte store, not a memcpy call).
+#[inline(always)]
 fn put_status(out: &mut Vec<u8>, s: u32) {
     out.extend_from_slice(&s.to_le_bytes());
 }
@@ -790,6 +791,7 @@ impl FakeHost {
         }
     }
 
+    #[inline(always)]
     fn valid(&self, h: u32, k: Kind) -> bool {
         self.objs.get(h).is_some_and(|o| o.kind == k)
     }
@@ -843,6 +845,7 @@ impl FakeHost {
         *b
     }
 
+    #[inline(always)]
     fn dispatch(
         &mut self,
         cmd: VmbusCmd,

@@ -247,6 +247,9 @@ pub(crate) struct Shape {
     pinned: Vec<PinnedShape>,
     /// Pointed-to buffers compared after the call, in walk order.
     pub bufs: Vec<BufPlan>,
+    /// Some buffer of `bufs` has a recorded output to compare (most calls' buffers are
+    /// inputs only: the loop over them is skipped).
+    pub bufs_out: bool,
     /// Comparison plan of the argument struct.
     pub splan: Option<Rc<Plan>>,
     /// The return value is a new fd of this type.
@@ -573,6 +576,7 @@ fn build_shape(entry: &'static IoctlDesc, rec: &IoctlRecord, plans: &mut PlanCac
         });
     }
     sh.image_len = image.len();
+    sh.bufs_out = sh.bufs.iter().any(|b| b.out.is_some());
     set_run_ends(
         &mut sh.remaps,
         |r| (None, r.off, r.size),

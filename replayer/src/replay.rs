@@ -302,8 +302,11 @@ enum Parents {
 impl Parents {
     fn of(p: &[Obj]) -> Parents {
         if p.len() <= INLINE_PARENTS {
+            // Element by element (a `copy_from_slice` of a few is a `memcpy` call).
             let mut a = [Obj::Fd(0); INLINE_PARENTS];
-            a[..p.len()].copy_from_slice(p);
+            for (d, s) in a.iter_mut().zip(p) {
+                *d = *s;
+            }
             Parents::Inline(p.len() as u8, a)
         } else {
             Parents::Heap(p.to_vec())
@@ -1425,7 +1428,8 @@ impl<B: Backend> Replayer<B> {
                 self.compare(idx, e, splan, out, rep, Cmp::Struct, parents, divs);
             }
         }
-        for b in &shape.bufs {
+        let bufs: &[call::BufPlan] = if shape.bufs_out { &shape.bufs } else { &[] };
+        for b in bufs {
             let Some(r) = b.out.map(|i| rec.buffers[i].data.as_slice()) else {
                 continue;
             };

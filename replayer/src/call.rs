@@ -289,9 +289,10 @@ pub(crate) struct CallPlan<'r> {
     /// The recorded out struct can be checked whole (its plan is [`Plan::fast`] and it
     /// covers the plan's size).
     pub out_fast: bool,
-    /// With `out_fast`: the leaves of the struct plan that need an action (input
-    /// handles / fds) whose recorded out value is not 0, in offset order. The others
-    /// must come back 0, as recorded, which the whole-struct check covers.
+    /// With `out_fast`: the input handles / fds of the struct plan whose recorded out
+    /// value is not 0, in offset order. The others must come back 0, as recorded,
+    /// which the whole-struct check covers. (Created handles are not here: see
+    /// `Plan::creates`.)
     pub out_nz: Vec<SetLeaf>,
 }
 
@@ -657,6 +658,10 @@ pub(crate) fn bind_with<'r>(
         cp.out_fast = true;
         let mut set = |li: usize| {
             let l = &sp.leaves[li];
+            if let Class::Creates(_) = l.class {
+                // Checked and mapped apart (`Plan::creates`).
+                return;
+            }
             let value = read_uint(out, l.off, l.size).unwrap_or(0);
             if value != 0 {
                 cp.out_nz.push(SetLeaf {

@@ -83,11 +83,14 @@ pub(crate) struct Plan {
     /// `Replayer::struct_matches`): its leaves are in offset order, within `size`, do
     /// not overlap, and every leaf that needs an action is an input handle or fd
     /// (`Handle`, `Destroys`, `Fd`, `TakesFd`) of 1 to 8 bytes, which compares through
-    /// the live map and changes nothing.
+    /// the live map and changes nothing, or a created handle (`Creates`) of 1 to 8
+    /// bytes (listed in `creates`, checked and mapped apart).
     pub fast: bool,
     /// With `fast`: the byte ranges `(offset, length)` of `[0, size)` no leaf compares
-    /// (pointers, masked values, padding), adjacent ones merged.
+    /// (pointers, masked values, padding, created handles), adjacent ones merged.
     pub skip_runs: Vec<(usize, usize)>,
+    /// With `fast`: the indices in `leaves` of the created handles, in offset order.
+    pub creates: Vec<usize>,
 }
 
 impl Plan {
@@ -127,6 +130,12 @@ impl Plan {
             Some(s) => (true, s),
             None => (false, Vec::new()),
         };
+        let creates = match fast {
+            true => (0..leaves.len())
+                .filter(|&i| matches!(leaves[i].class, Class::Creates(_)))
+                .collect(),
+            false => Vec::new(),
+        };
         Plan {
             leaves,
             size,
@@ -135,6 +144,7 @@ impl Plan {
             special_runs,
             fast,
             skip_runs,
+            creates,
         }
     }
 
@@ -164,6 +174,7 @@ fn skip_runs(leaves: &[Leaf], size: usize) -> Option<Vec<(usize, usize)>> {
         let compared = match l.class {
             Class::Plain => true,
             Class::Pointer | Class::Masked => false,
+            Class::Creates(_) if (1..=8).contains(&l.size) => false,
             Class::Handle | Class::Destroys(_) | Class::Fd | Class::TakesFd(_)
                 if (1..=8).contains(&l.size) =>
             {

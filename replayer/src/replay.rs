@@ -406,6 +406,13 @@ pub struct Replayer<B: Backend> {
     /// comparison is the one that ran).
     #[cfg(test)]
     pub(crate) fast_matches: u64,
+    /// Every out struct takes the field walk ([`Replayer::compare`]): tests replay
+    /// both ways and expect the same outcome.
+    #[cfg(test)]
+    pub(crate) walk_only: bool,
+    /// Out structs whose created handles [`Replayer::fast_creates`] mapped.
+    #[cfg(test)]
+    pub(crate) fast_creates: u64,
 }
 
 /// The children of one object (see `Replayer::children`): every object mapped with it as a
@@ -493,6 +500,10 @@ impl<B: Backend> Replayer<B> {
             last_fd: (i64::MIN, 0),
             #[cfg(test)]
             fast_matches: 0,
+            #[cfg(test)]
+            walk_only: false,
+            #[cfg(test)]
+            fast_creates: 0,
         }
     }
 
@@ -1425,7 +1436,12 @@ impl<B: Backend> Replayer<B> {
         let sb = scratch.bytes();
         if let (Some(out), Some(splan)) = (plan.out, &shape.splan) {
             let rep = &sb[..e.size().min(shape.struct_len)];
-            if !(plan.out_fast && self.struct_matches(splan, &plan.out_nz, out, rep)) {
+            let fast = plan.out_fast
+                && !self.walk_only()
+                && self.struct_matches(splan, &plan.out_nz, out, rep)
+                && (splan.creates.is_empty()
+                    || self.fast_creates(idx, splan, &plan.out_nz, out, rep, parents));
+            if !fast {
                 self.compare(idx, e, splan, out, rep, Cmp::Struct, parents, divs);
             }
         }
@@ -1562,6 +1578,76 @@ impl<B: Backend> Replayer<B> {
             self.fast_matches += 1;
         }
         ok
+    }
+
+    /// See `walk_only` (always false outside tests).
+    #[inline(always)]
+    fn walk_only(&self) -> bool {
+        #[cfg(test)]
+        {
+            self.walk_only
+        }
+        #[cfg(not(test))]
+        {
+            false
+        }
+    }
+
+    /// The created handles of an out struct that [`Replayer::struct_matches`] found
+    /// equal, mapped as [`Replayer::compare`] maps them — if `compare` would find
+    /// nothing else: each created handle set on both sides or on neither, the set
+    /// ones distinct, none of them live (mapping it forgets nothing) and none of them
+    /// the value of a set input handle in the struct (whose expected value would then
+    /// change mid-walk). Otherwise false, with nothing changed, and `compare` runs.
+    fn fast_creates(
+        &mut self,
+        idx: u64,
+        plan: &Plan,
+        nz: &[call::SetLeaf],
+        rec: &[u8],
+        rep: &[u8],
+        parents: &[Obj],
+    ) -> bool {
+        // (recorded, replayed) of each created handle.
+        let mut vals = [(0u64, 0u64); FAST_CREATES];
+        let Some(vals) = vals.get_mut(..plan.creates.len()) else {
+            return false;
+        };
+        for (k, &li) in plan.creates.iter().enumerate() {
+            let l = &plan.leaves[li];
+            let r = read_uint(rec, l.off, l.size).unwrap_or(0);
+            let p = read_uint(rep, l.off, l.size).unwrap_or(0);
+            if (r == 0) != (p == 0) {
+                return false;
+            }
+            if r != 0
+                && (vals[..k].iter().any(|v| v.0 == r)
+                    || nz.iter().any(|x| !x.is_fd && x.value == r)
+                    || self.live.contains_key(&Obj::Handle(r)))
+            {
+                return false;
+            }
+            vals[k] = (r, p);
+        }
+        for (&li, &(r, p)) in plan.creates.iter().zip(vals.iter()) {
+            if let (Class::Creates(t), true) = (plan.leaves[li].class, r != 0) {
+                // `compare` forgets `r` first: it is not live, so that is nothing.
+                self.set_live(
+                    Obj::Handle(r),
+                    Live {
+                        replayed: p,
+                        ty: t,
+                        creator: Some(idx),
+                        parents: Parents::of(parents),
+                    },
+                );
+            }
+        }
+        #[cfg(test)]
+        {
+            self.fast_creates += 1;
+        }
+        true
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1787,6 +1873,9 @@ fn copy_small(dst: &mut [u8], src: &[u8]) {
         dst.copy_from_slice(src);
     }
 }
+
+/// Most created handles [`Replayer::fast_creates`] takes in one out struct.
+const FAST_CREATES: usize = 8;
 
 fn mask(size: usize) -> u64 {
     if size >= 8 {

@@ -1384,3 +1384,129 @@ fn one_altered_byte_is_found_through_the_fast_struct_comparison() {
         }
     }
 }
+
+/// What a replay of `recs` ends with: its outcome, its report (less the timings), and
+/// what every handle value found in a recorded struct maps to.
+fn replay_outcome(recs: &[Record], plan: bool, walk_only: bool) -> (String, u64) {
+    let mut r = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
+    r.walk_only = walk_only;
+    let res = if plan {
+        r.run_plan(&crate::ReplayPlan::new(recs), &mut |_| {})
+    } else {
+        r.run(recs.iter().map(Ok), &mut |_| {})
+    };
+    let mut out = format!("{res:?}\n");
+    for rec in recs {
+        let Record::Ioctl(io) = rec else { continue };
+        for b in &io.buffers {
+            for w in b.data.chunks_exact(4) {
+                let v = u32::from_le_bytes(w.try_into().expect("4 bytes")) as u64;
+                if v != 0 {
+                    out += &format!("{v:#x}->{:?} ", r.mapped_handle(v));
+                }
+            }
+        }
+    }
+    let fast = r.fast_creates;
+    let rep = r.finish();
+    out += &format!(
+        "\n{:?}\n{:?}\n{} {} {} {}",
+        rep.divergences,
+        rep.notes,
+        rep.calls,
+        rep.compared,
+        rep.divergences_total,
+        rep.stopped_early
+    );
+    (out, fast)
+}
+
+#[test]
+fn created_handles_map_the_same_through_the_fast_comparison_as_through_the_walk() {
+    // Out structs with created handles (CREATEDEVICE, CREATEPAGINGQUEUE, …) take the
+    // fast comparison, their created handles mapped apart (`fast_creates`) when the
+    // field walk would map them with no other effect. Each created handle of the first
+    // frame loop's creations, recorded as 0, as a live handle the call also uses, as a
+    // fresh value, or as the value of the struct's other created handle: the replay
+    // must end the same (result, divergences, notes, every mapping) whether the out
+    // structs are walked or compared fast, in both replay modes.
+    let base = frame_loop_records(2);
+    for plan in [false, true] {
+        let (walked, _) = replay_outcome(&base, plan, true);
+        let (fast, n) = replay_outcome(&base, plan, false);
+        assert_eq!(fast, walked);
+        assert_eq!(
+            n, 8,
+            "the 4 creations of each frame loop take the fast path"
+        );
+    }
+    let mut variants = 0;
+    let mut fast_taken = 0;
+    // Handles of the earlier creations (inputs and created): live when the call runs,
+    // some with children (the adapter has the device).
+    let mut earlier: Vec<u32> = Vec::new();
+    for (pos, rec) in base.iter().enumerate().take(12) {
+        let Record::Ioctl(io) = rec else { continue };
+        let e = driver_core::schema::lookup_code(io.cmd).expect("known");
+        let sp = crate::plan::struct_plan(e);
+        if sp.creates.is_empty() {
+            continue;
+        }
+        let sin = io
+            .buffer(BufferRole::StructIn, "")
+            .expect("in")
+            .data
+            .clone();
+        let input = sp
+            .leaves
+            .iter()
+            .find(|l| l.class == crate::plan::Class::Handle && l.size == 4)
+            .map(|l| u32::from_le_bytes(sin[l.off..l.off + 4].try_into().expect("4")))
+            .expect("an input handle");
+        let out = io
+            .buffer(BufferRole::StructOut, "")
+            .expect("out")
+            .data
+            .clone();
+        let created: Vec<(usize, u32)> = sp
+            .creates
+            .iter()
+            .map(|&i| sp.leaves[i].off)
+            .map(|off| {
+                (
+                    off,
+                    u32::from_le_bytes(out[off..off + 4].try_into().expect("4")),
+                )
+            })
+            .collect();
+        let mut cases: Vec<Vec<(usize, u32)>> = Vec::new();
+        for &(off, v) in &created {
+            cases.push(vec![(off, 0)]);
+            cases.push(vec![(off, input)]);
+            cases.push(vec![(off, v ^ 0x8000)]);
+            for &h in &earlier {
+                cases.push(vec![(off, h)]);
+            }
+        }
+        earlier.push(input);
+        earlier.extend(created.iter().map(|c| c.1).filter(|&v| v != 0));
+        if let [(a, va), (b, _), ..] = created[..] {
+            cases.push(vec![(a, va), (b, va)]);
+        }
+        for case in cases {
+            let mut recs = base.clone();
+            for &(off, v) in &case {
+                set_struct_u32(&mut recs, pos, BufferRole::StructOut, off, v);
+            }
+            for plan in [false, true] {
+                let (walked, _) = replay_outcome(&recs, plan, true);
+                let (fast, n) = replay_outcome(&recs, plan, false);
+                assert_eq!(fast, walked, "{} {case:x?}", e.name);
+                fast_taken += n;
+            }
+            variants += 1;
+        }
+    }
+    assert!(variants >= 12, "{variants} variants");
+    assert!(fast_taken > 0);
+}

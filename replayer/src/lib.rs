@@ -38,6 +38,7 @@ pub mod capture;
 pub mod error;
 pub mod kvm_smoke;
 mod mem;
+mod order;
 mod plan;
 pub mod recorded_host;
 pub mod replay;

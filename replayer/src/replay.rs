@@ -18,6 +18,7 @@ use traces::{BufferRole, FdEvent, FdOp, IoctlRecord, Record};
 use crate::call::{self, CallPlan, Mem};
 use crate::error::ReplayError;
 use crate::mem::{CallBuf, Region};
+use crate::order::{OrderKey, Pushed, Window};
 use crate::plan::{Class, Leaf, Plan, PlanCache};
 
 // Integer-keyed live maps (handle values, fds): SipHash's per-lookup cost showed in the
@@ -603,102 +604,31 @@ impl<B: Backend> Replayer<B> {
         I: IntoIterator<Item = Result<R, traces::TraceError>>,
         R: Borrow<Record>,
     {
-        use std::cmp::Reverse;
-        use std::collections::{BinaryHeap, VecDeque};
-        // (enter time, file position) → (call index, slot in `slab`). The records stay put
-        // in the slab (slots reused as they leave), so the heap only moves small keys.
-        // Records nearly always arrive in entry order: those that sort after every record
-        // already queued go to `sorted`, in order; only the others pay for the heap. The
-        // next record is the least of both fronts.
-        let mut heap: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
-        let mut sorted: VecDeque<Pending> = VecDeque::new();
-        let mut slab: Vec<Option<R>> = Vec::new();
-        let mut free: Vec<usize> = Vec::new();
-        let mut order = OrderKey::default();
-        let mut seq = 0u64;
-        let mut released = 0u64;
-        let mut late = 0u64;
-        let mut calls = self.call_index;
+        let mut window = Window::new(self.call_index, self.opts.to);
         let mut last_progress = u64::MAX;
-        let mut stopped_at_to = false;
         let mut records = records.into_iter();
         loop {
             if self.done {
                 break;
             }
-            let next = if stopped_at_to {
+            let next = if window.stopped_at_to {
                 None
             } else {
                 records.next().transpose()?
             };
-            match next {
-                Some(rec) => {
-                    let Some(key) = order.key(rec.borrow()) else {
-                        continue; // not replayed (VMBus, annotations…)
-                    };
-                    let idx = match rec.borrow() {
-                        Record::Ioctl(_) => {
-                            calls += 1;
-                            calls - 1
-                        }
-                        _ => u64::MAX,
-                    };
-                    if idx != u64::MAX && self.opts.to.is_some_and(|to| idx > to) {
-                        // Every call up to `to` has been read: drain and stop.
-                        stopped_at_to = true;
-                        continue;
-                    }
-                    if key < released {
-                        late += 1;
-                    }
-                    let slot = match free.pop() {
-                        Some(i) => {
-                            slab[i] = Some(rec);
-                            i
-                        }
-                        None => {
-                            slab.push(Some(rec));
-                            slab.len() - 1
-                        }
-                    };
-                    let p = Pending {
-                        key,
-                        seq,
-                        idx,
-                        slot,
-                    };
-                    // `seq` grows, so `p` sorts after every queued record whose key is ≤ its own.
-                    if sorted.back().is_none_or(|b| b.key <= key) {
-                        sorted.push_back(p);
-                    } else {
-                        heap.push(Reverse(p));
-                    }
-                    seq += 1;
-                    if heap.len() + sorted.len() <= REORDER_WINDOW {
-                        continue;
-                    }
-                }
-                None if heap.is_empty() && sorted.is_empty() => break,
-                None => {}
+            // A record in: release one only when the window is over full. None left:
+            // release what is queued.
+            if let Some(rec) = next
+                && !matches!(window.push(rec), Pushed::Queued { full: true })
+            {
+                continue;
             }
-            let from_sorted = match (sorted.front(), heap.peek()) {
-                (Some(a), Some(Reverse(b))) => a < b,
-                (Some(_), None) => true,
-                (None, _) => false,
+            let Some((idx, rec)) = window.pop() else {
+                break;
             };
-            let p = if from_sorted {
-                sorted.pop_front()
-            } else {
-                heap.pop().map(|Reverse(p)| p)
-            };
-            let Some(p) = p else { break };
-            released = released.max(p.key);
-            let rec = slab[p.slot]
-                .take()
-                .expect("a pending record is in its slot");
-            free.push(p.slot);
+            prefetch_ahead(&window);
             match rec.borrow() {
-                Record::Ioctl(io) => self.call(p.idx, io, None, scratch)?,
+                Record::Ioctl(io) => self.call(idx, io, None, scratch)?,
                 other => self.step(other)?,
             }
             if self.report.calls.is_multiple_of(4096) && self.report.calls != last_progress {
@@ -706,17 +636,28 @@ impl<B: Backend> Replayer<B> {
                 progress(self.report.calls);
             }
         }
+        self.end_stream(window.calls, window.stopped_at_to, window.late, progress);
+        Ok(())
+    }
+
+    /// The end of a streaming replay ([`Replayer::run`]): `calls` ioctl records were
+    /// read, `stopped_at_to` if reading stopped at `--to`, `late` records were issued out
+    /// of recorded order.
+    fn end_stream(
+        &mut self,
+        calls: u64,
+        stopped_at_to: bool,
+        late: u64,
+        progress: &mut dyn FnMut(u64),
+    ) {
         self.call_index = calls;
         if stopped_at_to && !self.done {
             self.done = true;
         }
-        if late > 0 {
-            self.report.notes.push(format!(
-                "{late} records entered the driver before calls already replayed (more than {REORDER_WINDOW} calls completed while they were in flight); they were issued late, out of recorded order"
-            ));
+        if let Some(note) = Window::<Record>::late_note(late) {
+            self.report.notes.push(note);
         }
         progress(self.report.calls);
-        Ok(())
     }
 
     /// Replays a compiled trace ([`ReplayPlan`]): the same as [`Replayer::run`] over its
@@ -1922,87 +1863,80 @@ pub fn replay_order(records: &[Record]) -> Vec<usize> {
     keyed.into_iter().map(|(_, i)| i).collect()
 }
 
-/// Sort key of a record: its entry time; a record without one (0) takes the previous
-/// record's, so it stays where the file has it. `None`: not replayed.
-#[derive(Default)]
-struct OrderKey {
-    last: u64,
-}
-
-impl OrderKey {
-    fn key(&mut self, r: &Record) -> Option<u64> {
-        let ts = match r {
-            Record::Ioctl(io) => io.ts_enter,
-            Record::Fd(ev) => ev.ts,
-            _ => return None,
-        };
-        if ts != 0 {
-            self.last = ts;
-        }
-        Some(self.last)
-    }
-}
-
-struct Pending {
-    key: u64,
-    seq: u64,
-    idx: u64,
-    slot: usize,
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, o: &Self) -> bool {
-        (self.key, self.seq) == (o.key, o.seq)
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.key, self.seq).cmp(&(o.key, o.seq))
-    }
-}
-
 enum Item<'r> {
     Fd(&'r Record),
     Call(u64, &'r IoctlRecord, CallPlan<'r>),
 }
 
 impl Item<'_> {
-    /// Asks the CPU to start loading what replaying this item reads first (its record,
-    /// argument image, input remaps and recorded out struct): a compiled trace is larger
-    /// than the caches, and each call's data sits in separate allocations, so without
-    /// this every call starts with a few cache misses in a row.
     #[inline(always)]
     fn prefetch(&self) {
-        #[cfg(target_arch = "x86_64")]
+        match self {
+            Item::Fd(r) => prefetch(*r as *const Record),
+            Item::Call(_, rec, cp) => prefetch_call(rec, cp),
+        }
+    }
+}
+
+/// Asks the CPU to start loading `p`'s cache line. A prefetch is a hint: it never
+/// faults and has no effect on the program's memory, whatever the address.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: see above; the address is not dereferenced.
+        #[allow(unused_unsafe)]
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p.cast())
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Prefetches, in three stages, what compiling and replaying the next streamed records
+/// reads: the record two places ahead; the buffer list of the one after next; the
+/// buffers' paths and bytes of the next one. A record waited in the window for up to
+/// [`REORDER_WINDOW`] others (and a file's was decoded on another core), so every one
+/// of these is a cache miss the replay would otherwise wait for, in turn.
+#[inline(always)]
+fn prefetch_ahead<R: Borrow<Record>>(w: &Window<R>) {
+    if let Some(r) = w.peek_in_order(2) {
+        prefetch(r.borrow() as *const Record);
+    }
+    if let Some(Record::Ioctl(io)) = w.peek_in_order(1).map(|r| r.borrow()) {
+        let (p, n) = (io.buffers.as_ptr(), io.buffers.len());
+        for line in 0..(n * std::mem::size_of::<traces::Buffer>())
+            .div_ceil(64)
+            .min(4)
         {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let touch = |p: *const u8| {
-                // SAFETY: a prefetch is a hint: it never faults and has no effect on the
-                // program's memory, whatever the address.
-                #[allow(unused_unsafe)]
-                unsafe {
-                    _mm_prefetch::<_MM_HINT_T0>(p.cast())
-                }
-            };
-            match self {
-                Item::Fd(r) => touch((*r as *const Record).cast()),
-                Item::Call(_, rec, cp) => {
-                    touch((*rec as *const IoctlRecord).cast());
-                    touch(cp.image.as_ptr());
-                    touch(cp.image.as_ptr().wrapping_add(64));
-                    touch(cp.remaps.as_ptr().cast());
-                    if let Some(o) = cp.out {
-                        touch(o.as_ptr());
-                    }
-                }
+            prefetch(p.cast::<u8>().wrapping_add(line * 64));
+        }
+    }
+    if let Some(Record::Ioctl(io)) = w.peek_in_order(0).map(|r| r.borrow()) {
+        for b in io.buffers.iter().take(4) {
+            prefetch(b.data.as_ptr());
+            if !b.path.is_empty() {
+                prefetch(b.path.as_ptr());
             }
         }
+    }
+}
+
+/// Asks the CPU to start loading what replaying a compiled call reads first (its record,
+/// argument image, input remaps and recorded out struct): a compiled trace is larger
+/// than the caches (and a streamed one was compiled on another core), and each call's
+/// data sits in separate allocations, so without this every call starts with a few
+/// cache misses in a row.
+#[inline(always)]
+fn prefetch_call(rec: &IoctlRecord, cp: &CallPlan<'_>) {
+    prefetch(rec as *const IoctlRecord);
+    prefetch(cp.image.as_ptr());
+    prefetch(cp.image.as_ptr().wrapping_add(64));
+    prefetch(cp.remaps.as_ptr());
+    if let Some(o) = cp.out {
+        prefetch(o.as_ptr());
     }
 }
 

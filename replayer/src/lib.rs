@@ -85,41 +85,60 @@ const READ_AHEAD_BATCH: usize = 512;
 /// Batches the decoding thread may be ahead by.
 const READ_AHEAD_DEPTH: usize = 8;
 
-/// Records the replay is done with, on their way back to the decoding thread, which
-/// decodes the next ones into them: in the steady state nothing is allocated per record,
-/// and no record is freed by a thread other than the one that allocated it.
-#[derive(Default)]
-struct RecordBin(std::sync::Mutex<Vec<traces::Record>>);
-
-/// Most records kept in a [`RecordBin`].
-const BIN_CAPACITY: usize = 4 * READ_AHEAD_BATCH * READ_AHEAD_DEPTH;
+/// Records the replay is done with, on their way back to the decoding thread in batches
+/// of [`READ_AHEAD_BATCH`]: it decodes the next records into them (in the steady state
+/// nothing is allocated per record) and, once it has decoded the whole trace, frees them
+/// while the replay issues the last calls. No record is freed by the replaying thread
+/// (a record is several allocations: freeing the ~65k the reordering window still holds
+/// at the end cost it ~500 instructions per record).
+struct RecordBin {
+    /// Records given back since the last batch went. Only the replaying thread locks it.
+    batch: std::sync::Mutex<Vec<traces::Record>>,
+    /// `None` once the replay has ended (see [`RecordBin::close`]).
+    tx: std::sync::Mutex<Option<std::sync::mpsc::Sender<Vec<traces::Record>>>>,
+}
 
 impl RecordBin {
-    fn give(&self, r: traces::Record) {
-        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if v.len() < BIN_CAPACITY {
-            v.push(r);
+    fn new(tx: std::sync::mpsc::Sender<Vec<traces::Record>>) -> RecordBin {
+        RecordBin {
+            batch: std::sync::Mutex::new(Vec::with_capacity(READ_AHEAD_BATCH)),
+            tx: std::sync::Mutex::new(Some(tx)),
         }
     }
-    /// Moves every record in the bin to `into`.
-    fn take_all(&self, into: &mut Vec<traces::Record>) {
-        into.append(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+
+    fn give(&self, r: traces::Record) {
+        let mut v = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        v.push(r);
+        if v.len() >= READ_AHEAD_BATCH {
+            let full = std::mem::replace(&mut *v, Vec::with_capacity(READ_AHEAD_BATCH));
+            drop(v);
+            if let Some(tx) = &*self.tx.lock().unwrap_or_else(|e| e.into_inner()) {
+                // The decoding thread ends only after `close`: it receives this.
+                let _ = tx.send(full);
+            }
+        }
+    }
+
+    /// Ends the returns: the decoding thread's last receive returns once it has the
+    /// batches sent so far. Records given later are freed where they are dropped.
+    fn close(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 
 /// A record from the decoding thread; when the replay drops it, it goes back to the bin.
-struct Recycled {
+struct Recycled<'a> {
     rec: Option<traces::Record>,
-    bin: std::sync::Arc<RecordBin>,
+    bin: &'a RecordBin,
 }
 
-impl std::borrow::Borrow<traces::Record> for Recycled {
+impl std::borrow::Borrow<traces::Record> for Recycled<'_> {
     fn borrow(&self) -> &traces::Record {
         self.rec.as_ref().expect("a record until dropped")
     }
 }
 
-impl Drop for Recycled {
+impl Drop for Recycled<'_> {
     fn drop(&mut self) {
         if let Some(r) = self.rec.take() {
             self.bin.give(r);
@@ -127,28 +146,46 @@ impl Drop for Recycled {
     }
 }
 
-/// `r` decoded owned, into `spare`'s storage when both are ioctls (its buffer vector,
-/// paths and byte vectors reused): the same record [`traces::RecordRef::to_owned`] gives.
-fn decode_into(r: traces::RecordRef<'_>, spare: Option<traces::Record>) -> traces::Record {
-    match (r, spare) {
-        (traces::RecordRef::Ioctl(io), Some(traces::Record::Ioctl(mut out))) => {
-            io.clone_into(&mut out);
-            traces::Record::Ioctl(out)
+/// Ioctl records the replay is done with, by request code, for the decoding thread to
+/// decode the next ones into: a record of the same request nearly always has the same
+/// buffers, so its vectors are reused as they are (taking any spare record instead made
+/// most of them grow, a reallocation and a copy each).
+#[derive(Default)]
+struct Spares {
+    by_cmd: driver_core::inthash::IntMap<u32, Vec<traces::IoctlRecord>>,
+}
+
+impl Spares {
+    fn put(&mut self, r: traces::Record) {
+        if let traces::Record::Ioctl(io) = r {
+            self.by_cmd.entry(io.cmd).or_default().push(io);
         }
-        _ => r.to_owned(),
+    }
+
+    /// `r` decoded owned, into a spare record of the same request when there is one (its
+    /// buffer vector, paths and byte vectors reused): the same record
+    /// [`traces::RecordRef::to_owned`] gives.
+    fn decode(&mut self, r: traces::RecordRef<'_>) -> traces::Record {
+        if let traces::RecordRef::Ioctl(io) = r
+            && let Some(mut out) = self.by_cmd.get_mut(&io.cmd).and_then(Vec::pop)
+        {
+            io.clone_into(&mut out);
+            return traces::Record::Ioctl(out);
+        }
+        r.to_owned()
     }
 }
 
-type Batch = Vec<Result<Recycled, traces::TraceError>>;
+type Batch<'a> = Vec<Result<Recycled<'a>, traces::TraceError>>;
 
 /// The records a decoding thread sends, as an iterator on the replaying thread.
-struct ReadAhead {
-    rx: std::sync::mpsc::Receiver<Batch>,
-    cur: std::vec::IntoIter<Result<Recycled, traces::TraceError>>,
+struct ReadAhead<'a> {
+    rx: std::sync::mpsc::Receiver<Batch<'a>>,
+    cur: std::vec::IntoIter<Result<Recycled<'a>, traces::TraceError>>,
 }
 
-impl Iterator for ReadAhead {
-    type Item = Result<Recycled, traces::TraceError>;
+impl<'a> Iterator for ReadAhead<'a> {
+    type Item = Result<Recycled<'a>, traces::TraceError>;
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(r) = self.cur.next() {
@@ -162,16 +199,32 @@ impl Iterator for ReadAhead {
 /// What the decoding thread of [`run_reader`] does: every record of `reader` in file
 /// order, exactly as `reader.records()` yields them (a damaged frame is one `Err` in its
 /// place and none of its records; the scan's own problem comes last), decoded borrowed
-/// from each frame's block into recycled records, sent in batches.
-fn decode_ahead(
+/// from each frame's block into the records `back` returns, sent in batches. Then it
+/// frees the records still coming back until the replay closes `bin`.
+fn decode_ahead<'a>(
     reader: &traces::Reader,
-    tx: std::sync::mpsc::SyncSender<Batch>,
-    bin: std::sync::Arc<RecordBin>,
+    tx: std::sync::mpsc::SyncSender<Batch<'a>>,
+    bin: &'a RecordBin,
+    back: std::sync::mpsc::Receiver<Vec<traces::Record>>,
 ) {
-    let mut batch: Batch = Vec::with_capacity(READ_AHEAD_BATCH);
-    let mut spare: Vec<traces::Record> = Vec::new();
+    decode_records(reader, tx, bin, &back);
+    // The replay holds up to a reordering window of records: they come back as it
+    // issues its last calls, and are freed here meanwhile.
+    for batch in back.iter() {
+        drop(batch);
+    }
+}
+
+fn decode_records<'a>(
+    reader: &traces::Reader,
+    tx: std::sync::mpsc::SyncSender<Batch<'a>>,
+    bin: &'a RecordBin,
+    back: &std::sync::mpsc::Receiver<Vec<traces::Record>>,
+) {
+    let mut batch: Batch<'a> = Vec::with_capacity(READ_AHEAD_BATCH);
+    let mut spares = Spares::default();
     let mut frame: Vec<traces::Record> = Vec::new();
-    let send = |batch: &mut Batch, last: bool| -> bool {
+    let send = |batch: &mut Batch<'a>, last: bool| -> bool {
         if batch.len() < READ_AHEAD_BATCH && !last {
             return true;
         }
@@ -180,21 +233,16 @@ fn decode_ahead(
         full.is_empty() || tx.send(full).is_ok()
     };
     for f in reader.frames() {
-        if spare.len() < READ_AHEAD_BATCH {
-            bin.take_all(&mut spare);
+        while let Ok(returned) = back.try_recv() {
+            returned.into_iter().for_each(|r| spares.put(r));
         }
-        let res = reader.with_block(f, |b| {
-            b?.for_each(|r| {
-                let s = spare.pop();
-                frame.push(decode_into(r, s));
-            })
-        });
+        let res = reader.with_block(f, |b| b?.for_each(|r| frame.push(spares.decode(r))));
         match res {
             Ok(()) => {
                 for rec in frame.drain(..) {
                     batch.push(Ok(Recycled {
                         rec: Some(rec),
-                        bin: bin.clone(),
+                        bin,
                     }));
                     if !send(&mut batch, false) {
                         return;
@@ -202,7 +250,7 @@ fn decode_ahead(
                 }
             }
             Err(e) => {
-                spare.append(&mut frame);
+                frame.drain(..).for_each(|r| spares.put(r));
                 batch.push(Err(e));
                 // As the plain reader's consumer does, the replay stops at an error.
                 send(&mut batch, true);
@@ -216,28 +264,43 @@ fn decode_ahead(
     send(&mut batch, true);
 }
 
+/// Closes a [`RecordBin`] when dropped, also when the replay unwinds (the decoding
+/// thread waits for it, and the scope for the thread).
+struct CloseBin<'a>(&'a RecordBin);
+
+impl Drop for CloseBin<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// [`Replayer::run`] over every record of `reader`, read and decoded ahead on a second
 /// thread (batches of records through a bounded channel), so reading, CRC checks,
 /// decompression and decoding overlap the replay instead of adding to it. The records
 /// and the order they are replayed in are exactly those of `r.run(reader.records(), …)`;
 /// a decoding error stops the replay where that would. Records are decoded from each
 /// frame's block into records the replay has finished with (no allocation per record
-/// once the pool is warm).
+/// once the pool is warm), and freed by the decoding thread.
 pub fn run_reader<B: driver_core::Backend>(
     r: &mut Replayer<B>,
     reader: &traces::Reader,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), ReplayError> {
+    let (back_tx, back_rx) = std::sync::mpsc::channel();
+    let bin = RecordBin::new(back_tx);
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_DEPTH);
-        let bin = std::sync::Arc::new(RecordBin::default());
-        let read_ahead = s.spawn(move || decode_ahead(reader, tx, bin));
+        let bin = &bin;
+        let close = CloseBin(bin);
+        let read_ahead = s.spawn(move || decode_ahead(reader, tx, bin, back_rx));
         let records = ReadAhead {
             rx,
             cur: Vec::new().into_iter(),
         };
-        // `records` (the receiver) is dropped when `run` returns, which ends the thread.
+        // `records` (the receiver) is dropped when `run` returns, which ends the
+        // decoding; closing the bin ends the thread.
         let result = r.run(records, progress);
+        drop(close);
         traces::join_scoped([read_ahead]);
         result
     })

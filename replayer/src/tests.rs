@@ -1510,3 +1510,109 @@ fn created_handles_map_the_same_through_the_fast_comparison_as_through_the_walk(
     assert!(variants >= 12, "{variants} variants");
     assert!(fast_taken > 0);
 }
+
+/// The emulator backend, panicking at its `n`-th ioctl.
+struct PanicsAt {
+    inner: driver_core::emulator::EmulatorBackend,
+    n: u64,
+}
+
+impl Backend for PanicsAt {
+    fn open(&mut self, p: &Path, f: i32) -> io::Result<i32> {
+        self.inner.open(p, f)
+    }
+    unsafe fn ioctl(&mut self, fd: i32, cmd: u32, arg: u64) -> i64 {
+        // SAFETY: forwarded as received.
+        unsafe { self.ioctl_live(fd, cmd, arg, &[]) }
+    }
+    unsafe fn ioctl_live(&mut self, fd: i32, cmd: u32, arg: u64, live: &[(u64, usize)]) -> i64 {
+        self.n -= 1;
+        assert!(self.n > 0, "the backend fails");
+        // SAFETY: forwarded as received.
+        unsafe { self.inner.ioctl_live(fd, cmd, arg, live) }
+    }
+    fn pid(&self) -> u32 {
+        self.inner.pid()
+    }
+    fn close(&mut self, fd: i32) -> io::Result<()> {
+        self.inner.close(fd)
+    }
+}
+
+#[test]
+fn a_replay_that_panics_ends_its_decoding_thread() {
+    // The decoding thread of `run_reader` frees the records the replay returns until the
+    // replay says it is done; a replay that unwinds must say so too, or the thread (and
+    // the scope waiting for it) would never end.
+    let recs = frame_loop_records(40);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("t.dxtrace");
+    write_trace(
+        &p,
+        &RecordingBackend::<RealDevice>::header("/dev/dxg", "dxg"),
+        &recs,
+    )
+    .expect("write trace");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let reader = traces::Reader::open(&p).expect("open");
+        let b = PanicsAt {
+            inner: emulator_backend(),
+            n: 500,
+        };
+        let mut r = Replayer::new(b, ReplayOptions::new(Target::InProcess));
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::run_reader(&mut r, &reader, &mut |_| {})
+        }));
+        let _ = tx.send(res.is_err());
+    });
+    let panicked = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("run_reader returned (unwound) instead of hanging");
+    assert!(panicked);
+}
+
+#[test]
+fn a_file_longer_than_the_reordering_window_replays_as_the_plain_reader() {
+    // More records than the window holds, the file's calls out of entry order in places
+    // (two threads' calls swapped), so the window, the record recycling by request and
+    // the prefetching of records ahead all run: the report must equal the plain reader's.
+    let mut recs = frame_loop_records(1700);
+    assert!(recs.len() > crate::REORDER_WINDOW + 5000, "{}", recs.len());
+    let mut swapped = 0;
+    for i in (100..recs.len() - 1).step_by(997) {
+        if let (Record::Ioctl(a), Record::Ioctl(b)) = (&recs[i], &recs[i + 1])
+            && a.tid == b.tid
+        {
+            let (ta, tb) = (a.ts_enter, b.ts_enter);
+            recs.swap(i, i + 1);
+            // The later-entered call now comes first in the file; give them distinct
+            // threads so their order is the entry order, not a thread's program order.
+            if let Record::Ioctl(x) = &mut recs[i] {
+                x.tid += 1;
+            }
+            assert!(ta <= tb);
+            swapped += 1;
+        }
+    }
+    assert!(swapped > 10);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("t.dxtrace");
+    write_trace(
+        &p,
+        &RecordingBackend::<RealDevice>::header("/dev/dxg", "dxg"),
+        &recs,
+    )
+    .expect("write trace");
+    let reader = traces::Reader::open(&p).expect("open");
+    let mut a = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
+    crate::run_reader(&mut a, &reader, &mut |_| {}).expect("replay");
+    let a = a.finish();
+    let mut b = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
+    b.run(reader.records(), &mut |_| {}).expect("replay");
+    let b = b.finish();
+    assert_eq!(a.calls, b.calls);
+    assert_eq!(a.divergences, b.divergences);
+    assert_eq!(a.notes, b.notes);
+    assert!(a.divergences.is_empty(), "{:#?}", a.divergences.first());
+}

@@ -13,7 +13,9 @@
 //!    printed with the process CPU time of that round (less sensitive than wall time to
 //!    other load on the machine; with the decoding thread it counts both threads).
 //!    `REPLAY_BENCH_ONLY=K` runs only the compiled replay K times (for profiling it);
-//!    with `REPLAY_BENCH_PATH=stream`, only the streaming replay.
+//!    with `REPLAY_BENCH_PATH=stream`, only the streaming replay; with
+//!    `REPLAY_BENCH_PATH=file`, only the replay from a trace file (`run_reader`, both
+//!    threads: under callgrind, `--separate-threads=yes` counts each).
 //! 2. KVM (when /dev/kvm exists): the kvm-smoke VM is recorded on the real device, then
 //!    replayed on it in the same run; prints the workload's ioctl time (sum of recorded
 //!    exit − entry) against the replay's (time inside `Backend::ioctl`) and wall time.
@@ -80,15 +82,28 @@ fn main() {
         .ok()
         .and_then(|s| s.parse::<usize>().ok())
     {
-        let stream = std::env::var("REPLAY_BENCH_PATH").as_deref() == Ok("stream");
+        let path = std::env::var("REPLAY_BENCH_PATH").unwrap_or_default();
         let plan = ReplayPlan::new(&records);
+        let file =
+            std::env::temp_dir().join(format!("replay_bench.{}.dxtrace", std::process::id()));
+        if path == "file" {
+            replayer::capture::write_trace(
+                &file,
+                &RecordingBackend::<EmulatorBackend>::header("/dev/dxg", "dxg"),
+                &records,
+            )
+            .expect("write trace");
+        }
         for _ in 0..k {
             let mut r = fresh();
             let (t, c) = (Instant::now(), cpu_s());
-            if stream {
-                r.run(records.iter().map(Ok), &mut |_| {}).expect("replay");
-            } else {
-                r.run_plan(&plan, &mut |_| {}).expect("replay");
+            match path.as_str() {
+                "stream" => r.run(records.iter().map(Ok), &mut |_| {}).expect("replay"),
+                "file" => {
+                    let reader = traces::Reader::open(&file).expect("open");
+                    replayer::run_reader(&mut r, &reader, &mut |_| {}).expect("replay")
+                }
+                _ => r.run_plan(&plan, &mut |_| {}).expect("replay"),
             }
             let (wall, cpu) = (t.elapsed().as_secs_f64(), cpu_s() - c);
             let rep = r.finish();
@@ -99,6 +114,7 @@ fn main() {
                 rep.calls as f64 / cpu
             );
         }
+        let _ = std::fs::remove_file(&file);
         return;
     }
     let rate = |n: u64, s: f64| n as f64 / s;

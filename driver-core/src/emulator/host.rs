@@ -564,6 +564,16 @@ impl FakeHost {
 
     #[inline(never)]
     fn apply_due(&mut self, now: u64) {
+        // The common case, one pending update and it is due (a frame's GPU signal): no
+        // partition, sort or rescan.
+        if let [p] = self.pending[..]
+            && p.0 <= now
+        {
+            self.pending.clear();
+            self.next_due = u64::MAX;
+            self.write_fence(p.1, p.2);
+            return;
+        }
         {
             let mut due = std::mem::take(&mut self.due);
             self.pending.retain(|p| {

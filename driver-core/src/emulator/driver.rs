@@ -1234,6 +1234,7 @@ impl Driver {
 
     /// Runs ioctl `e` (dispatched on its request number: a string match on the name
     /// compared names one after another on every call).
+    #[inline(always)]
     fn handle(&mut self, e: &'static IoctlDesc, t: u32, arg: u64, mem: &mut Mem) -> R {
         let name = e.name;
         match e.nr {

@@ -505,9 +505,21 @@ fn le_bytes<'a>(hs: impl Iterator<Item = &'a u32>, n: usize) -> UBytes<'static> 
         UBytes::Pooled(b)
     }
 }
+/// `copy_to_user`: a plain copy inside vouched memory (inlined at the call), else
+/// through the other memory.
 #[inline(always)]
 fn wr(mem: &mut Mem, addr: u64, data: &[u8]) -> Result<(), i64> {
-    mem.write(addr, data).map_err(|_| EFAULT)
+    if let Some(p) = mem.vouched.at(addr, data.len()) {
+        // SAFETY: inside a vouched range; no reference into user memory is alive (they
+        // borrow the `Mem`, which this call holds mutably).
+        unsafe { super::bus::copy_bytes(data.as_ptr(), p, data.len()) };
+        return Ok(());
+    }
+    wr_other(mem, addr, data)
+}
+#[inline(never)]
+fn wr_other(mem: &mut Mem, addr: u64, data: &[u8]) -> Result<(), i64> {
+    mem.other.write(addr, data).map_err(|_| EFAULT)
 }
 /// Address of element `i` of `size` bytes in a user array at `base`: an array that runs
 /// past the end of the address space is EFAULT, as in the kernel, never an overflow.

@@ -390,7 +390,7 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 /// Appends an NTSTATUS reply (a fixed-size append: a 4-byte store, not a memcpy call).
 #[inline(always)]
 fn put_status(out: &mut Vec<u8>, s: u32) {
-    out.extend_from_slice(&s.to_le_bytes());
+    s.to_le_bytes().put(out)
 }
 
 /// Appends reply bytes to the host's reply buffer.
@@ -399,8 +399,19 @@ trait Put {
 }
 
 impl Put for [u8] {
+    /// An append inlined where the reply is built (`extend_from_slice` was a call per
+    /// reply, and a `memcpy` call for a 4-byte status).
+    #[inline(always)]
     fn put(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self);
+        out.reserve(self.len());
+        let n = out.len();
+        // SAFETY: `out` has room for `self.len()` more bytes (reserved above), all
+        // written before the length grows; `self` is not part of `out`'s buffer (it is
+        // borrowed while `out` is mutably borrowed).
+        unsafe {
+            super::bus::copy_bytes(self.as_ptr(), out.as_mut_ptr().add(n), self.len());
+            out.set_len(n + self.len());
+        }
     }
 }
 fn cmd_name(cmd: VmbusCmd) -> &'static str {

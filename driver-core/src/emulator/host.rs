@@ -1375,8 +1375,11 @@ impl FakeHost {
                 let obj = |i: usize| u32_at(b, 56 + 4 * i);
                 let ctx_off = 56 + 4 * n;
                 let fences_off = ctx_off + 4 * nc;
-                if (0..n).any(|i| !self.objs.contains_key(obj(i))) {
-                    return put_status(out, st::INVALID_HANDLE);
+                for i in 0..n {
+                    // A loop, not `any`: the closure's fold was a call per signal.
+                    if !self.objs.contains_key(obj(i)) {
+                        return put_status(out, st::INVALID_HANDLE);
+                    }
                 }
                 // Whether a monitored fence is among the objects only matters when the
                 // message does not carry all the fence values (looked up only then).

@@ -185,11 +185,24 @@ impl HostEvents {
             self.map.insert(id, v);
         }
     }
-    fn get_mut(&mut self, id: u64) -> Option<&mut (u32, bool)> {
+    /// A signal for `id`: the pid that registered it, if it was registered and not yet
+    /// signalled. The blocked wait is marked (the wait loop sees it and drops it); a
+    /// parked one is dropped here, as nothing else would (the map kept every async or
+    /// failed wait forever). A second signal finds none either way.
+    fn signal(&mut self, id: u64) -> Option<u32> {
         match &mut self.blocked {
-            Some((b, v)) if *b == id => Some(v),
-            _ => self.map.get_mut(&id),
+            Some((b, (pid, signalled))) if *b == id => (!*signalled).then(|| {
+                *signalled = true;
+                *pid
+            }),
+            // Entries in the map are never marked signalled: they go at their signal.
+            _ => self.map.remove(&id).map(|(pid, _)| pid),
         }
+    }
+    /// Registered events (the blocked one included), for tests.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.len() + usize::from(self.blocked.is_some())
     }
     fn signalled(&self, id: u64) -> bool {
         match &self.blocked {
@@ -879,10 +892,8 @@ impl Driver {
 
     fn signal_host_event(&mut self, id: u64) {
         let ts = self.bus.clock.now();
-        match self.events.get_mut(id) {
-            Some((pid, signalled)) if !*signalled => {
-                *signalled = true;
-                let pid = *pid;
+        match self.events.signal(id) {
+            Some(pid) => {
                 if !self.bus.recording {
                     return; // nothing to report (no event built: its strings allocate)
                 }
@@ -1090,6 +1101,12 @@ impl Driver {
         if let Some(p) = self.procs.get_mut(tgid) {
             p.objs.retain(|h, o| h != d && o.device != d);
         }
+    }
+
+    /// Host events registered and not yet done with (for tests).
+    #[cfg(test)]
+    pub(crate) fn host_events(&self) -> usize {
+        self.events.len()
     }
 
     /// Whether a file is open.

@@ -738,4 +738,27 @@ fn async_cpu_waits_stay_registered_beside_the_blocking_one() {
         !evs.iter()
             .any(|e| matches!(e, Event::Annotation(a) if a.key == "duplicate-signal"))
     );
+    assert_eq!(e.lock().host_events(), 0, "signalled waits are dropped");
+    // Many async waits, each signalled: none stays registered (they were kept forever).
+    for v in 3..203 {
+        assert_eq!(wait(&mut b, v, 7), 0);
+        signal_from_cpu(&mut b, fd, dev, f, v);
+    }
+    assert_eq!(
+        e.lock().host_events(),
+        0,
+        "signalled async waits are dropped"
+    );
+    // A wait whose fence is never reached stays registered until its signal.
+    assert_eq!(wait(&mut b, 1000, 7), 0);
+    assert_eq!(e.lock().host_events(), 1);
+    signal_from_cpu(&mut b, fd, dev, f, 1000);
+    assert_eq!(e.lock().host_events(), 0);
+    let evs = sink.take();
+    assert_eq!(
+        evs.iter()
+            .filter(|e| matches!(e, Event::Signal(s) if s.source == "cpu_event"))
+            .count(),
+        201
+    );
 }

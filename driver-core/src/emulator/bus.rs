@@ -237,8 +237,8 @@ unsafe impl Send for DxgVmbusChannel {}
 unsafe impl Sync for DxgVmbusChannel {}
 
 /// What a send returned that is not a plain errno: the host never answered.
-/// Copies `n` bytes from `src` to `dst` (not overlapping). The few-byte copies of a
-/// message's statuses, handles and small structs are done inline: a call to `memcpy`
+/// Copies `n` bytes from `src` to `dst` (not overlapping). The copies of up to 32 bytes
+/// of a message's statuses, handles and small structs are done inline: a call to `memcpy`
 /// for each cost more than the copy.
 ///
 /// # Safety
@@ -249,8 +249,13 @@ pub(crate) unsafe fn copy_bytes(src: *const u8, dst: *mut u8, n: usize) {
     // SAFETY (all branches): every access is within the first `n` bytes of `src` and
     // `dst` (guaranteed by the caller); overlapping stores write the same bytes.
     unsafe {
-        if n > 16 {
+        if n > 32 {
             std::ptr::copy_nonoverlapping(src, dst, n);
+        } else if n > 16 {
+            let a = src.cast::<[u8; 16]>().read_unaligned();
+            let b = src.add(n - 16).cast::<[u8; 16]>().read_unaligned();
+            dst.cast::<[u8; 16]>().write_unaligned(a);
+            dst.add(n - 16).cast::<[u8; 16]>().write_unaligned(b);
         } else if n >= 8 {
             let a = src.cast::<u64>().read_unaligned();
             let b = src.add(n - 8).cast::<u64>().read_unaligned();
@@ -669,6 +674,22 @@ mod tests {
 
     /// The receive callback queues each packet's payload as the iterator's copy holds it
     /// (padded with zeros to 8 bytes), in order.
+    /// Every length, through each of copy_bytes' branches (inline small copies, memcpy
+    /// past 32 bytes), copies exactly `n` bytes: the bytes before and after the
+    /// destination range are untouched.
+    #[test]
+    fn copy_bytes_copies_exactly_n_bytes() {
+        let src: Vec<u8> = (1..=80).collect();
+        for n in 0..=70 {
+            let mut dst = [0xeeu8; 80];
+            // SAFETY: `src` has 80 readable bytes, `dst[5..]` 75 writable ones, n <= 70.
+            unsafe { copy_bytes(src.as_ptr(), dst.as_mut_ptr().add(5), n) };
+            assert!(dst[..5].iter().all(|&b| b == 0xee), "n = {n}");
+            assert_eq!(&dst[5..5 + n], &src[..n], "n = {n}");
+            assert!(dst[5 + n..].iter().all(|&b| b == 0xee), "n = {n}");
+        }
+    }
+
     #[test]
     fn receive_queues_the_padded_payloads_in_order() {
         let bus = Bus {

@@ -627,7 +627,12 @@ impl FakeHost {
                 .iter()
                 .all(|(h, v)| fences.get(*h).is_some_and(|f| f.0 >= *v));
             if done {
-                let w = self.waiters.remove(i);
+                // The last one (the only one, mostly) is popped: no shift of the rest.
+                let w = if i + 1 == self.waiters.len() {
+                    self.waiters.pop().expect("waiter i")
+                } else {
+                    self.waiters.remove(i)
+                };
                 self.send_signal(w.event, w.process_id, inbound);
             } else {
                 i += 1;

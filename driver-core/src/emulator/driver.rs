@@ -11,7 +11,7 @@ use super::bus::{
 };
 use super::handles::HandleMap;
 use super::host::AdapterSpec;
-use super::pool::Buf;
+use super::pool::{Buf, Reply};
 use super::sink::{BufEvent, BufRole, Event, IoctlEvent, SignalEvent, VmbusDirection, VmbusEvent};
 use crate::backend::{MemError, UserMemory, VouchedMemory};
 use crate::dxg::table::IOCTLS;
@@ -665,13 +665,9 @@ impl Driver {
         result_size: usize,
         may_async: bool,
         adapter_level: bool,
-    ) -> Result<Buf, i64> {
+    ) -> Result<Reply, i64> {
         let is_async = may_async && self.async_msg;
-        let mut res = if is_async {
-            Buf::default()
-        } else {
-            Buf::zeroed(result_size)
-        };
+        let mut res = Reply::zeroed(if is_async { 0 } else { result_size });
         self.send_into(tgid, target, cmd, body, &mut res, may_async, adapter_level)?;
         Ok(res)
     }

@@ -93,6 +93,61 @@ impl Drop for Buf {
     }
 }
 
+/// Replies of up to this many bytes are held inline (every reply on a replayed frame's
+/// path is smaller).
+pub(crate) const INLINE_REPLY: usize = 64;
+
+/// A reply buffer of fixed length: up to [`INLINE_REPLY`] bytes in place (no pool round
+/// trip: taking and giving back a pooled vector cost a send ~25 instructions of setup and
+/// teardown), longer ones in a [`Buf`].
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// The first `.0` bytes of `.1`.
+    Inline(usize, [u8; INLINE_REPLY]),
+    /// A pooled buffer (longer replies).
+    Heap(Buf),
+}
+
+impl Reply {
+    /// `n` zero bytes.
+    #[inline]
+    pub(crate) fn zeroed(n: usize) -> Reply {
+        if n <= INLINE_REPLY {
+            Reply::Inline(n, [0; INLINE_REPLY])
+        } else {
+            Reply::Heap(Buf::zeroed(n))
+        }
+    }
+    /// The bytes as a vector.
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        match self {
+            Reply::Inline(n, b) => b[..n].to_vec(),
+            Reply::Heap(b) => b.into_vec(),
+        }
+    }
+}
+
+impl Deref for Reply {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            Reply::Inline(n, b) => &b[..*n],
+            Reply::Heap(b) => b,
+        }
+    }
+}
+
+impl DerefMut for Reply {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            Reply::Inline(n, b) => &mut b[..*n],
+            Reply::Heap(b) => b,
+        }
+    }
+}
+
 /// `to_vec` into a reused vector.
 pub(crate) trait Pooled {
     /// A copy in a reused vector.
@@ -122,5 +177,29 @@ mod tests {
         assert_eq!(&b[..], &[9; 5]);
         drop(b);
         assert!(take().is_empty());
+    }
+
+    #[test]
+    fn replies_have_their_length_inline_or_not() {
+        for n in [
+            0,
+            1,
+            4,
+            INLINE_REPLY - 1,
+            INLINE_REPLY,
+            INLINE_REPLY + 1,
+            712,
+        ] {
+            let mut r = Reply::zeroed(n);
+            assert_eq!(matches!(r, Reply::Inline(..)), n <= INLINE_REPLY, "{n}");
+            assert_eq!(r.len(), n);
+            assert!(r.iter().all(|&b| b == 0));
+            for (i, b) in r.iter_mut().enumerate() {
+                *b = i as u8;
+            }
+            let want: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            assert_eq!(&r[..], &want[..]);
+            assert_eq!(r.into_vec(), want);
+        }
     }
 }

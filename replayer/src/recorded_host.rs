@@ -361,6 +361,9 @@ impl Host for RecordedHost {
         }
     }
 
+    fn may_note(&self) -> bool {
+        false // recorded replies carry no notes
+    }
     fn map_io(&mut self, phys: u64) -> Option<u64> {
         (IO_SPACE_BASE..IO_SPACE_BASE + IO_SPACE_SIZE)
             .contains(&phys)

@@ -256,6 +256,11 @@ pub struct Driver {
     pub(crate) request_patch: Option<RequestPatch>,
     /// The message being sent (reused from send to send; see [`Driver::send_into`]).
     msg: Vec<u8>,
+    /// The host may have notes after any send ([`Host::may_note`], asked once at boot):
+    /// when not, they are taken only after a device removal.
+    ///
+    /// [`Host::may_note`]: super::host::Host::may_note
+    host_notes: bool,
 }
 
 /// A message buffer larger than this is not kept for the next send.
@@ -604,7 +609,9 @@ impl Driver {
             comm_cache: IntMap::default(),
             request_patch: None,
             msg: Vec::new(),
+            host_notes: true,
         };
+        d.host_notes = d.bus.host.borrow_mut().may_note();
         d.bring_up(async_msg);
         d
     }
@@ -822,18 +829,20 @@ impl Driver {
     /// nothing a probe reports: the probe's packet programs fire on packets only). Most
     /// sends queue none; the empty call cost ~45 instructions.
     ///
-    /// The common case (no notes, no packets) is two checks inlined at the call site; the
-    /// work is out of line (its register saves cost every call ~15 instructions).
+    /// The common case (a host that never notes, no packets) is two checks inlined at the
+    /// call site, no call into the host; the work is out of line (its register saves cost
+    /// every call ~15 instructions).
     #[inline]
     fn after_send(&mut self) {
-        if self.bus.host.borrow_mut().has_notes() || !self.bus.inbound.borrow_mut().is_empty() {
-            self.after_send_work();
+        if self.host_notes || !self.bus.inbound.borrow_mut().is_empty() {
+            self.after_send_work(self.host_notes);
         }
     }
 
+    /// [`Driver::after_send`]'s work; `notes`: take the host's notes first.
     #[inline(never)]
-    fn after_send_work(&mut self) {
-        if self.bus.host.borrow_mut().has_notes() {
+    fn after_send_work(&mut self, notes: bool) {
+        if notes {
             let notes = self.bus.host.borrow_mut().take_notes();
             for (k, t) in notes {
                 self.bus.annotate(&k, t);
@@ -1187,7 +1196,8 @@ impl Driver {
             b.host
                 .borrow_mut()
                 .remove_device(&mut b.inbound.borrow_mut());
-            self.after_send();
+            // Its note is taken whether or not the host otherwise notes.
+            self.after_send_work(true);
         }
         ret
     }

@@ -140,9 +140,10 @@ pub trait Host: Send {
     fn take_notes(&mut self) -> Vec<(String, String)> {
         Vec::new()
     }
-    /// Whether [`Host::take_notes`] would return any (checked after every send, so a
-    /// host without notes saves taking an empty vector each time).
-    fn has_notes(&self) -> bool {
+    /// Whether this host can ever have notes outside [`Host::remove_device`]: asked once,
+    /// when the emulator boots. When not, notes are taken only after a device removal;
+    /// when so, after every send (a host that never notes saves that call each time).
+    fn may_note(&self) -> bool {
         true
     }
     /// CPU address of IO-space address `phys` (fence pages, LOCK2 data), if mapped.
@@ -169,8 +170,10 @@ impl Host for FakeHost {
     fn take_notes(&mut self) -> Vec<(String, String)> {
         FakeHost::take_notes(self)
     }
-    fn has_notes(&self) -> bool {
-        !self.notes.is_empty()
+    fn may_note(&self) -> bool {
+        // Only the configured faults note (besides device removal); they are fixed when
+        // the host is built.
+        !self.faults.is_empty()
     }
     fn map_io(&mut self, phys: u64) -> Option<u64> {
         FakeHost::map_io(self, phys)

@@ -214,6 +214,62 @@ fn device_removed_reaches_device_state() {
     );
 }
 
+/// Texts of the "fault" annotations.
+fn fault_notes(evs: &[Event]) -> Vec<String> {
+    evs.iter()
+        .filter_map(|e| match e {
+            Event::Annotation(a) if a.key == "fault" => Some(a.text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A host with faults has its notes taken after sends; one without (it says it never
+/// notes) still has the device removal's note taken, once, right after the removal.
+#[test]
+fn host_notes_reach_the_timeline() {
+    let (e, sink) = emu(&["lose-signal@1"]);
+    let _ = run(&e, "canonical");
+    let notes = fault_notes(&sink.take());
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].starts_with("lose-signal: SIGNALGUESTEVENT #1"));
+
+    let sink = VecSink::new();
+    let cfg = EmulatorConfig {
+        deterministic: true,
+        comm: Some("dxtrace-test".into()),
+        faults: vec![Fault::parse("device-removed@after=6").expect("valid")],
+        ..EmulatorConfig::default()
+    };
+    let host = host::FakeHost::new(host::HostConfig {
+        adapters: cfg.adapters.clone(),
+        interface_version: cfg.interface_version,
+        async_msg: cfg.async_msg,
+        seed: cfg.seed,
+        latency: cfg.latency.clone(),
+        faults: Vec::new(),
+        hang_bound_ns: cfg.hang_bound_ns,
+    });
+    assert!(!host.may_note());
+    let e = Emulator::with_host(cfg, Box::new(sink.clone()), Box::new(host));
+    let _ = run(&e, "frame-loop");
+    let evs = sink.take();
+    assert_eq!(
+        fault_notes(&evs),
+        ["device-removed: the host reports every adapter removed (TDR)"]
+    );
+    // Right after the sixth ioctl (before the seventh's events).
+    let note = evs
+        .iter()
+        .position(|e| matches!(e, Event::Annotation(a) if a.key == "fault"))
+        .expect("noted");
+    let ioctls_before = evs[..note]
+        .iter()
+        .filter(|e| matches!(e, Event::Ioctl(_)))
+        .count();
+    assert_eq!(ioctls_before, 6);
+}
+
 #[test]
 fn deterministic_runs_are_identical() {
     let a = {

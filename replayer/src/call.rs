@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use driver_core::layout::read_uint;
 use driver_core::schema::{
-    ArgKind, CaptureBuf, Dir, Effect, HandleType, IoctlDesc, Loc, PointerDesc, PtrAddr,
+    ArgKind, CaptureBuf, Cond, Dir, Effect, HandleType, IoctlDesc, Loc, PointerDesc, PtrAddr,
     find_pointer, walk_pointers,
 };
 use traces::{BufferRole, IoctlRecord};
@@ -332,11 +332,15 @@ fn recorded_idx(rec: &IoctlRecord, role: BufferRole, path: &str, addr: u64) -> O
     rec.buffers
         .iter()
         .position(|b| b.role == role && b.path == path)
-        .or_else(|| {
-            rec.buffers
-                .iter()
-                .position(|b| b.role == role && b.addr == addr && !b.path.is_empty())
-        })
+        .or_else(|| recorded_at(rec, role, addr))
+}
+
+/// [`recorded_idx`]'s fallback: the first recorded buffer with this role at this address
+/// (and some path).
+fn recorded_at(rec: &IoctlRecord, role: BufferRole, addr: u64) -> Option<usize> {
+    rec.buffers
+        .iter()
+        .position(|b| b.role == role && b.addr == addr && !b.path.is_empty())
 }
 
 /// The shape of an ioctl no table knows (`--allow-unknown`): the recorded struct, if any,
@@ -790,9 +794,56 @@ const MAX_SHAPES: usize = 4096;
 pub(crate) struct ShapeCache {
     shapes: std::collections::HashMap<Box<[u64]>, Rc<Shape>, BuildKeyHasher>,
     key: Vec<u64>,
+    /// The last shape per request code (256 slots, see [`last_slot`] and [`LastShape`]),
+    /// checked before `shapes`.
+    last: Vec<LastShape>,
     /// Calls compiled from a cached shape / from scratch (for tests and profiling).
     pub hits: u64,
     pub misses: u64,
+}
+
+/// The shape of the last keyed call of one table entry, with its key: consecutive calls
+/// of a request mostly share their shape, which a compare of the keys finds without
+/// hashing the key and probing the map. Also what [`shape_key`] needs of the entry.
+#[derive(Default)]
+struct LastShape {
+    /// Address of the table entry (0: none yet).
+    entry: usize,
+    key: Vec<u64>,
+    shape: Option<Rc<Shape>>,
+    /// See [`path_ids`].
+    ids: Option<Box<[u8]>>,
+}
+
+/// Most top-level pointers of an entry, and most buffers of a record, for which
+/// [`shape_key`] finds each pointer's recorded buffers through the path ids of the
+/// record's buffers (more: by string compares).
+const KEY_PTRS: usize = 31;
+const KEY_BUFS: usize = 16;
+
+/// Per top-level pointer of `entry`, the path id [`shape_key`] gives a recorded buffer
+/// whose path is the pointer's: 0 for the empty path, else 1 + the position of the first
+/// pointer with that path. `None` when the entry has more than [`KEY_PTRS`] pointers.
+fn path_ids(entry: &IoctlDesc) -> Option<Box<[u8]>> {
+    let ptrs = entry.pointers;
+    if ptrs.len() > KEY_PTRS {
+        return None;
+    }
+    Some(
+        ptrs.iter()
+            .map(|p| match ptrs.iter().position(|q| q.path == p.path) {
+                _ if p.path.is_empty() => 0,
+                Some(k) => k as u8 + 1,
+                None => unreachable!("a pointer's path is in its entry"),
+            })
+            .collect(),
+    )
+}
+
+/// The [`ShapeCache::last`] slot of a request code: its number xor its type byte (the
+/// codes of one driver differ in their number).
+fn last_slot(cmd: u32) -> usize {
+    ((cmd ^ cmd >> 8) & 0xff) as usize
 }
 
 type BuildKeyHasher = std::hash::BuildHasherDefault<KeyHasher>;
@@ -831,7 +882,12 @@ impl std::hash::Hasher for KeyHasher {
 /// its condition holds, whether it is null and its length; per buffer the walk yields,
 /// which recorded buffers hold its input and output (the address fallback of
 /// [`recorded_idx`] included).
-fn shape_key(entry: &'static IoctlDesc, rec: &IoctlRecord, key: &mut Vec<u64>) -> bool {
+fn shape_key(
+    entry: &'static IoctlDesc,
+    rec: &IoctlRecord,
+    ids: Option<&[u8]>,
+    key: &mut Vec<u64>,
+) -> bool {
     key.clear();
     key.push(rec.cmd as u64);
     if !matches!(entry.arg, ArgKind::Struct) {
@@ -844,22 +900,36 @@ fn shape_key(entry: &'static IoctlDesc, rec: &IoctlRecord, key: &mut Vec<u64>) -
     {
         return false;
     }
-    key.push(rec.buffers.len() as u64);
+    let ids = ids.filter(|ids| ids.len() == ptrs.len());
+    let n = rec.buffers.len();
+    key.reserve(2 + 2 * n + 4 * ptrs.len());
+    key.push(n as u64);
     let mut sin: Option<&[u8]> = None;
-    for b in &rec.buffers {
+    // Each recorded buffer's role and path id (`role | id << 8`, as below), for
+    // `recorded_idx`'s path match without string compares; unused past `KEY_BUFS` buffers.
+    let mut bids = [0u16; KEY_BUFS];
+    let ids = ids.filter(|_| n <= KEY_BUFS);
+    let mut at_max = false;
+    for (bi, b) in rec.buffers.iter().enumerate() {
         let path_id = if b.path.is_empty() {
+            if sin.is_none() && b.role == BufferRole::StructIn {
+                sin = Some(&b.data);
+            }
             0
         } else {
             match ptrs.iter().position(|p| p.path == b.path) {
-                Some(k) => k as u64 + 1,
+                Some(k) => k + 1,
                 None => return false,
             }
         };
-        if sin.is_none() && b.role == BufferRole::StructIn && b.path.is_empty() {
-            sin = Some(&b.data);
+        if let Some(x) = bids.get_mut(bi) {
+            *x = b.role as u16 | (path_id as u16) << 8;
         }
-        key.push(b.role as u64 | (b.flags as u64) << 8 | path_id << 16);
-        key.push(b.data.len() as u64);
+        at_max |= b.addr == u64::MAX;
+        key.extend_from_slice(&[
+            b.role as u64 | (b.flags as u64) << 8 | (path_id as u64) << 16,
+            b.data.len() as u64,
+        ]);
     }
     // The walk reads the input struct zero-filled to the table size.
     let padded;
@@ -872,9 +942,9 @@ fn shape_key(entry: &'static IoctlDesc, rec: &IoctlRecord, key: &mut Vec<u64>) -
             &padded[..]
         }
     };
-    for p in ptrs {
+    for (k, p) in ptrs.iter().enumerate() {
         // As `walk_pointers` at the top level.
-        if !p.cond.eval(sin, sin) {
+        if !matches!(p.cond, Cond::Always) && !p.cond.eval(sin, sin) {
             key.push(0);
             continue;
         }
@@ -900,11 +970,34 @@ fn shape_key(entry: &'static IoctlDesc, rec: &IoctlRecord, key: &mut Vec<u64>) -
             key.push(3);
             continue;
         }
-        key.push(4 | (unknown as u64) << 3);
-        key.push(len);
+        key.extend_from_slice(&[4 | (unknown as u64) << 3, len]);
+        let (i_in, i_out) = match ids {
+            Some(ids) => {
+                // `recorded_idx` through the path ids.
+                let id = (ids[k] as u16) << 8;
+                let bids = &bids[..n];
+                let i_in = bids
+                    .iter()
+                    .position(|&b| b == BufferRole::PtrIn as u16 | id);
+                let i_out = bids
+                    .iter()
+                    .position(|&b| b == BufferRole::PtrOut as u16 | id);
+                (
+                    i_in.or_else(|| recorded_at(rec, BufferRole::PtrIn, addr)),
+                    i_out.or_else(|| {
+                        at_max
+                            .then(|| recorded_at(rec, BufferRole::PtrOut, u64::MAX))
+                            .flatten()
+                    }),
+                )
+            }
+            None => (
+                recorded_idx(rec, BufferRole::PtrIn, p.path, addr),
+                recorded_idx(rec, BufferRole::PtrOut, p.path, u64::MAX),
+            ),
+        };
         let idx = |i: Option<usize>| i.map_or(u64::MAX, |i| i as u64);
-        key.push(idx(recorded_idx(rec, BufferRole::PtrIn, p.path, addr)));
-        key.push(idx(recorded_idx(rec, BufferRole::PtrOut, p.path, u64::MAX)));
+        key.extend_from_slice(&[idx(i_in), idx(i_out)]);
     }
     true
 }
@@ -926,32 +1019,69 @@ pub(crate) fn compile_with<'r>(
     plans: &mut PlanCache,
     spare: &mut Spare,
 ) -> CallPlan<'r> {
-    let mut key = std::mem::take(&mut plans.shapes.key);
-    let keyed = shape_key(entry, rec, &mut key);
-    let cached = if keyed {
-        plans.shapes.shapes.get(&key[..]).cloned()
-    } else {
+    let sc = &mut plans.shapes;
+    let mut key = std::mem::take(&mut sc.key);
+    if sc.last.is_empty() {
+        sc.last.resize_with(256, LastShape::default);
+    }
+    let last = &mut sc.last[last_slot(rec.cmd)];
+    let eid = entry as *const IoctlDesc as usize;
+    if last.entry != eid {
+        *last = LastShape {
+            entry: eid,
+            key: Vec::new(),
+            shape: None,
+            ids: path_ids(entry),
+        };
+    }
+    let keyed = shape_key(entry, rec, last.ids.as_deref(), &mut key);
+    let cached = if !keyed {
         None
+    } else if let Some(s) = &last.shape
+        && last.key == key
+    {
+        Some(s.clone())
+    } else {
+        let s = sc.shapes.get(&key[..]).cloned();
+        if let Some(s) = &s {
+            last.key.clone_from(&key);
+            last.shape = Some(s.clone());
+        }
+        s
     };
     let shape = match cached {
         Some(s) => {
-            plans.shapes.hits += 1;
+            sc.hits += 1;
             s
         }
         None => {
-            plans.shapes.misses += 1;
+            sc.misses += 1;
             let s = Rc::new(build_shape(entry, rec, plans));
-            if keyed && plans.shapes.shapes.len() < MAX_SHAPES {
-                plans
-                    .shapes
-                    .shapes
-                    .insert(key.clone().into_boxed_slice(), s.clone());
+            let sc = &mut plans.shapes;
+            if keyed {
+                let last = &mut sc.last[last_slot(rec.cmd)];
+                last.key.clone_from(&key);
+                last.shape = Some(s.clone());
+                if sc.shapes.len() < MAX_SHAPES {
+                    sc.shapes.insert(key.clone().into_boxed_slice(), s.clone());
+                }
             }
             s
         }
     };
     plans.shapes.key = key;
     bind_with(shape, rec, spare)
+}
+
+/// The shape key of a call built with the entry's path ids and without (string compares
+/// only): (keyed, key) for each.
+#[cfg(test)]
+pub(crate) fn shape_keys(entry: &'static IoctlDesc, rec: &IoctlRecord) -> [(bool, Vec<u64>); 2] {
+    let ids = path_ids(entry);
+    [ids.as_deref(), None].map(|ids| {
+        let mut key = Vec::new();
+        (shape_key(entry, rec, ids, &mut key), key)
+    })
 }
 
 /// [`compile`] without the shape cache: the shape built from this call itself.

@@ -845,6 +845,113 @@ fn shared_shapes_build_the_same_call_plans_as_fresh_compiles() {
     assert!(hits > 100, "shapes were reused ({hits} hits)");
 }
 
+/// Variants of a recorded call that differ from it in its shape key: a pointer buffer
+/// dropped, a pointer field nulled, a buffer given another buffer's path (its own path
+/// then found by address), the input struct cut short, more buffers than the key's
+/// path-id lookup takes.
+fn shape_variants(e: &driver_core::schema::IoctlDesc, io: &IoctlRecord) -> Vec<IoctlRecord> {
+    let mut out = Vec::new();
+    let ptr_bufs: Vec<usize> = (0..io.buffers.len())
+        .filter(|&i| matches!(io.buffers[i].role, BufferRole::PtrIn | BufferRole::PtrOut))
+        .collect();
+    for &i in &ptr_bufs {
+        let mut v = io.clone();
+        v.buffers.remove(i);
+        out.push(v);
+        for &j in &ptr_bufs {
+            if io.buffers[j].path != io.buffers[i].path {
+                let mut v = io.clone();
+                v.buffers[j].path = io.buffers[i].path.clone();
+                out.push(v);
+            }
+        }
+    }
+    let sin = io
+        .buffers
+        .iter()
+        .position(|b| b.role == BufferRole::StructIn && b.path.is_empty());
+    if let Some(si) = sin {
+        for p in e.pointers {
+            if let driver_core::schema::PtrAddr::Field { offset } = p.addr {
+                let o = offset as usize;
+                let mut v = io.clone();
+                if let Some(f) = v.buffers[si].data.get_mut(o..o + 8)
+                    && f.iter().any(|b| *b != 0)
+                {
+                    f.fill(0);
+                    out.push(v);
+                }
+            }
+        }
+        if io.buffers[si].data.len() >= 4 {
+            let mut v = io.clone();
+            let n = v.buffers[si].data.len() - 4;
+            v.buffers[si].data.truncate(n);
+            out.push(v);
+        }
+    }
+    if let Some(so) = io.buffers.iter().find(|b| b.role == BufferRole::StructOut) {
+        let mut v = io.clone();
+        for _ in 0..17 {
+            v.buffers.push(so.clone());
+        }
+        out.push(v);
+    }
+    out
+}
+
+#[test]
+fn calls_of_one_request_with_alternating_shapes_get_their_own_shapes() {
+    // The shape cache remembers the last shape of each request and checks it first:
+    // calls of one request alternating between shapes (each recorded call of the
+    // samples and a workload, then variants of it whose shape keys differ, back and
+    // forth) must each compile as they do afresh.
+    let mut sets = sample_records();
+    sets.push(("frame-loop x2".into(), frame_loop_records(2)));
+    let mut variants = 0;
+    for (name, recs) in &sets {
+        let mut cached = crate::plan::PlanCache::default();
+        let mut fresh = crate::plan::PlanCache::default();
+        let mut spare = crate::call::Spare::default();
+        let mut per_cmd = std::collections::HashMap::new();
+        for (i, r) in recs.iter().enumerate() {
+            let Record::Ioctl(io) = r else { continue };
+            let Some(e) = driver_core::schema::lookup_code(io.cmd) else {
+                continue;
+            };
+            // The first two calls of each request (the rest add time, not cases).
+            let seen = per_cmd.entry(io.cmd).or_insert(0);
+            *seen += 1;
+            if *seen > 2 {
+                continue;
+            }
+            let vs = shape_variants(e, io);
+            variants += vs.len();
+            let mut order = vec![io];
+            for v in &vs {
+                order.extend([v, io, v, v, io]);
+            }
+            order.extend(vs.iter());
+            order.extend(vs.iter().rev());
+            for (k, c) in order.into_iter().enumerate() {
+                // The key's lookup of buffers by path id finds what string compares do.
+                let [fast, slow] = crate::call::shape_keys(e, c);
+                assert_eq!(fast, slow, "{name}: record {i} ({}), compile {k}", e.name);
+                let a = crate::call::compile_with(e, c, &mut cached, &mut spare);
+                let b = crate::call::compile_fresh(e, c, &mut fresh);
+                assert_eq!(
+                    format!("{a:?}"),
+                    format!("{b:?}"),
+                    "{name}: record {i} ({}), compile {k}",
+                    e.name
+                );
+                spare.recycle(a);
+            }
+        }
+    }
+    assert!(variants > 100, "{variants} variants");
+}
+
 #[test]
 fn one_altered_byte_in_a_reused_shape_reports_exactly_one_divergence() {
     let mut recs = frame_loop_records(4);

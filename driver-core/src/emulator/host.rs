@@ -385,6 +385,18 @@ fn u32_z(b: &[u8], off: usize) -> u32 {
         }
     }
 }
+/// The little-endian u64 at `off`, bytes past the end of `b` read as 0 (see [`u32_z`]).
+fn u64_z(b: &[u8], off: usize) -> u64 {
+    match b.get(off..off + 8) {
+        Some(s) => u64::from_le_bytes(s.try_into().expect("8 bytes")),
+        None => {
+            let mut a = [0u8; 8];
+            let tail = b.get(off..).unwrap_or(&[]);
+            a[..tail.len().min(8)].copy_from_slice(&tail[..tail.len().min(8)]);
+            u64::from_le_bytes(a)
+        }
+    }
+}
 fn u64_at(b: &[u8], off: usize) -> u64 {
     b.get(off..off + 8)
         .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
@@ -1290,10 +1302,11 @@ impl FakeHost {
                 .put(out)
             }
             22 => {
-                let c = WaitSyncObjectFromCpuCmd::from_bytes(b);
-                let n = c.object_count as usize;
+                // The fields are read in place (not copied into the struct first).
+                type C = WaitSyncObjectFromCpuCmd;
+                let n = u32_z(b, std::mem::offset_of!(C, object_count)) as usize;
                 let mut w = Waiter {
-                    event: c.guest_event_pointer,
+                    event: u64_z(b, std::mem::offset_of!(C, guest_event_pointer)),
                     n,
                     inline: [(0, 0); WAIT_INLINE],
                     spill: Vec::new(),
@@ -1376,10 +1389,12 @@ impl FakeHost {
                 put_status(out, 0)
             }
             26 => {
-                // Handles, contexts and values are read in place (no vectors per signal).
-                let c = SignalSyncObjectCmd::from_bytes(b);
-                let n = c.object_count as usize;
-                let nc = c.context_count as usize;
+                // Handles, contexts, values and the header's fields are read in place (no
+                // vectors, no copy of the struct per signal).
+                type C = SignalSyncObjectCmd;
+                let n = u32_z(b, std::mem::offset_of!(C, object_count)) as usize;
+                let nc = u32_z(b, std::mem::offset_of!(C, context_count)) as usize;
+                let fence_value = u64_z(b, std::mem::offset_of!(C, fence_value));
                 let obj = |i: usize| u32_at(b, 56 + 4 * i);
                 let ctx_off = 56 + 4 * n;
                 let fences_off = ctx_off + 4 * nc;
@@ -1398,9 +1413,9 @@ impl FakeHost {
                     let v = if monitored || carried {
                         u64_at(b, fences_off + 8 * i)
                     } else {
-                        c.fence_value
+                        fence_value
                     };
-                    if v == 0 { c.fence_value } else { v }
+                    if v == 0 { fence_value } else { v }
                 };
                 if nc == 0 {
                     for i in 0..n {
@@ -1819,6 +1834,40 @@ fn apply_failure(cmd: VmbusCmd, reply: &mut Vec<u8>, s: u32) {
 mod tests {
     use super::*;
     use crate::layout::Pod;
+
+    /// The in-place reads give what `Pod::from_bytes` puts in the fields, for messages of
+    /// every length (short ones zero-filled), as the arms that read in place rely on.
+    #[test]
+    fn in_place_reads_match_the_struct() {
+        let full: Vec<u8> = (1..=64u8).collect();
+        for len in 0..=full.len() {
+            let b = &full[..len];
+            let s = SignalSyncObjectCmd::from_bytes(b);
+            type S = SignalSyncObjectCmd;
+            assert_eq!(
+                u32_z(b, std::mem::offset_of!(S, object_count)),
+                s.object_count
+            );
+            assert_eq!(
+                u32_z(b, std::mem::offset_of!(S, context_count)),
+                s.context_count
+            );
+            assert_eq!(
+                u64_z(b, std::mem::offset_of!(S, fence_value)),
+                s.fence_value
+            );
+            let w = WaitSyncObjectFromCpuCmd::from_bytes(b);
+            type W = WaitSyncObjectFromCpuCmd;
+            assert_eq!(
+                u32_z(b, std::mem::offset_of!(W, object_count)),
+                w.object_count
+            );
+            assert_eq!(
+                u64_z(b, std::mem::offset_of!(W, guest_event_pointer)),
+                w.guest_event_pointer
+            );
+        }
+    }
 
     fn host() -> FakeHost {
         let c = crate::emulator::EmulatorConfig::default();

@@ -568,7 +568,12 @@ unsafe fn next_packet(channel: *mut c_void) -> *const VmpacketDescriptor {
     }
     // The payload as the copy holds it: padded with zeros to the descriptor's length.
     p.resize(words * 8 - hdr, 0);
-    super::pool::give(std::mem::replace(&mut *ch.rx_payload.borrow_mut(), p));
+    let old = std::mem::replace(&mut *ch.rx_payload.borrow_mut(), p);
+    // The receive loop takes each payload, so the one replaced is empty (no capacity) but
+    // for a packet nobody received: only that one goes back to the pool (a call otherwise).
+    if old.capacity() != 0 {
+        super::pool::give(old);
+    }
     base as *const VmpacketDescriptor
 }
 

@@ -252,10 +252,44 @@ pub(crate) struct Shape {
     pub bufs_out: bool,
     /// Comparison plan of the argument struct.
     pub splan: Option<Rc<Plan>>,
+    /// With a [`Plan::fast`] struct plan: its `special_runs` as [`bind_with`] scans the
+    /// recorded out struct for set handles / fds (see [`OutRun`]).
+    out_runs: Vec<OutRun>,
     /// The return value is a new fd of this type.
     pub ret_fd: Option<HandleType>,
     /// A buffer that had to be recreated was not captured (reported when the call runs).
     pub missing: Option<String>,
+}
+
+/// A run of special leaves of a struct plan (`Plan::special_runs`): bytes `off..off +
+/// len` of the struct, leaves `plan.special[slots]`. `per > 0`: a run of handle slots of
+/// `8 / per` bytes each, scanned a word at a time (most of them are empty).
+#[derive(Debug)]
+struct OutRun {
+    off: usize,
+    len: usize,
+    slots: std::ops::Range<usize>,
+    per: usize,
+}
+
+/// [`Shape::out_runs`] of a struct plan.
+fn out_runs(sp: &Plan) -> Vec<OutRun> {
+    if !sp.fast {
+        return Vec::new();
+    }
+    sp.special_runs
+        .iter()
+        .map(|(o, len, r)| {
+            let size = sp.leaves[sp.special[r.start]].size;
+            let words = *len > 0 && size > 0 && size <= 8 && 8 % size == 0 && len % 8 == 0;
+            OutRun {
+                off: *o,
+                len: *len,
+                slots: r.clone(),
+                per: if words { 8 / size } else { 0 },
+            }
+        })
+        .collect()
 }
 
 /// A recorded ioctl compiled into what replaying it takes: its [`Shape`] (shared with
@@ -473,6 +507,7 @@ fn build_shape(entry: &'static IoctlDesc, rec: &IoctlRecord, plans: &mut PlanCac
     sh.struct_len = total;
     remap_slots(&splan, &image[..entry.size()], 0, "", &mut sh.remaps);
     sh.struct_remaps = sh.remaps.len();
+    sh.out_runs = out_runs(&splan);
     sh.splan = Some(splan);
 
     for c in caps {
@@ -677,13 +712,12 @@ pub(crate) fn bind_with<'r>(
                 });
             }
         };
-        for (o, len, r) in &sp.special_runs {
-            let slots = &sp.special[r.clone()];
-            let size = sp.leaves[slots[0]].size;
-            if *len > 0 && size <= 8 && 8 % size == 0 && len % 8 == 0 {
+        for r in &sh.out_runs {
+            let slots = &sp.special[r.slots.clone()];
+            let per = r.per;
+            if per > 0 {
                 // A run of handle slots, most of them empty: only the set words' slots.
-                let per = 8 / size;
-                let rs = &out[*o..o + len];
+                let rs = &out[r.off..r.off + r.len];
                 crate::plan::set_words(rs, rs, |w| {
                     slots[w * per..(w + 1) * per].iter().for_each(|&li| set(li))
                 });
@@ -694,11 +728,16 @@ pub(crate) fn bind_with<'r>(
     }
     let mut image = std::mem::take(&mut spare.image);
     image.clear();
-    image.resize(sh.image_len, 0);
+    // The input struct, then zeros (no zero fill of what the struct overwrites).
     if let Some(i) = sh.struct_in {
         let d = &rec.buffers[i].data;
-        image[..d.len()].copy_from_slice(d);
+        assert!(
+            d.len() <= sh.image_len,
+            "input struct longer than its shape"
+        );
+        image.extend_from_slice(d);
     }
+    image.resize(sh.image_len, 0);
     let mut k = 0;
     while k < sh.refs.len() {
         let r = &sh.refs[k];
@@ -722,46 +761,13 @@ pub(crate) fn bind_with<'r>(
         }
         k += 1;
     }
-    let mut take = |image: &[u8], slots: std::ops::Range<usize>| {
-        let mut k = slots.start;
-        while k < slots.end {
-            let s = &sh.remaps[k];
-            let v = read_uint(image, s.off, s.size).unwrap_or(0);
-            // 0 means "no handle" for dxg handles and "no event" for the eventfd fields;
-            // a negative fd means none as well.
-            if v == 0 {
-                let end = s.run_end.min(slots.end);
-                if end > k + 1 {
-                    let last = &sh.remaps[end - 1];
-                    if zero_span(image, s.off + s.size, last.off + last.size) {
-                        k = end;
-                        continue;
-                    }
-                }
-                k += 1;
-                continue;
-            }
-            k += 1;
-            if s.is_fd && driver_core::layout::sign_extend(v, s.size) < 0 {
-                continue;
-            }
-            cp.remaps.push(Remap {
-                value: v,
-                off: s.off,
-                slot: (k - 1) as u32,
-                size: s.size,
-                is_fd: s.is_fd,
-                eventfd: s.is_fd && s.ty == HandleType::EventFd,
-            });
-        }
-    };
-    take(&image, 0..sh.struct_remaps);
+    take_remaps(sh, &image, 0..sh.struct_remaps, &mut cp.remaps);
     let mut from = sh.struct_remaps;
     for c in &sh.copies {
         if let Some((i, off, n)) = c.copy {
             image[off..off + n].copy_from_slice(&rec.buffers[i].data[..n]);
         }
-        take(&image, from..c.remaps_end);
+        take_remaps(sh, &image, from..c.remaps_end, &mut cp.remaps);
         from = c.remaps_end;
     }
     cp.image = image;
@@ -784,6 +790,43 @@ pub(crate) fn bind_with<'r>(
         }
     }
     cp
+}
+
+/// Adds to `out` the set input handles / fds of `sh.remaps[slots]` in `image` (see
+/// [`CallPlan::remaps`]).
+#[inline(always)]
+fn take_remaps(sh: &Shape, image: &[u8], slots: std::ops::Range<usize>, out: &mut Vec<Remap>) {
+    let mut k = slots.start;
+    while k < slots.end {
+        let s = &sh.remaps[k];
+        let v = read_uint(image, s.off, s.size).unwrap_or(0);
+        // 0 means "no handle" for dxg handles and "no event" for the eventfd fields;
+        // a negative fd means none as well.
+        if v == 0 {
+            let end = s.run_end.min(slots.end);
+            if end > k + 1 {
+                let last = &sh.remaps[end - 1];
+                if zero_span(image, s.off + s.size, last.off + last.size) {
+                    k = end;
+                    continue;
+                }
+            }
+            k += 1;
+            continue;
+        }
+        k += 1;
+        if s.is_fd && driver_core::layout::sign_extend(v, s.size) < 0 {
+            continue;
+        }
+        out.push(Remap {
+            value: v,
+            off: s.off,
+            slot: (k - 1) as u32,
+            size: s.size,
+            is_fd: s.is_fd,
+            eventfd: s.is_fd && s.ty == HandleType::EventFd,
+        });
+    }
 }
 
 /// Most shapes kept by a [`ShapeCache`]; calls of further shapes are compiled afresh.
@@ -821,12 +864,21 @@ struct LastShape {
 const KEY_PTRS: usize = 31;
 const KEY_BUFS: usize = 16;
 
+/// False if the entry has nested or pinned pointers (its calls are not keyed).
+fn keyed_ptrs(entry: &IoctlDesc) -> bool {
+    !entry
+        .pointers
+        .iter()
+        .any(|p| !p.nested.is_empty() || p.dir == Dir::Pinned)
+}
+
 /// Per top-level pointer of `entry`, the path id [`shape_key`] gives a recorded buffer
 /// whose path is the pointer's: 0 for the empty path, else 1 + the position of the first
-/// pointer with that path. `None` when the entry has more than [`KEY_PTRS`] pointers.
+/// pointer with that path. `None` when the entry has more than [`KEY_PTRS`] pointers
+/// or is not keyed ([`keyed_ptrs`]).
 fn path_ids(entry: &IoctlDesc) -> Option<Box<[u8]>> {
     let ptrs = entry.pointers;
-    if ptrs.len() > KEY_PTRS {
+    if ptrs.len() > KEY_PTRS || !keyed_ptrs(entry) {
         return None;
     }
     Some(
@@ -894,11 +946,11 @@ fn shape_key(
         return true;
     }
     let ptrs = entry.pointers;
-    if ptrs
-        .iter()
-        .any(|p| !p.nested.is_empty() || p.dir == Dir::Pinned)
-    {
-        return false;
+    match ids {
+        // `path_ids` gives none for an entry that is not keyed.
+        Some(ids) if ids.len() == ptrs.len() => {}
+        _ if !keyed_ptrs(entry) => return false,
+        _ => {}
     }
     let ids = ids.filter(|ids| ids.len() == ptrs.len());
     let n = rec.buffers.len();

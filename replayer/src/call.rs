@@ -701,7 +701,7 @@ pub(crate) fn bind_with<'r>(
                 // Checked and mapped apart (`Plan::creates`).
                 return;
             }
-            let value = read_uint(out, l.off, l.size).unwrap_or(0);
+            let value = read_field(out, l.off, l.size);
             if value != 0 {
                 cp.out_nz.push(SetLeaf {
                     value,
@@ -745,7 +745,7 @@ pub(crate) fn bind_with<'r>(
             None => &image[..],
             Some(i) => &rec.buffers[i].data[..],
         };
-        let v = read_uint(bytes, r.off, r.size).unwrap_or(0);
+        let v = read_field(bytes, r.off, r.size);
         if v != 0 {
             cp.parents.push(crate::replay::Obj::Handle(v));
             if r.destroys {
@@ -792,6 +792,23 @@ pub(crate) fn bind_with<'r>(
     cp
 }
 
+/// `read_uint(b, off, size).unwrap_or(0)` with the handle sizes (4 and 8 bytes) as
+/// fixed-size loads.
+#[inline(always)]
+fn read_field(b: &[u8], off: usize, size: usize) -> u64 {
+    match size {
+        4 => b
+            .get(off..)
+            .and_then(|s| s.first_chunk::<4>())
+            .map_or(0, |c| u32::from_le_bytes(*c) as u64),
+        8 => b
+            .get(off..)
+            .and_then(|s| s.first_chunk::<8>())
+            .map_or(0, |c| u64::from_le_bytes(*c)),
+        _ => read_uint(b, off, size).unwrap_or(0),
+    }
+}
+
 /// Adds to `out` the set input handles / fds of `sh.remaps[slots]` in `image` (see
 /// [`CallPlan::remaps`]).
 #[inline(always)]
@@ -799,7 +816,7 @@ fn take_remaps(sh: &Shape, image: &[u8], slots: std::ops::Range<usize>, out: &mu
     let mut k = slots.start;
     while k < slots.end {
         let s = &sh.remaps[k];
-        let v = read_uint(image, s.off, s.size).unwrap_or(0);
+        let v = read_field(image, s.off, s.size);
         // 0 means "no handle" for dxg handles and "no event" for the eventfd fields;
         // a negative fd means none as well.
         if v == 0 {
@@ -1267,6 +1284,20 @@ fn refs_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_field_reads_as_read_uint() {
+        let b: Vec<u8> = (1..=20).collect();
+        for size in [0, 1, 2, 3, 4, 8, 16] {
+            for off in (0..=24).chain([usize::MAX - 3, usize::MAX]) {
+                assert_eq!(
+                    read_field(&b, off, size),
+                    read_uint(&b, off, size).unwrap_or(0),
+                    "size {size} at {off}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn parent_paths() {

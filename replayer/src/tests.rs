@@ -1085,21 +1085,9 @@ fn read_ahead_replays_a_file_exactly_as_the_plain_reader() {
         }
     }
     assert!(altered > 10);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = dir.path().join("t.dxtrace");
-    write_trace(
-        &p,
-        &RecordingBackend::<RealDevice>::header("/dev/dxg", "dxg"),
-        &recs,
-    )
-    .expect("write trace");
+    let (_dir, p) = trace_file(&recs);
     let reader = traces::Reader::open(&p).expect("open");
-    let mut a = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
-    crate::run_reader(&mut a, &reader, &mut |_| {}).expect("replay");
-    let a = a.finish();
-    let mut b = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
-    b.run(reader.records(), &mut |_| {}).expect("replay");
-    let b = b.finish();
+    let (a, b) = file_and_plain_reports(&reader);
     assert_eq!(a.calls, n);
     assert_eq!(a.calls, b.calls);
     assert_eq!(a.divergences_total, altered);
@@ -1651,15 +1639,7 @@ fn a_replay_that_panics_ends_its_decoding_thread() {
     // The decoding thread of `run_reader` frees the records the replay returns until the
     // replay says it is done; a replay that unwinds must say so too, or the thread (and
     // the scope waiting for it) would never end.
-    let recs = frame_loop_records(40);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = dir.path().join("t.dxtrace");
-    write_trace(
-        &p,
-        &RecordingBackend::<RealDevice>::header("/dev/dxg", "dxg"),
-        &recs,
-    )
-    .expect("write trace");
+    let (_dir, p) = trace_file(&frame_loop_records(40));
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let reader = traces::Reader::open(&p).expect("open");
@@ -1703,23 +1683,36 @@ fn a_file_longer_than_the_reordering_window_replays_as_the_plain_reader() {
         }
     }
     assert!(swapped > 10);
+    let (_dir, p) = trace_file(&recs);
+    let reader = traces::Reader::open(&p).expect("open");
+    let (a, b) = file_and_plain_reports(&reader);
+    assert_eq!(a.calls, b.calls);
+    assert_eq!(a.divergences, b.divergences);
+    assert_eq!(a.notes, b.notes);
+    assert!(a.divergences.is_empty(), "{:#?}", a.divergences.first());
+}
+
+/// `recs` written to a trace file in a fresh temporary directory (kept while the first
+/// value lives).
+fn trace_file(recs: &[Record]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path().join("t.dxtrace");
     write_trace(
         &p,
         &RecordingBackend::<RealDevice>::header("/dev/dxg", "dxg"),
-        &recs,
+        recs,
     )
     .expect("write trace");
-    let reader = traces::Reader::open(&p).expect("open");
+    (dir, p)
+}
+
+/// The reports of `reader`'s trace replayed against the emulator through `run_reader`
+/// (records decoded on a second thread, what `dxtrace replay` runs) and straight from
+/// `reader.records()`.
+fn file_and_plain_reports(reader: &traces::Reader) -> (crate::Report, crate::Report) {
     let mut a = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
-    crate::run_reader(&mut a, &reader, &mut |_| {}).expect("replay");
-    let a = a.finish();
+    crate::run_reader(&mut a, reader, &mut |_| {}).expect("replay");
     let mut b = Replayer::new(emulator_backend(), ReplayOptions::new(Target::InProcess));
     b.run(reader.records(), &mut |_| {}).expect("replay");
-    let b = b.finish();
-    assert_eq!(a.calls, b.calls);
-    assert_eq!(a.divergences, b.divergences);
-    assert_eq!(a.notes, b.notes);
-    assert!(a.divergences.is_empty(), "{:#?}", a.divergences.first());
+    (a.finish(), b.finish())
 }

@@ -451,6 +451,21 @@ pub struct HostConfig {
     pub hang_bound_ns: u64,
 }
 
+impl HostConfig {
+    /// The host settings of an emulator configuration.
+    pub fn of(cfg: &super::EmulatorConfig) -> HostConfig {
+        HostConfig {
+            adapters: cfg.adapters.clone(),
+            interface_version: cfg.interface_version,
+            async_msg: cfg.async_msg,
+            seed: cfg.seed,
+            latency: cfg.latency.clone(),
+            faults: cfg.faults.clone(),
+            hang_bound_ns: cfg.hang_bound_ns,
+        }
+    }
+}
+
 impl FakeHost {
     /// New host.
     pub fn new(cfg: HostConfig) -> FakeHost {
@@ -1872,13 +1887,8 @@ mod tests {
     fn host() -> FakeHost {
         let c = crate::emulator::EmulatorConfig::default();
         FakeHost::new(HostConfig {
-            adapters: c.adapters.clone(),
-            interface_version: c.interface_version,
-            async_msg: c.async_msg,
-            seed: c.seed,
-            latency: c.latency.clone(),
             faults: Vec::new(),
-            hang_bound_ns: c.hang_bound_ns,
+            ..HostConfig::of(&c)
         })
     }
 

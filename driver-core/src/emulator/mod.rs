@@ -226,15 +226,7 @@ impl Emulator {
     /// Boots the emulated driver: adapters start (SETIOSPACEREGION, OPENADAPTER,
     /// GETINTERNALADAPTERINFO are sent and reported to `sink`).
     pub fn new(cfg: EmulatorConfig, sink: Box<dyn EventSink>) -> Emulator {
-        let host = host::FakeHost::new(host::HostConfig {
-            adapters: cfg.adapters.clone(),
-            interface_version: cfg.interface_version,
-            async_msg: cfg.async_msg,
-            seed: cfg.seed,
-            latency: cfg.latency.clone(),
-            faults: cfg.faults.clone(),
-            hang_bound_ns: cfg.hang_bound_ns,
-        });
+        let host = host::FakeHost::new(host::HostConfig::of(&cfg));
         Emulator::with_host(cfg, sink, Box::new(host))
     }
 

@@ -241,14 +241,10 @@ fn host_notes_reach_the_timeline() {
         faults: vec![Fault::parse("device-removed@after=6").expect("valid")],
         ..EmulatorConfig::default()
     };
+    // The host without the fault list: only the driver-level device removal remains.
     let host = host::FakeHost::new(host::HostConfig {
-        adapters: cfg.adapters.clone(),
-        interface_version: cfg.interface_version,
-        async_msg: cfg.async_msg,
-        seed: cfg.seed,
-        latency: cfg.latency.clone(),
         faults: Vec::new(),
-        hang_bound_ns: cfg.hang_bound_ns,
+        ..host::HostConfig::of(&cfg)
     });
     assert!(!host.may_note());
     let e = Emulator::with_host(cfg, Box::new(sink.clone()), Box::new(host));

@@ -372,30 +372,28 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
         .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
         .unwrap_or(0)
 }
-/// The little-endian u32 at `off`, bytes past the end of `b` read as 0 (as in the
-/// zero-filled struct `Pod::from_bytes` makes of a short message).
-fn u32_z(b: &[u8], off: usize) -> u32 {
-    match b.get(off..off + 4) {
-        Some(s) => u32::from_le_bytes(s.try_into().expect("4 bytes")),
+/// The `N` bytes at `off`, bytes past the end of `b` read as 0 (as in the zero-filled
+/// struct `Pod::from_bytes` makes of a short message).
+#[inline(always)]
+fn bytes_z<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
+    match b.get(off..off + N) {
+        Some(s) => s.try_into().expect("N bytes"),
         None => {
-            let mut a = [0u8; 4];
+            let mut a = [0u8; N];
             let tail = b.get(off..).unwrap_or(&[]);
-            a[..tail.len().min(4)].copy_from_slice(&tail[..tail.len().min(4)]);
-            u32::from_le_bytes(a)
+            let n = tail.len().min(N);
+            a[..n].copy_from_slice(&tail[..n]);
+            a
         }
     }
 }
-/// The little-endian u64 at `off`, bytes past the end of `b` read as 0 (see [`u32_z`]).
+/// The little-endian u32 at `off`, bytes past the end of `b` read as 0 ([`bytes_z`]).
+fn u32_z(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(bytes_z(b, off))
+}
+/// The little-endian u64 at `off`, bytes past the end of `b` read as 0 ([`bytes_z`]).
 fn u64_z(b: &[u8], off: usize) -> u64 {
-    match b.get(off..off + 8) {
-        Some(s) => u64::from_le_bytes(s.try_into().expect("8 bytes")),
-        None => {
-            let mut a = [0u8; 8];
-            let tail = b.get(off..).unwrap_or(&[]);
-            a[..tail.len().min(8)].copy_from_slice(&tail[..tail.len().min(8)]);
-            u64::from_le_bytes(a)
-        }
-    }
+    u64::from_le_bytes(bytes_z(b, off))
 }
 fn u64_at(b: &[u8], off: usize) -> u64 {
     b.get(off..off + 8)

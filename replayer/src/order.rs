@@ -58,18 +58,6 @@ impl Ord for Pending {
     }
 }
 
-/// What [`Window::push`] did with a record.
-pub(crate) enum Pushed<R> {
-    /// Queued; `full`: more than [`REORDER_WINDOW`] records are queued, release one
-    /// ([`Window::pop`]) before the next push.
-    Queued { full: bool },
-    /// Not replayed (VMBus messages, annotations…): handed back.
-    Skipped(R),
-    /// An ioctl past the last call to replay (`--to`): handed back; nothing more is to
-    /// be pushed ([`Window::stopped_at_to`]), the queued records are to be drained.
-    PastTo(R),
-}
-
 /// The reordering window (see the module docs). The records stay put in a slab (slots
 /// reused as they leave), so the heap only moves small keys. Records nearly always
 /// arrive in entry order: those that sort after every record already queued go to
@@ -112,10 +100,14 @@ impl<R: Borrow<Record>> Window<R> {
         }
     }
 
-    /// Queues the next record in file order.
-    pub(crate) fn push(&mut self, rec: R) -> Pushed<R> {
+    /// Queues the next record in file order; records not replayed (VMBus messages,
+    /// annotations…) and ioctls past `to` (then [`Window::stopped_at_to`]: nothing more is
+    /// to be pushed, the queued records are to be drained) are dropped. `true`: more than
+    /// [`REORDER_WINDOW`] records are queued, release one ([`Window::pop`]) before the
+    /// next push.
+    pub(crate) fn push(&mut self, rec: R) -> bool {
         let Some(key) = self.order.key(rec.borrow()) else {
-            return Pushed::Skipped(rec);
+            return false;
         };
         let idx = match rec.borrow() {
             Record::Ioctl(_) => {
@@ -127,7 +119,7 @@ impl<R: Borrow<Record>> Window<R> {
         if idx != u64::MAX && self.to.is_some_and(|to| idx > to) {
             // Every call up to `to` has been pushed: drain and stop.
             self.stopped_at_to = true;
-            return Pushed::PastTo(rec);
+            return false;
         }
         if key < self.released {
             self.late += 1;
@@ -155,9 +147,7 @@ impl<R: Borrow<Record>> Window<R> {
             self.heap.push(Reverse(p));
         }
         self.seq += 1;
-        Pushed::Queued {
-            full: self.heap.len() + self.sorted.len() > REORDER_WINDOW,
-        }
+        self.heap.len() + self.sorted.len() > REORDER_WINDOW
     }
 
     /// The queued record that entered the driver first, with its call index (`u64::MAX`

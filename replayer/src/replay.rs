@@ -18,7 +18,7 @@ use traces::{BufferRole, FdEvent, FdOp, IoctlRecord, Record};
 use crate::call::{self, CallPlan, Mem};
 use crate::error::ReplayError;
 use crate::mem::{CallBuf, Region};
-use crate::order::{OrderKey, Pushed, Window};
+use crate::order::{OrderKey, Window};
 use crate::plan::{Class, Leaf, Plan, PlanCache};
 
 // Integer-keyed live maps (handle values, fds): SipHash's per-lookup cost showed in the
@@ -619,7 +619,7 @@ impl<B: Backend> Replayer<B> {
             // A record in: release one only when the window is over full. None left:
             // release what is queued.
             if let Some(rec) = next
-                && !matches!(window.push(rec), Pushed::Queued { full: true })
+                && !window.push(rec)
             {
                 continue;
             }
